@@ -1,0 +1,100 @@
+"""In-memory backends for unit tests of the driver logic (no root, no etcd)."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+
+from xmasq_driver.errors import BackendError
+from xmasq_driver.firewall import PortMapping
+from xmasq_driver.overlay import Underlay, veth_names
+
+
+class MemoryKV:
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+        self.down = False
+        self._lock = threading.Lock()
+
+    def _check(self) -> None:
+        if self.down:
+            raise BackendError("etcd get failed (timeout 3s): http://127.0.0.1:2379: connection refused")
+
+    def get(self, key: str) -> str | None:
+        self._check()
+        return self.data.get(key)
+
+    def put(self, key: str, value: str) -> None:
+        self._check()
+        with self._lock:
+            self.data[key] = value
+
+    def create(self, key: str, value: str) -> bool:
+        self._check()
+        with self._lock:
+            if key in self.data:
+                return False
+            self.data[key] = value
+            return True
+
+    def delete(self, key: str) -> None:
+        self._check()
+        with self._lock:
+            self.data.pop(key, None)
+
+    def get_prefix(self, prefix: str) -> dict[str, str]:
+        self._check()
+        with self._lock:
+            return {k: v for k, v in self.data.items() if k.startswith(prefix)}
+
+
+class FakeOverlay:
+    def __init__(self, mtu: int = 1400) -> None:
+        self.networks: dict[int, tuple[str, int]] = {}
+        self.veths: dict[str, tuple[int, str, int]] = {}
+        self.fail_veth = False
+        self._mtu = mtu
+
+    def underlay(self) -> Underlay:
+        return Underlay("eth0", 2, "192.0.2.2", self._mtu)
+
+    def ensure_network(self, vni: int, gateway: ipaddress.IPv4Interface, mtu: int) -> None:
+        self.networks[vni] = (str(gateway), mtu)
+
+    def delete_network(self, vni: int) -> None:
+        self.networks.pop(vni, None)
+
+    def create_veth(self, endpoint_id: str, vni: int, mac: str, mtu: int) -> str:
+        if self.fail_veth:
+            raise BackendError("netlink: create veth timed out after 5.0s")
+        if vni not in self.networks:
+            raise BackendError(f"bridge for vni {vni} is missing")
+        self.veths[endpoint_id] = (vni, mac, mtu)
+        return veth_names(endpoint_id)[1]
+
+    def delete_veth(self, endpoint_id: str) -> None:
+        self.veths.pop(endpoint_id, None)
+
+
+class FakeFirewall:
+    def __init__(self) -> None:
+        self.networks: dict[int, tuple[str, str, bool]] = {}
+        self.ports: dict[str, list[PortMapping]] = {}
+        self.fail_ports = False
+
+    def ensure_base(self) -> None:
+        pass
+
+    def add_network(self, vni: int, bridge: str, subnet: str, internal: bool) -> None:
+        self.networks[vni] = (bridge, subnet, internal)
+
+    def remove_network(self, vni: int) -> None:
+        self.networks.pop(vni, None)
+
+    def add_ports(self, endpoint_id: str, bridge: str, ports: list[PortMapping]) -> None:
+        if self.fail_ports:
+            raise BackendError("iptables timed out")
+        self.ports[endpoint_id] = ports
+
+    def remove_ports(self, endpoint_id: str) -> None:
+        self.ports.pop(endpoint_id, None)

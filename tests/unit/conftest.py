@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.fakes import FakeFirewall, FakeOverlay, MemoryKV
+from xmasq_driver.api import create_app
+from xmasq_driver.ipam import IpamDriver
+from xmasq_driver.network import NetworkDriver
+from xmasq_driver.state import LocalState
+from xmasq_driver.store import ClusterStore
+
+
+class Harness:
+    """The Flask app over fake backends, and a way to call it as Docker does."""
+
+    def __init__(self, state_path: str | None = None, kv: MemoryKV | None = None, host: str = "host1"):
+        self.kv = kv or MemoryKV()
+        self.overlay = FakeOverlay()
+        self.firewall = FakeFirewall()
+        self.state = LocalState(state_path)
+        self.store = ClusterStore(self.kv, host)
+        self.network = NetworkDriver(self.store, self.state, self.overlay, self.firewall)
+        self.ipam = IpamDriver(self.store)
+        self.client = create_app(self.network, self.ipam).test_client()
+
+    def call(self, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+        # Docker sends no Content-Type header.
+        data = raw if raw is not None else json.dumps(body if body is not None else {}).encode()
+        resp = self.client.post(path, data=data)
+        return resp.status_code, json.loads(resp.data)
+
+    def ok(self, path: str, body: Any = None) -> Any:
+        status, answer = self.call(path, body)
+        assert status == 200, answer
+        assert "Err" not in answer, answer
+        return answer
+
+    def err(self, path: str, body: Any = None, raw: bytes | None = None) -> str:
+        status, answer = self.call(path, body, raw)
+        assert status >= 400, answer
+        assert set(answer) == {"Err"}, answer
+        return answer["Err"]
+
+    def create_network(
+        self,
+        nid: str = "n1",
+        subnet: str = "10.1.0.0/24",
+        gateway: str = "10.1.0.1/24",
+        generic: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        body = {
+            "NetworkID": nid,
+            "Options": {"com.docker.network.generic": generic or {}, **options},
+            "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": subnet, "Gateway": gateway}],
+            "IPv6Data": [],
+        }
+        return self.ok("/NetworkDriver.CreateNetwork", body)
+
+    def create_endpoint(
+        self, nid: str = "n1", eid: str = "e1" * 10, address: str = "10.1.0.2/24", mac: str = ""
+    ) -> Any:
+        body = {
+            "NetworkID": nid,
+            "EndpointID": eid,
+            "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": mac},
+            "Options": {},
+        }
+        return self.ok("/NetworkDriver.CreateEndpoint", body)
+
+
+@pytest.fixture
+def h(tmp_path) -> Harness:
+    return Harness(str(tmp_path / "state.json"))

@@ -1,0 +1,73 @@
+"""All driver settings in one place: each has an env var and a CLI flag.
+
+Precedence: flag > environment > default. `xmasq serve --help` lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _env_name(name: str) -> str:
+    return "XMASQ_" + name.upper()
+
+
+@dataclass(frozen=True)
+class Config:
+    etcd_endpoints: str = field(
+        default="http://127.0.0.1:2379",
+        metadata={"help": "comma-separated etcd client URLs (http:// or https://)"},
+    )
+    etcd_ca: str = field(default="", metadata={"help": "CA bundle for etcd TLS"})
+    etcd_cert: str = field(default="", metadata={"help": "client certificate for etcd TLS"})
+    etcd_key: str = field(default="", metadata={"help": "client key for etcd TLS"})
+    etcd_timeout: float = field(default=3.0, metadata={"help": "seconds per etcd request"})
+    netlink_timeout: float = field(default=5.0, metadata={"help": "seconds per netlink operation"})
+    underlay_interface: str = field(
+        default="", metadata={"help": "underlay NIC (default: the default route's interface)"}
+    )
+    socket: str = field(default="/run/docker/plugins/xmasq.sock", metadata={"help": "plugin unix socket path"})
+    state_dir: str = field(default="/var/lib/xmasq", metadata={"help": "local state directory"})
+    bpf_pin_dir: str = field(default="/sys/fs/bpf/xmasq", metadata={"help": "bpf map pin directory"})
+    host_id: str = field(default="", metadata={"help": "this host's cluster id (default: hostname)"})
+    threads: int = field(default=8, metadata={"help": "HTTP worker threads"})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+
+    @property
+    def etcd_endpoint_list(self) -> list[str]:
+        return [e.strip() for e in self.etcd_endpoints.split(",") if e.strip()]
+
+
+def _coerce(f: dataclasses.Field, raw: str) -> Any:  # type: ignore[type-arg]
+    kind: Any = type(f.default)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SystemExit(f"xmasq: {_env_name(f.name)}={raw!r} is not a valid {kind.__name__}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(Config):
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            help=f"{f.metadata['help']} [env {_env_name(f.name)}, default {f.default!r}]",
+        )
+
+
+def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if environ is None else environ
+    values = {}
+    for f in dataclasses.fields(Config):
+        raw = getattr(args, f.name, None) if args is not None else None
+        if raw is None:
+            raw = env.get(_env_name(f.name))
+        if raw is not None and raw != "":
+            values[f.name] = _coerce(f, raw)
+    return Config(**values)

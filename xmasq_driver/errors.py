@@ -1,0 +1,17 @@
+"""Errors the plugin API turns into {"Err": "..."} answers."""
+
+
+class DriverError(Exception):
+    """A request that cannot be served; the message is shown to the Docker user."""
+
+    status = 400
+
+
+class NotFound(DriverError):
+    status = 404
+
+
+class BackendError(DriverError):
+    """etcd, netlink or iptables failed or timed out; the message names which."""
+
+    status = 500

@@ -1,0 +1,156 @@
+"""iptables rules of the slow path, in the driver's own chains.
+
+  filter FORWARD -> XMASQ-FORWARD   (right after DOCKER-USER, so users' rules still apply)
+  nat POSTROUTING -> XMASQ-POSTROUTING   (masquerade outbound traffic of non-internal networks)
+  nat PREROUTING/OUTPUT (dst-type LOCAL) -> XMASQ-DNAT   (published ports)
+Each rule carries a comment naming its owner (`xmasq:net:<vni>` or `xmasq:ep:<id12>`),
+so an owner's rules are removed exactly, and a restart re-adds only what is missing.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from dataclasses import dataclass
+
+from . import log
+from .errors import BackendError
+
+FORWARD, POSTROUTING, DNAT = "XMASQ-FORWARD", "XMASQ-POSTROUTING", "XMASQ-DNAT"
+_log = log.get("firewall")
+_PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    proto: str
+    container_ip: str
+    port: int
+    host_ip: str
+    host_port: int
+
+    def wire(self) -> dict[str, object]:
+        number = {v: k for k, v in _PROTOS.items()}[self.proto]
+        return {
+            "Proto": number,
+            "IP": self.container_ip,
+            "Port": self.port,
+            "HostIP": self.host_ip,
+            "HostPort": self.host_port,
+            "HostPortEnd": self.host_port,
+        }
+
+
+def proto_name(number: int) -> str:
+    if number not in _PROTOS:
+        raise ValueError(f"unsupported protocol number {number}")
+    return _PROTOS[number]
+
+
+def net_owner(vni: int) -> str:
+    return f"xmasq:net:{vni}"
+
+
+def ep_owner(endpoint_id: str) -> str:
+    return f"xmasq:ep:{endpoint_id[:12]}"
+
+
+class Firewall:
+    def __init__(self, timeout: float = 10.0, binary: str = "iptables"):
+        self._timeout = timeout
+        self._binary = binary
+
+    def _iptables(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = [self._binary, "-w", str(int(self._timeout)), *args]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self._timeout + 2)
+        except subprocess.TimeoutExpired:
+            raise BackendError(f"iptables timed out: {' '.join(args)}")
+        except FileNotFoundError:
+            raise BackendError(f"{self._binary} is not installed")
+        if check and proc.returncode != 0:
+            raise BackendError(f"iptables {' '.join(args)}: {proc.stderr.strip()}")
+        return proc
+
+    def _exists(self, table: str, chain: str, rule: list[str]) -> bool:
+        return self._iptables("-t", table, "-C", chain, *rule, check=False).returncode == 0
+
+    def _ensure(self, table: str, chain: str, rule: list[str], position: int | None = None) -> None:
+        if self._exists(table, chain, rule):
+            return
+        if position is None:
+            self._iptables("-t", table, "-A", chain, *rule)
+        else:
+            self._iptables("-t", table, "-I", chain, str(position), *rule)
+
+    def ensure_base(self) -> None:
+        """Create the driver's chains and the jumps to them; idempotent."""
+        for table, chain in (("filter", FORWARD), ("nat", POSTROUTING), ("nat", DNAT)):
+            self._iptables("-t", table, "-N", chain, check=False)
+        if not self._exists("filter", "FORWARD", ["-j", FORWARD]):
+            rules = self._iptables("-t", "filter", "-S", "FORWARD").stdout.splitlines()
+            appended = [r for r in rules if r.startswith("-A FORWARD")]
+            after_user = next((i + 1 for i, r in enumerate(appended) if r == "-A FORWARD -j DOCKER-USER"), 0)
+            self._ensure("filter", "FORWARD", ["-j", FORWARD], position=after_user + 1)
+        self._ensure("nat", "POSTROUTING", ["-j", POSTROUTING], position=1)
+        local = ["-m", "addrtype", "--dst-type", "LOCAL", "-j", DNAT]
+        self._ensure("nat", "PREROUTING", local, position=1)
+        self._ensure("nat", "OUTPUT", local, position=1)
+
+    # -- per network ------------------------------------------------------
+    def add_network(self, vni: int, bridge: str, subnet: str, internal: bool) -> None:
+        tag = ["-m", "comment", "--comment", net_owner(vni)]
+        if internal:
+            # No path out of or into the network except between its own members.
+            self._ensure("filter", FORWARD, ["-i", bridge, "!", "-o", bridge, *tag, "-j", "DROP"])
+            self._ensure("filter", FORWARD, ["-o", bridge, "!", "-i", bridge, *tag, "-j", "DROP"])
+        else:
+            self._ensure(
+                "filter",
+                FORWARD,
+                ["-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", *tag, "-j", "ACCEPT"],
+            )
+            self._ensure("filter", FORWARD, ["-i", bridge, "!", "-o", bridge, *tag, "-j", "ACCEPT"])
+            self._ensure("nat", POSTROUTING, ["-s", subnet, "!", "-o", bridge, *tag, "-j", "MASQUERADE"])
+            # Published ports reached from 127.0.0.1 leave with the gateway address.
+            self._ensure("nat", POSTROUTING, ["-s", "127.0.0.0/8", "-o", bridge, *tag, "-j", "MASQUERADE"])
+        self._ensure("filter", FORWARD, ["-i", bridge, "-o", bridge, *tag, "-j", "ACCEPT"])
+
+    def remove_network(self, vni: int) -> None:
+        self._remove_owned(net_owner(vni))
+
+    # -- per endpoint -----------------------------------------------------
+    def add_ports(self, endpoint_id: str, bridge: str, ports: list[PortMapping]) -> None:
+        tag = ["-m", "comment", "--comment", ep_owner(endpoint_id)]
+        for p in ports:
+            match = ["-p", p.proto] + (["-d", p.host_ip] if p.host_ip else [])
+            to = f"{p.container_ip}:{p.port}"
+            self._ensure("nat", DNAT, [*match, "--dport", str(p.host_port), *tag, "-j", "DNAT", "--to-destination", to])
+            self._ensure(
+                "filter",
+                FORWARD,
+                ["-d", p.container_ip, "-o", bridge, "-p", p.proto, "--dport", str(p.port), *tag, "-j", "ACCEPT"],
+                position=1,
+            )
+
+    def remove_ports(self, endpoint_id: str) -> None:
+        self._remove_owned(ep_owner(endpoint_id))
+
+    # -- listing ----------------------------------------------------------
+    def owned_rules(self, owner: str | None = None) -> list[tuple[str, str]]:
+        """(table, rule) for every rule of `owner`, or of any xmasq owner when None."""
+        found = []
+        for table, chain in (("filter", FORWARD), ("nat", POSTROUTING), ("nat", DNAT)):
+            proc = self._iptables("-t", table, "-S", chain, check=False)
+            for line in proc.stdout.splitlines():
+                args = shlex.split(line)
+                comment = args[args.index("--comment") + 1] if "--comment" in args else ""
+                if comment == owner or (owner is None and comment.startswith("xmasq:")):
+                    found.append((table, line))
+        return found
+
+    def _remove_owned(self, owner: str) -> None:
+        for table, line in self.owned_rules(owner):
+            args = shlex.split(line)
+            self._iptables("-t", table, "-D", *args[1:], check=False)
+        _log.debug("rules removed", owner=owner)

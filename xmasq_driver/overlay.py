@@ -1,0 +1,190 @@
+"""The slow path in the host network namespace, through netlink (pyroute2).
+
+Per network: bridge `xmbr<vni>` holding the gateway address with a MAC derived from
+it (the same on every host, so containers never ARP across hosts for it), and vxlan
+`xmvx<vni>` on it (UDP 4789, nolearning, proxy ARP, DF set, no UDP checksum, bound
+to the underlay). Per endpoint: veth `xmh<id12>` (host end, on the bridge) and
+`xmc<id12>` (handed to Docker, which moves it into the container).
+Every operation runs with a deadline and fails with a BackendError naming it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from . import log
+from .errors import BackendError
+
+T = TypeVar("T")
+VXLAN_PORT = 4789
+VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
+_log = log.get("overlay")
+
+
+def mac_for_ip(ip: ipaddress.IPv4Address) -> str:
+    """A stable, locally administered MAC for an address (02:58 = 'X')."""
+    return "02:58:" + ":".join(f"{b:02x}" for b in ip.packed)
+
+
+def bridge_name(vni: int) -> str:
+    return f"xmbr{vni}"
+
+
+def vxlan_name(vni: int) -> str:
+    return f"xmvx{vni}"
+
+
+def veth_names(endpoint_id: str) -> tuple[str, str]:
+    """(host end, container end), both <= 15 characters."""
+    return f"xmh{endpoint_id[:12]}", f"xmc{endpoint_id[:12]}"
+
+
+@dataclass(frozen=True)
+class Underlay:
+    ifname: str
+    index: int
+    ip: str
+    mtu: int
+
+
+class Overlay:
+    def __init__(self, underlay_interface: str = "", timeout: float = 5.0):
+        self._underlay_ifname = underlay_interface
+        self._underlay: Underlay | None = None
+        self._timeout = timeout
+        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="netlink")
+
+    def _run(self, what: str, fn: Callable[[IPRoute], T]) -> T:
+        """Run fn with a fresh IPRoute (not thread-safe to share) under the deadline."""
+
+        def call() -> T:
+            with IPRoute() as ipr:
+                return fn(ipr)
+
+        future = self._pool.submit(call)
+        try:
+            return future.result(timeout=self._timeout)
+        except concurrent.futures.TimeoutError:
+            raise BackendError(f"netlink: {what} timed out after {self._timeout}s")
+        except NetlinkError as e:
+            raise BackendError(f"netlink: {what} failed: {e.args[-1] if e.args else e}")
+
+    # -- underlay ---------------------------------------------------------
+    def underlay(self) -> Underlay:
+        if self._underlay is None:
+            self._underlay = self._run("find underlay interface", self._find_underlay)
+            _log.info("underlay", interface=self._underlay.ifname, ip=self._underlay.ip, mtu=self._underlay.mtu)
+        return self._underlay
+
+    def _find_underlay(self, ipr: IPRoute) -> Underlay:
+        if self._underlay_ifname:
+            found = ipr.link_lookup(ifname=self._underlay_ifname)
+            if not found:
+                raise BackendError(f"underlay interface {self._underlay_ifname} does not exist")
+            index = found[0]
+        else:
+            routes = [r for r in ipr.get_routes(family=2, table=254) if r.get("dst_len") == 0]
+            if not routes:
+                raise BackendError("no default route: set XMASQ_UNDERLAY_INTERFACE")
+            index = routes[0].get("oif")
+        link = ipr.get_links(index)[0]
+        addrs = [a.get("IFA_ADDRESS") for a in ipr.get_addr(family=2, index=index)]
+        if not addrs:
+            raise BackendError(f"underlay interface {link.get('IFLA_IFNAME')} has no IPv4 address")
+        return Underlay(link.get("IFLA_IFNAME"), index, addrs[0], link.get("IFLA_MTU"))
+
+    # -- networks ---------------------------------------------------------
+    def ensure_network(self, vni: int, gateway: ipaddress.IPv4Interface, mtu: int) -> None:
+        ul = self.underlay()
+        br, vx = bridge_name(vni), vxlan_name(vni)
+        gw_mac = mac_for_ip(gateway.ip)
+
+        def ensure(ipr: IPRoute) -> None:
+            if not ipr.link_lookup(ifname=br):
+                ipr.link("add", ifname=br, kind="bridge", address=gw_mac, mtu=mtu)
+            br_index = ipr.link_lookup(ifname=br)[0]
+            have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(family=2, index=br_index)}
+            if (str(gateway.ip), gateway.network.prefixlen) not in have:
+                ipr.addr("add", index=br_index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
+            if not ipr.link_lookup(ifname=vx):
+                ipr.link(
+                    "add",
+                    ifname=vx,
+                    kind="vxlan",
+                    vxlan_id=vni,
+                    vxlan_port=VXLAN_PORT,
+                    vxlan_learning=0,
+                    vxlan_proxy=1,
+                    vxlan_df=1,
+                    vxlan_udp_csum=0,
+                    vxlan_link=ul.index,
+                    vxlan_local=ul.ip,
+                    mtu=mtu,
+                )
+            ipr.link("set", index=ipr.link_lookup(ifname=vx)[0], master=br_index, state="up")
+            ipr.link("set", index=br_index, state="up")
+
+        self._run(f"create network devices for vni {vni}", ensure)
+        # Published ports are reachable from 127.0.0.1: DNAT'd loopback-sourced
+        # packets may leave through this bridge (then masqueraded).
+        _write_sysctl(f"/proc/sys/net/ipv4/conf/{br}/route_localnet", "1")
+
+    def delete_network(self, vni: int) -> None:
+        self._run(
+            f"delete network devices for vni {vni}", lambda ipr: _delete_links(ipr, vxlan_name(vni), bridge_name(vni))
+        )
+
+    def links(self, prefix: str = "xm") -> list[str]:
+        """Names of the driver's links (for status and leak checks)."""
+        return self._run(
+            "list links",
+            lambda ipr: sorted(
+                n for n in (lk.get("IFLA_IFNAME") for lk in ipr.get_links()) if n and n.startswith(prefix)
+            ),
+        )
+
+    # -- endpoints --------------------------------------------------------
+    def create_veth(self, endpoint_id: str, vni: int, mac: str, mtu: int) -> str:
+        """Create the endpoint's veth pair on the network's bridge; returns the container end."""
+        host, cont = veth_names(endpoint_id)
+
+        def create(ipr: IPRoute) -> None:
+            _delete_links(ipr, host, cont)  # a leftover from a crash is replaced, not reused
+            ipr.link("add", ifname=host, kind="veth", mtu=mtu, peer={"ifname": cont, "address": mac, "mtu": mtu})
+            br_index = ipr.link_lookup(ifname=bridge_name(vni))
+            if not br_index:
+                _delete_links(ipr, host)
+                raise BackendError(f"bridge {bridge_name(vni)} for vni {vni} is missing")
+            ipr.link("set", index=ipr.link_lookup(ifname=host)[0], master=br_index[0], state="up")
+
+        self._run(f"create veth {host}", create)
+        return cont
+
+    def delete_veth(self, endpoint_id: str) -> None:
+        host, cont = veth_names(endpoint_id)
+        self._run(f"delete veth {host}", lambda ipr: _delete_links(ipr, host, cont))
+
+
+def _delete_links(ipr: IPRoute, *names: str) -> None:
+    for name in names:
+        for index in ipr.link_lookup(ifname=name):
+            try:
+                ipr.link("del", index=index)
+            except NetlinkError as e:
+                if e.code != 19:  # ENODEV: gone with its peer already
+                    raise
+
+
+def _write_sysctl(path: str, value: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as e:
+        raise BackendError(f"cannot set {path}: {e.strerror}")

@@ -1,0 +1,125 @@
+"""Cluster state in etcd: networks, their VNIs and members, endpoints, IPAM.
+
+Layout (all under /xmasq/v1/, values are JSON or plain strings):
+  networks/<net>               {vni, subnet, gateway, mtu, internal, options}
+  members/<net>/<host>         "1" while <host> has the network
+  vnis/<vni>                   <net>            (unique: claimed with create)
+  endpoints/<net>/<ip>         {host, mac, endpoint}
+  ipam/holders/<pool>/<host>   how many times <host> holds the pool
+  ipam/addresses/<pool>/<ip>   "gateway" or the host that holds the address
+Writes that must be unique (VNI, address) use create (compare-and-swap on absence).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+from .errors import DriverError
+from .kv import KV
+
+PREFIX = "/xmasq/v1/"
+VNI_FIRST, VNI_LAST = 256, (1 << 24) - 1
+GATEWAY_OWNER = "gateway"
+
+
+def pool_key(pool_id: str) -> str:
+    return pool_id.replace("/", "_")
+
+
+class ClusterStore:
+    def __init__(self, kv: KV, host: str):
+        self.kv = kv
+        self.host = host
+
+    # -- networks ---------------------------------------------------------
+    def get_network(self, net: str) -> dict[str, Any] | None:
+        raw = self.kv.get(f"{PREFIX}networks/{net}")
+        return json.loads(raw) if raw else None
+
+    def put_network(self, net: str, record: dict[str, Any]) -> None:
+        self.kv.put(f"{PREFIX}networks/{net}", json.dumps(record, sort_keys=True))
+
+    def claim_vni(self, net: str, vni: int | None) -> int:
+        """Claim `vni` (or the lowest free one) for network `net`; idempotent."""
+        if vni is not None:
+            if self.kv.create(f"{PREFIX}vnis/{vni}", net):
+                return vni
+            owner = self.kv.get(f"{PREFIX}vnis/{vni}")
+            if owner == net:
+                return vni
+            raise DriverError(f"VNI {vni} is already used by network {owner}")
+        used = self.kv.get_prefix(f"{PREFIX}vnis/")
+        for key, owner in used.items():
+            if owner == net:
+                return int(key.rsplit("/", 1)[1])
+        taken = {int(k.rsplit("/", 1)[1]) for k in used}
+        for candidate in range(VNI_FIRST, VNI_LAST + 1):
+            if candidate not in taken and self.kv.create(f"{PREFIX}vnis/{candidate}", net):
+                return candidate
+        raise DriverError("no free VNI left")
+
+    def release_vni(self, net: str, vni: int) -> None:
+        if self.kv.get(f"{PREFIX}vnis/{vni}") == net:
+            self.kv.delete(f"{PREFIX}vnis/{vni}")
+
+    def join_network(self, net: str) -> None:
+        self.kv.put(f"{PREFIX}members/{net}/{self.host}", "1")
+
+    def leave_network(self, net: str, vni: int) -> bool:
+        """Drop this host's membership; the last member removes the network. True if last."""
+        self.kv.delete(f"{PREFIX}members/{net}/{self.host}")
+        if self.kv.get_prefix(f"{PREFIX}members/{net}/"):
+            return False
+        for key in self.kv.get_prefix(f"{PREFIX}endpoints/{net}/"):
+            self.kv.delete(key)
+        self.kv.delete(f"{PREFIX}networks/{net}")
+        self.release_vni(net, vni)
+        return True
+
+    # -- endpoints --------------------------------------------------------
+    def put_endpoint(self, net: str, ip: str, record: dict[str, Any]) -> None:
+        self.kv.put(f"{PREFIX}endpoints/{net}/{ip}", json.dumps(dict(record, host=self.host)))
+
+    def delete_endpoint(self, net: str, ip: str) -> None:
+        self.kv.delete(f"{PREFIX}endpoints/{net}/{ip}")
+
+    def endpoints(self, net: str) -> dict[str, dict[str, Any]]:
+        items = self.kv.get_prefix(f"{PREFIX}endpoints/{net}/")
+        return {k.rsplit("/", 1)[1]: json.loads(v) for k, v in items.items()}
+
+    # -- IPAM -------------------------------------------------------------
+    def hold_pool(self, pool_id: str) -> None:
+        key = f"{PREFIX}ipam/holders/{pool_key(pool_id)}/{self.host}"
+        self.kv.put(key, str(int(self.kv.get(key) or 0) + 1))
+
+    def release_pool(self, pool_id: str) -> bool:
+        """Drop one hold of this host; the last hold in the cluster frees every address."""
+        key = f"{PREFIX}ipam/holders/{pool_key(pool_id)}/{self.host}"
+        count = int(self.kv.get(key) or 0) - 1
+        if count > 0:
+            self.kv.put(key, str(count))
+            return False
+        self.kv.delete(key)
+        if self.kv.get_prefix(f"{PREFIX}ipam/holders/{pool_key(pool_id)}/"):
+            return False
+        for addr_key in self.kv.get_prefix(f"{PREFIX}ipam/addresses/{pool_key(pool_id)}/"):
+            self.kv.delete(addr_key)
+        return True
+
+    def pool_held(self, pool_id: str) -> bool:
+        return bool(self.kv.get_prefix(f"{PREFIX}ipam/holders/{pool_key(pool_id)}/"))
+
+    def claim_address(self, pool_id: str, ip: ipaddress.IPv4Address, owner: str) -> bool:
+        return self.kv.create(f"{PREFIX}ipam/addresses/{pool_key(pool_id)}/{ip}", owner)
+
+    def address_owner(self, pool_id: str, ip: ipaddress.IPv4Address) -> str | None:
+        return self.kv.get(f"{PREFIX}ipam/addresses/{pool_key(pool_id)}/{ip}")
+
+    def claimed_addresses(self, pool_id: str) -> set[ipaddress.IPv4Address]:
+        items = self.kv.get_prefix(f"{PREFIX}ipam/addresses/{pool_key(pool_id)}/")
+        return {ipaddress.IPv4Address(k.rsplit("/", 1)[1]) for k in items}
+
+    def release_address(self, pool_id: str, ip: ipaddress.IPv4Address) -> None:
+        self.kv.delete(f"{PREFIX}ipam/addresses/{pool_key(pool_id)}/{ip}")
