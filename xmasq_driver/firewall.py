@@ -3,6 +3,8 @@
   filter FORWARD -> XMASQ-FORWARD   (right after DOCKER-USER, so users' rules still apply)
   nat POSTROUTING -> XMASQ-POSTROUTING   (masquerade outbound traffic of non-internal networks)
   nat PREROUTING/OUTPUT (dst-type LOCAL) -> XMASQ-DNAT   (published ports)
+  XMASQ-FORWARD -> XMASQ-ISOLATE   (traffic leaving a network's bridge for another xmasq bridge is dropped:
+                                    networks are isolated from each other, as Docker's bridge networks are)
 Each rule carries a comment naming its owner (`xmasq:net:<vni>` or `xmasq:ep:<id12>`),
 so an owner's rules are removed exactly, and a restart re-adds only what is missing.
 """
@@ -15,8 +17,9 @@ from dataclasses import dataclass
 
 from . import log
 from .errors import BackendError
+from .overlay import BRIDGE_PREFIX
 
-FORWARD, POSTROUTING, DNAT = "XMASQ-FORWARD", "XMASQ-POSTROUTING", "XMASQ-DNAT"
+FORWARD, ISOLATE, POSTROUTING, DNAT = "XMASQ-FORWARD", "XMASQ-ISOLATE", "XMASQ-POSTROUTING", "XMASQ-DNAT"
 _log = log.get("firewall")
 _PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
 
@@ -85,8 +88,9 @@ class Firewall:
 
     def ensure_base(self) -> None:
         """Create the driver's chains and the jumps to them; idempotent."""
-        for table, chain in (("filter", FORWARD), ("nat", POSTROUTING), ("nat", DNAT)):
+        for table, chain in (("filter", FORWARD), ("filter", ISOLATE), ("nat", POSTROUTING), ("nat", DNAT)):
             self._iptables("-t", table, "-N", chain, check=False)
+        self._ensure("filter", ISOLATE, ["-o", BRIDGE_PREFIX + "+", "-j", "DROP"])
         if not self._exists("filter", "FORWARD", ["-j", FORWARD]):
             rules = self._iptables("-t", "filter", "-S", "FORWARD").stdout.splitlines()
             appended = [r for r in rules if r.startswith("-A FORWARD")]
@@ -105,6 +109,7 @@ class Firewall:
             self._ensure("filter", FORWARD, ["-i", bridge, "!", "-o", bridge, *tag, "-j", "DROP"])
             self._ensure("filter", FORWARD, ["-o", bridge, "!", "-i", bridge, *tag, "-j", "DROP"])
         else:
+            self._ensure("filter", FORWARD, ["-i", bridge, "!", "-o", bridge, *tag, "-j", ISOLATE])
             self._ensure(
                 "filter",
                 FORWARD,

@@ -428,7 +428,9 @@ class NetworkDriver:
                 ip = str(ipaddress.IPv4Interface(ep["address"]).ip)
                 self.store.put_endpoint(net["key"], ip, {"mac": ep["mac"], "endpoint": eid})
         except BackendError as e:
-            _log.warning("cluster state not refreshed at start (etcd unreachable); local networking is unaffected", error=e)
+            _log.warning(
+                "cluster state not refreshed at start (etcd unreachable); local networking is unaffected", error=e
+            )
 
 
 def _free_port(proto: str) -> int:

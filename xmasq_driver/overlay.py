@@ -33,8 +33,11 @@ def mac_for_ip(ip: ipaddress.IPv4Address) -> str:
     return "02:58:" + ":".join(f"{b:02x}" for b in ip.packed)
 
 
+BRIDGE_PREFIX = "xmbr"
+
+
 def bridge_name(vni: int) -> str:
-    return f"xmbr{vni}"
+    return f"{BRIDGE_PREFIX}{vni}"
 
 
 def vxlan_name(vni: int) -> str:

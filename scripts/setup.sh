@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Idempotent host setup for XMasq: Debian packages, kernel headers for bcc, the
+# project venv, a local etcd (unless XMASQ_ETCD_ENDPOINTS names one) and dockerd.
+# Run as root. Every step checks first and only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUN_DIR=/run/xmasq
+LOG_DIR=/var/log/xmasq
+DATA_DIR=/var/lib/xmasq
+PACKAGES="docker.io etcd-server python3-bpfcc python3-venv clang llvm iproute2 iptables
+          linux-headers-amd64 busybox-static curl gcc libc6-dev"
+
+say() { echo "setup: $*"; }
+[ "$(id -u)" = 0 ] || { echo "setup: needs root (sudo make run)" >&2; exit 1; }
+mkdir -p "$RUN_DIR" "$LOG_DIR" "$DATA_DIR"
+
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+    local limit=$1 what=$2; shift 2
+    for _ in $(seq $((limit * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+    echo "setup: $what did not come up within ${limit}s" >&2; return 1
+}
+
+# 1. Debian packages
+missing=()
+for p in $PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+    say "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# 2. Kernel headers for bcc, only where the running kernel has none. Debian's
+#    headers work for programs that use only UAPI headers (ours do).
+kdir=/lib/modules/$(uname -r)
+if [ ! -e "$kdir/build" ]; then
+    hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -1)
+    [ -n "$hdr" ] || { echo "setup: no linux-headers-*-amd64 under /usr/src" >&2; exit 1; }
+    mkdir -p "$kdir"
+    ln -sfn "$hdr" "$kdir/build"
+    ln -sfn "${hdr%-amd64}-common" "$kdir/source"
+    say "kernel $(uname -r) has no headers: linked $kdir/build -> $hdr"
+fi
+
+# 3. The venv: Debian's python3 (bcc's Python module is Debian's), project installed editable.
+want=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.installed 2>/dev/null)" != "$want" ]; then
+    say "creating .venv and installing requirements"
+    /usr/bin/python3 -m venv --system-site-packages .venv
+    .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt -e . 2>&1 | grep -v "is ignored" || true
+    .venv/bin/python -c "import flask, pyroute2, etcd3gw, docker, waitress"
+    echo "$want" > .venv/.installed
+fi
+
+# 4. etcd: a local single-member etcd on 127.0.0.1 unless one is configured.
+if [ -z "${XMASQ_ETCD_ENDPOINTS:-}" ] && ! curl -sf -m 2 http://127.0.0.1:2379/health >/dev/null; then
+    say "starting local etcd on 127.0.0.1:2379 (data $DATA_DIR/etcd, log $LOG_DIR/etcd.log)"
+    setsid nohup etcd --name xmasq-local --data-dir "$DATA_DIR/etcd" \
+        --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+        --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+        --initial-cluster xmasq-local=http://127.0.0.1:2380 \
+        >>"$LOG_DIR/etcd.log" 2>&1 </dev/null &
+    echo $! > "$RUN_DIR/etcd.pid"
+    wait_for 30 etcd curl -sf -m 1 http://127.0.0.1:2379/health
+fi
+
+# 5. dockerd, if none answers.
+if ! docker info >/dev/null 2>&1; then
+    if [ -d /run/systemd/system ]; then
+        say "starting docker.service"
+        systemctl start docker
+    else
+        say "starting dockerd (log $LOG_DIR/dockerd.log)"
+        setsid nohup dockerd >>"$LOG_DIR/dockerd.log" 2>&1 </dev/null &
+        echo $! > "$RUN_DIR/dockerd.pid"
+    fi
+    wait_for 60 dockerd docker info
+fi

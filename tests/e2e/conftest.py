@@ -1,0 +1,171 @@
+"""End-to-end fixtures: the real dockerd, etcd and driver that `make run` started.
+
+Every test runs inside `env`, which records the host's xmasq state (links, iptables
+rules, etcd keys, the driver's state file) before the test, removes what the test
+created afterwards, and fails if anything of xmasq is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import subprocess
+import time
+from typing import Any
+
+import docker
+import pytest
+from docker.types import IPAMConfig, IPAMPool
+
+from tests.e2e.image import ensure_image
+from xmasq_driver import config, daemon
+from xmasq_driver.firewall import Firewall
+from xmasq_driver.kv import EtcdKV
+from xmasq_driver.store import PREFIX
+
+XMASQ = os.path.join(os.path.dirname(__file__), "..", "..", ".venv", "bin", "xmasq")
+
+
+@pytest.fixture(scope="session")
+def cfg() -> config.Config:
+    return config.load()
+
+
+@pytest.fixture(scope="session")
+def dk(cfg) -> docker.DockerClient:
+    if os.geteuid() != 0:
+        pytest.fail("end-to-end tests need root: run `sudo make test`")
+    client = docker.from_env(timeout=120)
+    try:
+        client.ping()
+    except Exception as e:
+        pytest.fail(f"dockerd is not answering ({e}): run `sudo make run` first")
+    if not daemon.answering(cfg):
+        pytest.fail(f"the xmasq driver is not answering on {cfg.socket}: run `sudo make run` first")
+    _remove_leftovers(client)
+    return client
+
+
+def _remove_leftovers(client: docker.DockerClient) -> None:
+    """Objects of an earlier run that was killed before its cleanup (all named xmt-*)."""
+    for c in client.containers.list(all=True, filters={"name": "xmt-"}):
+        c.remove(force=True)
+    for n in client.networks.list(names=["xmt-"]):
+        if n.name.startswith("xmt-"):
+            n.remove()
+    for ns in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
+        if ns.startswith("xmt-"):
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+@pytest.fixture(scope="session")
+def image(dk) -> str:
+    return ensure_image(dk)
+
+
+def host_state(cfg: config.Config) -> dict[str, Any]:
+    """Everything of xmasq on this host that a test could leak."""
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    names = sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines())
+    state_file = os.path.join(cfg.state_dir, "state.json")
+    with open(state_file) as f:
+        state = json.load(f)
+    return {
+        "links": [n for n in names if n.startswith("xm")],
+        "rules": sorted(Firewall().owned_rules()),
+        "etcd": sorted(EtcdKV(cfg).get_prefix(PREFIX)),
+        "state": state,
+    }
+
+
+class Env:
+    """What one test creates, by name, so it can be removed whatever happens."""
+
+    def __init__(self, dk: docker.DockerClient, image: str, cfg: config.Config):
+        self.dk, self.image, self.cfg = dk, image, cfg
+        self.containers: list[Any] = []
+        self.networks: list[Any] = []
+        self.netns: list[str] = []
+
+    def network(self, name: str, subnet: str, options: dict[str, str] | None = None, **kw: Any) -> Any:
+        net = self.dk.networks.create(
+            f"xmt-{name}",
+            driver="xmasq",
+            ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)]),
+            options=options or {},
+            **kw,
+        )
+        self.networks.append(net)
+        return net
+
+    def run(self, name: str, network: str | None, command: str = "sleep 3600", **kw: Any) -> Any:
+        c = self.dk.containers.run(
+            self.image, ["sh", "-c", command], name=f"xmt-{name}", network=network, detach=True, **kw
+        )
+        self.containers.append(c)
+        return c
+
+    def sh(self, container: Any, command: str, check: bool = True) -> tuple[int, str]:
+        code, out = container.exec_run(["sh", "-c", command])
+        text = out.decode(errors="replace")
+        if check:
+            assert code == 0, f"{command!r} in {container.name} exited {code}: {text}"
+        return code, text
+
+    def ip(self, container: Any, network: Any) -> str:
+        container.reload()
+        return container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+
+    def host_ns(self, name: str, host_cidr: str) -> str:
+        """A namespace host on this machine joined by a veth; returns its address."""
+        iface = ipaddress.IPv4Interface(host_cidr)
+        peer = str(iface.ip + 1)
+        ns = f"xmt-{name}"
+        _ip("netns", "add", ns)
+        self.netns.append(ns)
+        _ip("link", "add", f"tst{name}", "type", "veth", "peer", "name", "eth0", "netns", ns)
+        _ip("addr", "add", host_cidr, "dev", f"tst{name}")
+        _ip("link", "set", f"tst{name}", "up")
+        _ip("-n", ns, "addr", "add", f"{peer}/{iface.network.prefixlen}", "dev", "eth0")
+        _ip("-n", ns, "link", "set", "eth0", "up")
+        _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", ns, "route", "add", "default", "via", str(iface.ip))
+        return peer
+
+    def in_ns(self, ns: str, *cmd: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", f"xmt-{ns}", *cmd], capture_output=True, text=True, timeout=timeout
+        )
+
+    def cleanup(self) -> None:
+        for c in self.containers:
+            with contextlib.suppress(docker.errors.NotFound):
+                c.remove(force=True)
+        for n in self.networks:
+            with contextlib.suppress(docker.errors.NotFound):
+                n.remove()
+        for ns in self.netns:
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def env(dk, image, cfg):
+    before = host_state(cfg)
+    e = Env(dk, image, cfg)
+    try:
+        yield e
+    finally:
+        e.cleanup()
+    deadline = time.monotonic() + 10  # Docker finishes DeleteEndpoint calls asynchronously
+    while True:
+        after = host_state(cfg)
+        if after == before or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert after == before, "xmasq state leaked by the test"

@@ -1,0 +1,49 @@
+/* udpecho: a tiny static UDP echo server and client for the test image
+ * (busybox's nc has no UDP mode).
+ *   udpecho serve PORT            echo every datagram back to its sender
+ *   udpecho send HOST PORT COUNT  send COUNT datagrams, print how many came back
+ */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static int serve(int port) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = INADDR_ANY};
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0) { perror("bind"); return 1; }
+    char buf[65536];
+    for (;;) {
+        struct sockaddr_in peer; socklen_t len = sizeof peer;
+        ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&peer, &len);
+        if (n >= 0) sendto(fd, buf, n, 0, (struct sockaddr *)&peer, len);
+    }
+}
+
+static int send_some(const char *host, int port, int count) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    struct timeval tv = {.tv_sec = 1};
+    if (fd < 0 || inet_pton(AF_INET, host, &a.sin_addr) != 1) { fprintf(stderr, "bad host %s\n", host); return 2; }
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int got = 0;
+    for (int i = 0; i < count; i++) {
+        char msg[64], buf[64];
+        int n = snprintf(msg, sizeof msg, "xmasq-udp-%d", i);
+        sendto(fd, msg, n, 0, (struct sockaddr *)&a, sizeof a);
+        ssize_t r = recv(fd, buf, sizeof buf, 0);
+        if (r == n && memcmp(buf, msg, n) == 0) got++;
+    }
+    printf("replies=%d/%d\n", got, count);
+    return got == count ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "serve") == 0) return serve(atoi(argv[2]));
+    if (argc == 5 && strcmp(argv[1], "send") == 0) return send_some(argv[2], atoi(argv[3]), atoi(argv[4]));
+    fprintf(stderr, "usage: udpecho serve PORT | udpecho send HOST PORT COUNT\n");
+    return 2;
+}
