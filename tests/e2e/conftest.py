@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import os
 import subprocess
 import time
@@ -23,6 +22,7 @@ from tests.e2e.image import ensure_image
 from xmasq_driver import config, daemon
 from xmasq_driver.firewall import Firewall
 from xmasq_driver.kv import EtcdKV
+from xmasq_driver.state import LocalState
 from xmasq_driver.store import PREFIX
 
 XMASQ = os.path.join(os.path.dirname(__file__), "..", "..", ".venv", "bin", "xmasq")
@@ -69,9 +69,7 @@ def host_state(cfg: config.Config) -> dict[str, Any]:
     """Everything of xmasq on this host that a test could leak."""
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
     names = sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines())
-    state_file = os.path.join(cfg.state_dir, "state.json")
-    with open(state_file) as f:
-        state = json.load(f)
+    state = LocalState(os.path.join(cfg.state_dir, "state.json")).snapshot()
     return {
         "links": [n for n in names if n.startswith("xm")],
         "rules": sorted(Firewall().owned_rules()),
