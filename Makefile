@@ -21,8 +21,11 @@ lint: setup     ## ruff check, ruff format --check, mypy
 unit: setup     ## unit tests only (fake backends, no root needed once set up)
 	$(PYTEST) tests/unit
 
-e2e: run        ## end-to-end tests against the running driver, dockerd and etcd
+e2e:            ## end-to-end tests against a driver restarted from this tree
+	@RESTART=1 scripts/run.sh
 	$(PYTEST) tests/e2e
 
-test: run lint  ## the whole suite; CI runs exactly this
+test:           ## the whole suite, against a driver restarted from this tree; CI runs exactly this
+	@RESTART=1 scripts/run.sh
+	@$(MAKE) --no-print-directory lint
 	$(PYTEST) tests

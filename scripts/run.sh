@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# RESTART=1 (used by `make test`) replaces a running driver, so the code under test is this tree's.
+[ "${RESTART:-0}" = 1 ] && .venv/bin/xmasq daemon stop
 .venv/bin/xmasq daemon start
 cat <<MSG
 
