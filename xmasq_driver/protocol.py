@@ -92,14 +92,6 @@ class NetworkIdRequest:
 
 
 @dataclass
-class CreateEndpointRequest:
-    network_id: str = wire("NetworkID", required=True, kind=str)
-    endpoint_id: str = wire("EndpointID", required=True, kind=str)
-    interface: dict = wire("Interface", kind=dict, default={})
-    options: dict = wire("Options", kind=dict, default={})
-
-
-@dataclass
 class EndpointRequest:
     """EndpointOperInfo, DeleteEndpoint, Leave, RevokeExternalConnectivity."""
 
@@ -108,18 +100,18 @@ class EndpointRequest:
 
 
 @dataclass
-class JoinRequest:
-    network_id: str = wire("NetworkID", required=True, kind=str)
-    endpoint_id: str = wire("EndpointID", required=True, kind=str)
-    sandbox_key: str = wire("SandboxKey", kind=str, default="")
+class ExternalConnectivityRequest(EndpointRequest):
     options: dict = wire("Options", kind=dict, default={})
 
 
 @dataclass
-class ExternalConnectivityRequest:
-    network_id: str = wire("NetworkID", required=True, kind=str)
-    endpoint_id: str = wire("EndpointID", required=True, kind=str)
-    options: dict = wire("Options", kind=dict, default={})
+class CreateEndpointRequest(ExternalConnectivityRequest):
+    interface: dict = wire("Interface", kind=dict, default={})
+
+
+@dataclass
+class JoinRequest(ExternalConnectivityRequest):
+    sandbox_key: str = wire("SandboxKey", kind=str, default="")
 
 
 @dataclass
