@@ -11,47 +11,85 @@ from xmasq_driver.overlay import Underlay, veth_names
 
 
 class MemoryKV:
+    """etcd semantics that the driver relies on: create-if-absent, revisions, leases."""
+
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
+        self.leases: dict[int, set[str]] = {}
         self.down = False
-        self._lock = threading.Lock()
+        self.revision = 1
+        self._changed = threading.Condition()
 
     def _check(self) -> None:
         if self.down:
             raise BackendError("etcd get failed (timeout 3s): http://127.0.0.1:2379: connection refused")
 
+    def _write(self, key: str, value: str | None) -> None:
+        with self._changed:
+            if value is None:
+                if self.data.pop(key, None) is None:
+                    return
+            else:
+                self.data[key] = value
+            self.revision += 1
+            self._changed.notify_all()
+
     def get(self, key: str) -> str | None:
         self._check()
         return self.data.get(key)
 
-    def put(self, key: str, value: str) -> None:
+    def put(self, key: str, value: str, lease: int = 0) -> None:
         self._check()
-        with self._lock:
-            self.data[key] = value
+        if lease:
+            self.leases[lease].add(key)
+        self._write(key, value)
 
     def create(self, key: str, value: str) -> bool:
         self._check()
-        with self._lock:
+        with self._changed:
             if key in self.data:
                 return False
-            self.data[key] = value
+            self._write(key, value)
             return True
 
     def delete(self, key: str) -> None:
         self._check()
-        with self._lock:
-            self.data.pop(key, None)
+        self._write(key, None)
 
     def get_prefix(self, prefix: str) -> dict[str, str]:
+        return self.list_prefix(prefix)[0]
+
+    def list_prefix(self, prefix: str) -> tuple[dict[str, str], int]:
         self._check()
-        with self._lock:
-            return {k: v for k, v in self.data.items() if k.startswith(prefix)}
+        with self._changed:
+            return {k: v for k, v in self.data.items() if k.startswith(prefix)}, self.revision
+
+    def wait(self, prefix: str, revision: int, timeout: float) -> bool:
+        self._check()
+        with self._changed:
+            return self._changed.wait_for(lambda: self.revision >= revision, timeout)
+
+    def grant(self, ttl: int) -> int:
+        self._check()
+        lease = len(self.leases) + 1
+        self.leases[lease] = set()
+        return lease
+
+    def keepalive(self, lease: int) -> bool:
+        self._check()
+        return lease in self.leases
+
+    def expire(self, lease: int) -> None:
+        """What etcd does when a lease is not renewed in time."""
+        for key in self.leases.pop(lease):
+            self._write(key, None)
 
 
 class FakeOverlay:
     def __init__(self, mtu: int = 1400) -> None:
         self.networks: dict[int, tuple[str, int]] = {}
         self.veths: dict[str, tuple[int, str, int]] = {}
+        self.peers: dict[int, dict[str, tuple[str, str]]] = {}
         self.fail_veth = False
         self._mtu = mtu
 
@@ -74,6 +112,13 @@ class FakeOverlay:
 
     def delete_veth(self, endpoint_id: str) -> None:
         self.veths.pop(endpoint_id, None)
+
+    def set_peers(self, vni: int, peers: dict[str, tuple[str, str]]) -> int:
+        if vni not in self.networks:
+            return 0
+        changed = len(set(peers.items()) ^ set(self.peers.get(vni, {}).items()))
+        self.peers[vni] = dict(peers)
+        return changed
 
 
 class FakeFirewall:

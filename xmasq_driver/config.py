@@ -35,6 +35,10 @@ class Config:
     state_dir: str = field(default="/var/lib/xmasq", metadata={"help": "local state directory"})
     bpf_pin_dir: str = field(default="/sys/fs/bpf/xmasq", metadata={"help": "bpf map pin directory"})
     host_id: str = field(default="", metadata={"help": "this host's cluster id (default: hostname)"})
+    host_ttl: int = field(default=10, metadata={"help": "seconds this host's etcd lease lives without renewal"})
+    host_grace: float = field(
+        default=5.0, metadata={"help": "seconds a vanished host's endpoints are kept before removal"}
+    )
     threads: int = field(default=8, metadata={"help": "HTTP worker threads"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
 

@@ -7,11 +7,14 @@ that names etcd and the endpoint, never with a library traceback.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
+import requests
 from etcd3gw.client import Etcd3Client
 from etcd3gw.exceptions import Etcd3Exception
 
@@ -25,13 +28,28 @@ _log = log.get("kv")
 
 class KV(Protocol):
     def get(self, key: str) -> str | None: ...
-    def put(self, key: str, value: str) -> None: ...
+    def put(self, key: str, value: str, lease: int = 0) -> None: ...
     def create(self, key: str, value: str) -> bool:
         """Write key only if it does not exist; True if written."""
         ...
 
     def delete(self, key: str) -> None: ...
     def get_prefix(self, prefix: str) -> dict[str, str]: ...
+    def list_prefix(self, prefix: str) -> tuple[dict[str, str], int]:
+        """The keys under prefix and the store revision they were read at."""
+        ...
+
+    def wait(self, prefix: str, revision: int, timeout: float) -> bool:
+        """Block until a key under prefix changes at or after revision; False on timeout."""
+        ...
+
+    def grant(self, ttl: int) -> int:
+        """A new lease of ttl seconds; keys put with it vanish when it expires."""
+        ...
+
+    def keepalive(self, lease: int) -> bool:
+        """Refresh a lease; False if it has already expired."""
+        ...
 
 
 class EtcdKV:
@@ -84,8 +102,11 @@ class EtcdKV:
         values = self._call("get", lambda c: c.get(key))
         return values[0].decode() if values else None
 
-    def put(self, key: str, value: str) -> None:
-        self._call("put", lambda c: c.put(key, value))
+    def put(self, key: str, value: str, lease: int = 0) -> None:
+        body: dict[str, Any] = {"key": _encode(key), "value": _encode(value)}
+        if lease:
+            body["lease"] = lease
+        self._call("put", lambda c: c.post(c.get_url("/kv/put"), json=body))
 
     def create(self, key: str, value: str) -> bool:
         return bool(self._call("create", lambda c: c.create(key, value)))
@@ -94,5 +115,58 @@ class EtcdKV:
         self._call("delete", lambda c: c.delete(key))
 
     def get_prefix(self, prefix: str) -> dict[str, str]:
-        items = self._call("list", lambda c: c.get_prefix(prefix))
-        return {meta["key"].decode(): value.decode() for value, meta in items}
+        return self.list_prefix(prefix)[0]
+
+    def list_prefix(self, prefix: str) -> tuple[dict[str, str], int]:
+        body = {"key": _encode(prefix), "range_end": _encode(_prefix_end(prefix))}
+        result = self._call("list", lambda c: c.post(c.get_url("/kv/range"), json=body))
+        items = {_decode(kv["key"]).decode(): _decode(kv.get("value", "")).decode() for kv in result.get("kvs", [])}
+        return items, int(result["header"]["revision"])
+
+    def wait(self, prefix: str, revision: int, timeout: float) -> bool:
+        request: dict[str, Any] = {
+            "create_request": {
+                "key": _encode(prefix),
+                "range_end": _encode(_prefix_end(prefix)),
+                "start_revision": revision,
+            }
+        }
+
+        def watch(c: Etcd3Client) -> bool:
+            try:
+                with c.session.post(
+                    c.get_url("/watch"), json=request, stream=True, timeout=(self._timeout, timeout)
+                ) as resp:
+                    for line in resp.iter_lines():
+                        if line and json.loads(line).get("result", {}).get("events"):
+                            return True
+            except requests.exceptions.RequestException as e:
+                # A quiet stream ends in a read timeout: no change, not a failure.
+                if isinstance(e, requests.exceptions.ReadTimeout) or "Read timed out" in str(e):
+                    return False
+                raise Etcd3Exception(str(e))
+            return False
+
+        return self._call("watch", watch)
+
+    def grant(self, ttl: int) -> int:
+        return self._call("lease grant", lambda c: c.lease(ttl).id)
+
+    def keepalive(self, lease: int) -> bool:
+        result = self._call("lease keepalive", lambda c: c.post(c.get_url("/lease/keepalive"), json={"ID": lease}))
+        return int(result.get("result", {}).get("TTL", -1)) > 0
+
+
+def _encode(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _decode(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def _prefix_end(prefix: str) -> str:
+    """The first key after every key that starts with prefix (etcd's range_end)."""
+    raw = bytearray(prefix.encode())
+    raw[-1] += 1
+    return raw.decode()

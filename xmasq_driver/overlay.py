@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ipaddress
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -24,6 +25,8 @@ from .errors import BackendError
 
 T = TypeVar("T")
 VXLAN_PORT = 4789
+NTF_SELF = 0x02  # an FDB entry of the vxlan device itself (with a remote dst), not of the bridge
+NUD_PERMANENT = 0x80
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 _log = log.get("overlay")
 
@@ -152,6 +155,69 @@ class Overlay:
                 n for n in (lk.get("IFLA_IFNAME") for lk in ipr.get_links()) if n and n.startswith(prefix)
             ),
         )
+
+    def set_peers(self, vni: int, peers: dict[str, tuple[str, str]]) -> int:
+        """Make the vxlan device's remote entries exactly `peers` {ip: (mac, host ip)}.
+
+        FDB (mac -> remote host, `self`, permanent) tells vxlan where to tunnel; the
+        neighbour entry (ip -> mac) lets it answer ARP locally (proxy). Returns the
+        number of entries changed; a missing device (network going away) changes none.
+        """
+        vx = vxlan_name(vni)
+
+        def apply(ipr: IPRoute) -> int:
+            found = ipr.link_lookup(ifname=vx)
+            if not found:
+                return 0
+            idx, changed = found[0], 0
+            fdb = {
+                n.get("NDA_LLADDR"): n.get("NDA_DST")
+                for n in ipr.get_neighbours(family=socket.AF_BRIDGE, ifindex=idx)
+                if n.get("NDA_DST")
+            }
+            neigh = {
+                n.get("NDA_DST"): n.get("NDA_LLADDR") for n in ipr.get_neighbours(family=socket.AF_INET, ifindex=idx)
+            }
+            want_fdb = {mac: host for mac, host in peers.values()}
+            for mac, host in fdb.items():
+                if mac not in want_fdb:
+                    ipr.fdb("del", ifindex=idx, lladdr=mac, dst=host, flags=NTF_SELF)
+                    changed += 1
+            for mac, host in want_fdb.items():
+                if fdb.get(mac) != host:
+                    ipr.fdb("replace", ifindex=idx, lladdr=mac, dst=host, state=NUD_PERMANENT, flags=NTF_SELF)
+                    changed += 1
+            for ip, mac in neigh.items():
+                if ip not in peers:
+                    ipr.neigh("del", dst=ip, lladdr=mac, ifindex=idx)
+                    changed += 1
+            for ip, (mac, _) in peers.items():
+                if neigh.get(ip) != mac:
+                    ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
+                    changed += 1
+            return changed
+
+        return self._run(f"program peers of vni {vni}", apply)
+
+    def peers(self, vni: int) -> dict[str, tuple[str, str]]:
+        """The vxlan device's remote entries {ip: (mac, host ip)} (for status and tests)."""
+        vx = vxlan_name(vni)
+
+        def read(ipr: IPRoute) -> dict[str, tuple[str, str]]:
+            found = ipr.link_lookup(ifname=vx)
+            if not found:
+                return {}
+            fdb = {
+                n.get("NDA_LLADDR"): n.get("NDA_DST")
+                for n in ipr.get_neighbours(family=socket.AF_BRIDGE, ifindex=found[0])
+                if n.get("NDA_DST")
+            }
+            return {
+                n.get("NDA_DST"): (n.get("NDA_LLADDR"), fdb.get(n.get("NDA_LLADDR"), ""))
+                for n in ipr.get_neighbours(family=socket.AF_INET, ifindex=found[0])
+            }
+
+        return self._run(f"read peers of vni {vni}", read)
 
     # -- endpoints --------------------------------------------------------
     def create_veth(self, endpoint_id: str, vni: int, mac: str, mtu: int) -> str:

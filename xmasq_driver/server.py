@@ -21,18 +21,20 @@ from .ipam import IpamDriver
 from .kv import EtcdKV
 from .network import NetworkDriver
 from .overlay import Overlay
+from .reconciler import Reconciler
 from .state import LocalState
 from .store import ClusterStore
 
 _log = log.get("server")
 
 
-def build(config: Config) -> tuple[NetworkDriver, IpamDriver]:
+def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Reconciler]:
     store = ClusterStore(EtcdKV(config), config.host_id or socket.gethostname())
     state = LocalState(os.path.join(config.state_dir, "state.json"))
     overlay = Overlay(config.underlay_interface, config.netlink_timeout)
     network = NetworkDriver(store, state, overlay, Firewall())
-    return network, IpamDriver(store)
+    reconciler = Reconciler(store, state, overlay, overlay.underlay().ip, config.host_ttl, config.host_grace)
+    return network, IpamDriver(store), reconciler
 
 
 def serve(config: Config) -> None:
@@ -53,9 +55,10 @@ def serve(config: Config) -> None:
         ident="xmasq",
         clear_untrusted_proxy_headers=True,
     )
-    network, ipam = build(config)
+    network, ipam, reconciler = build(config)
     network.restore()
     holder["app"] = create_app(network, ipam)
+    reconciler.start()
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(0)
@@ -64,6 +67,7 @@ def serve(config: Config) -> None:
     _log.info(
         "serving",
         socket=config.socket,
+        host=network.store.host,
         etcd=config.etcd_endpoints,
         networks=len(network.state.networks),
         endpoints=len(network.state.endpoints),
@@ -72,6 +76,7 @@ def serve(config: Config) -> None:
     try:
         server.run()
     finally:
+        reconciler.stop()
         server.close()
         if os.path.exists(config.socket):
             os.unlink(config.socket)

@@ -1,6 +1,7 @@
 """Cluster state in etcd: networks, their VNIs and members, endpoints, IPAM.
 
 Layout (all under /xmasq/v1/, values are JSON or plain strings):
+  hosts/<host>                 {ip}  on a lease: present while the host's driver is alive
   networks/<net>               {vni, subnet, gateway, mtu, internal, options}
   members/<net>/<host>         "1" while <host> has the network
   vnis/<vni>                   <net>            (unique: claimed with create)
@@ -32,6 +33,24 @@ class ClusterStore:
     def __init__(self, kv: KV, host: str):
         self.kv = kv
         self.host = host
+
+    # -- hosts ------------------------------------------------------------
+    def register_host(self, ip: str, lease: int) -> None:
+        self.kv.put(f"{PREFIX}hosts/{self.host}", json.dumps({"ip": ip}), lease=lease)
+
+    def cluster_view(self, nets: list[str]) -> tuple[dict[str, str], dict[str, dict[str, dict[str, Any]]], int]:
+        """(host -> underlay ip, net -> ip -> endpoint record, revision read at) for the given networks."""
+        raw_hosts, revision = self.kv.list_prefix(f"{PREFIX}hosts/")
+        hosts = {k.rsplit("/", 1)[1]: json.loads(v)["ip"] for k, v in raw_hosts.items()}
+        endpoints: dict[str, dict[str, dict[str, Any]]] = {net: {} for net in nets}
+        for key, value in self.kv.get_prefix(f"{PREFIX}endpoints/").items():
+            net, ip = key[len(PREFIX) + len("endpoints/") :].rsplit("/", 1)
+            if net in endpoints:
+                endpoints[net][ip] = json.loads(value)
+        return hosts, endpoints, revision
+
+    def wait_for_change(self, revision: int, timeout: float) -> bool:
+        return self.kv.wait(PREFIX, revision, timeout)
 
     # -- networks ---------------------------------------------------------
     def get_network(self, net: str) -> dict[str, Any] | None:
