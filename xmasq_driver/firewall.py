@@ -116,7 +116,9 @@ class Firewall:
                 ["-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", *tag, "-j", "ACCEPT"],
             )
             self._ensure("filter", FORWARD, ["-i", bridge, "!", "-o", bridge, *tag, "-j", "ACCEPT"])
-            self._ensure("nat", POSTROUTING, ["-s", subnet, "!", "-o", bridge, *tag, "-j", "MASQUERADE"])
+            # Only what leaves for a non-xmasq interface: bridged traffic also passes POSTROUTING
+            # (br_netfilter), and another network may use the same subnet.
+            self._ensure("nat", POSTROUTING, ["-s", subnet, "!", "-o", BRIDGE_PREFIX + "+", *tag, "-j", "MASQUERADE"])
             # Published ports reached from 127.0.0.1 leave with the gateway address.
             self._ensure("nat", POSTROUTING, ["-s", "127.0.0.0/8", "-o", bridge, *tag, "-j", "MASQUERADE"])
         self._ensure("filter", FORWARD, ["-i", bridge, "-o", bridge, *tag, "-j", "ACCEPT"])

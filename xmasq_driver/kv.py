@@ -71,13 +71,17 @@ class EtcdKV:
                 "cert_cert": config.etcd_cert or None,
                 "cert_key": config.etcd_key or None,
             }
-        return Etcd3Client(
+        client = Etcd3Client(
             host=u.hostname or "127.0.0.1",
             port=u.port or 2379,
             protocol=u.scheme,
             timeout=config.etcd_timeout,
             **tls,
         )
+        # Talk to etcd directly with exactly the configured CA: no HTTP proxy and no
+        # REQUESTS_CA_BUNDLE from the environment (requests would let those override).
+        client.session.trust_env = False
+        return client
 
     def _call(self, what: str, fn: Callable[[Etcd3Client], T]) -> T:
         """Run fn on the current endpoint, failing over to the others in turn."""

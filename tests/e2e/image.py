@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -26,13 +27,19 @@ def _digest() -> str:
 
 
 def ensure_image(client: docker.DockerClient) -> str:
-    """Build REPO:<digest> unless it exists; returns the tag."""
+    """Import REPO:<digest> into this dockerd unless it has it; returns the tag."""
     tag = f"{REPO}:{_digest()}"
     try:
         client.images.get(tag)
-        return tag
     except docker.errors.ImageNotFound:
-        pass
+        client.api.import_image_from_data(
+            _rootfs_tar(), repository=REPO, tag=tag.split(":")[1], changes=['CMD ["/bin/sh"]', "ENV PATH=/bin"]
+        )
+    return tag
+
+
+@functools.cache
+def _rootfs_tar() -> bytes:
     with tempfile.TemporaryDirectory() as root:
         bindir = os.path.join(root, "bin")
         os.makedirs(bindir)
@@ -52,7 +59,4 @@ def ensure_image(client: docker.DockerClient) -> str:
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             tar.add(root, arcname=".")
-        client.api.import_image_from_data(
-            buf.getvalue(), repository=REPO, tag=tag.split(":")[1], changes=['CMD ["/bin/sh"]', "ENV PATH=/bin"]
-        )
-    return tag
+        return buf.getvalue()

@@ -2,6 +2,7 @@
  * (busybox's nc has no UDP mode).
  *   udpecho serve PORT            echo every datagram back to its sender
  *   udpecho send HOST PORT COUNT  send COUNT datagrams, print how many came back
+ *   udpecho wait HOST PORT SECS   send every 10 ms until one comes back (exit 0) or SECS pass (exit 1)
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -41,9 +42,24 @@ static int send_some(const char *host, int port, int count) {
     return got == count ? 0 : 1;
 }
 
+static int wait_reply(const char *host, int port, int secs) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    struct timeval tv = {.tv_usec = 10000};
+    if (fd < 0 || inet_pton(AF_INET, host, &a.sin_addr) != 1) { fprintf(stderr, "bad host %s\n", host); return 2; }
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    for (int i = 0; i < secs * 100; i++) {
+        char buf[16];
+        sendto(fd, "xmasq-wait", 10, 0, (struct sockaddr *)&a, sizeof a);
+        if (recv(fd, buf, sizeof buf, 0) == 10) return 0;
+    }
+    return 1;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 5 && strcmp(argv[1], "wait") == 0) return wait_reply(argv[2], atoi(argv[3]), atoi(argv[4]));
     if (argc == 3 && strcmp(argv[1], "serve") == 0) return serve(atoi(argv[2]));
     if (argc == 5 && strcmp(argv[1], "send") == 0) return send_some(argv[2], atoi(argv[3]), atoi(argv[4]));
-    fprintf(stderr, "usage: udpecho serve PORT | udpecho send HOST PORT COUNT\n");
+    fprintf(stderr, "usage: udpecho serve PORT | udpecho send HOST PORT COUNT | udpecho wait HOST PORT SECS\n");
     return 2;
 }

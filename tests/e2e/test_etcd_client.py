@@ -1,0 +1,91 @@
+"""The etcd client against real etcd servers: TLS with client certificates, and failover."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from xmasq_driver.config import Config
+from xmasq_driver.errors import BackendError
+from xmasq_driver.kv import EtcdKV
+
+PORT, PEER = 23890, 23891
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def tls_etcd(tmp_path_factory):
+    d = tmp_path_factory.mktemp("etcd-tls")
+    p = {name: str(d / name) for name in ("ca.key", "ca.pem", "server.key", "server.pem", "client.key", "client.pem")}
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=xmasq-test-ca",
+             "-keyout", p["ca.key"], "-out", p["ca.pem"])  # fmt: skip
+    for who, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=xmasq-{who}",
+                 "-keyout", p[f"{who}.key"], "-out", str(d / f"{who}.csr"))  # fmt: skip
+        _openssl("x509", "-req", "-in", str(d / f"{who}.csr"), "-CA", p["ca.pem"], "-CAkey", p["ca.key"],
+                 "-CAcreateserial", "-days", "2", "-extfile", _ext(d, who, ext), "-out", p[f"{who}.pem"])  # fmt: skip
+    url = f"https://127.0.0.1:{PORT}"
+    peer = f"http://127.0.0.1:{PEER}"
+    proc = subprocess.Popen(
+        ["etcd", "--name", "tls", "--data-dir", str(d / "data"), "--listen-client-urls", url,
+         "--advertise-client-urls", url, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+         "--initial-cluster", f"tls={peer}", "--cert-file", p["server.pem"], "--key-file", p["server.key"],
+         "--trusted-ca-file", p["ca.pem"], "--client-cert-auth"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    cfg = Config(etcd_endpoints=url, etcd_ca=p["ca.pem"], etcd_cert=p["client.pem"], etcd_key=p["client.key"])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                EtcdKV(cfg).get("/probe")
+                break
+            except BackendError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield cfg
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _ext(d, who: str, line: str) -> str:
+    path = os.path.join(d, f"{who}.ext")
+    with open(path, "w") as f:
+        f.write(line + "\n")
+    return path
+
+
+def test_tls_with_client_certificate(tls_etcd):
+    kv = EtcdKV(tls_etcd)
+    kv.put("/xmasq-tls/a", "1")
+    assert kv.get("/xmasq-tls/a") == "1"
+    assert kv.create("/xmasq-tls/a", "2") is False
+    items, revision = kv.list_prefix("/xmasq-tls/")
+    assert items == {"/xmasq-tls/a": "1"} and revision > 0
+    lease = kv.grant(5)
+    assert kv.keepalive(lease)
+    kv.delete("/xmasq-tls/a")
+    assert kv.wait("/xmasq-tls/", revision + 1, 2.0)  # the delete is seen by a watch from that revision
+
+
+def test_tls_without_client_certificate_is_refused_clearly(tls_etcd):
+    kv = EtcdKV(Config(etcd_endpoints=tls_etcd.etcd_endpoints, etcd_ca=tls_etcd.etcd_ca, etcd_timeout=2))
+    with pytest.raises(BackendError, match=r"etcd get failed .*https://127.0.0.1:23890"):
+        kv.get("/xmasq-tls/a")
+
+
+def test_failover_to_the_next_endpoint(tls_etcd):
+    both = f"https://127.0.0.1:1,{tls_etcd.etcd_endpoints}"  # nothing listens on port 1
+    kv = EtcdKV(Config(etcd_endpoints=both, etcd_ca=tls_etcd.etcd_ca, etcd_cert=tls_etcd.etcd_cert,
+                       etcd_key=tls_etcd.etcd_key))  # fmt: skip
+    kv.put("/xmasq-tls/b", "x")
+    assert kv.get("/xmasq-tls/b") == "x"
+    kv.delete("/xmasq-tls/b")

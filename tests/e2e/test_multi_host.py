@@ -1,0 +1,285 @@
+"""Three hosts (network namespaces, each with its own dockerd and driver) sharing one etcd."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import time
+from typing import Any
+
+import docker
+import pytest
+from docker.types import IPAMConfig, IPAMPool
+
+from tests.conftest import report
+from tests.e2e.image import ensure_image
+from xmasq_driver import client as plugin
+from xmasq_driver.config import Config
+from xmasq_driver.kv import EtcdKV
+from xmasq_driver.store import PREFIX
+from xmasq_driver.testbed import Testbed
+
+TTL, GRACE = 5, 3  # short host leases, so the eviction test takes seconds, not minutes
+
+
+@pytest.fixture(scope="module")
+def tb(dk):  # dk: the root dockerd is up (its iptables policy is what the testbed must live with)
+    saved = {k: os.environ.get(k) for k in ("XMASQ_HOST_TTL", "XMASQ_HOST_GRACE")}
+    os.environ.update(XMASQ_HOST_TTL=str(TTL), XMASQ_HOST_GRACE=str(GRACE))
+    try:
+        bed = Testbed.up(3)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        yield bed
+    finally:
+        bed.down()
+    assert not [n for n in os.listdir("/run/netns") if n.startswith("xmtb-")], "testbed namespaces left"
+
+
+class Cluster:
+    def __init__(self, tb: Testbed):
+        self.tb = tb
+        self.dk = {h: tb.docker(h) for h in tb.hosts}
+        self.image = {h: ensure_image(self.dk[h]) for h in tb.hosts}
+        self.kv = EtcdKV(Config(etcd_endpoints=tb.etcd_endpoint))
+        self.containers: list[Any] = []
+        self.networks: list[Any] = []
+
+    def network(self, name: str, subnet: str) -> str:
+        """The same cluster network on every host, addresses from the xmasq IPAM driver."""
+        for h in self.tb.hosts:
+            self.networks.append(
+                self.dk[h].networks.create(
+                    name,
+                    driver="xmasq",
+                    ipam=IPAMConfig(driver="xmasq", pool_configs=[IPAMPool(subnet=subnet)]),
+                    options={"xmasq.network": name},
+                )
+            )
+        return name
+
+    def vni(self, name: str) -> int:
+        return json.loads(self.kv.get(f"{PREFIX}networks/{name}") or "{}")["vni"]
+
+    def run(self, host: str, name: str, network: str, command: str = "sleep 3600", **kw: Any) -> Any:
+        c = self.dk[host].containers.run(
+            self.image[host], ["sh", "-c", command], name=name, network=network, detach=True, **kw
+        )
+        self.containers.append(c)
+        return c
+
+    @staticmethod
+    def sh(container: Any, command: str, check: bool = True) -> tuple[int, str]:
+        code, out = container.exec_run(["sh", "-c", command])
+        text = out.decode(errors="replace")
+        if check:
+            assert code == 0, f"{command!r} in {container.name} exited {code}: {text}"
+        return code, text
+
+    @staticmethod
+    def ip(container: Any, network: str) -> str:
+        container.reload()
+        return container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+    def peers(self, host: str, vni: int) -> set[str]:
+        """IPs with a neighbour entry on the host's vxlan device (remote endpoints)."""
+        out = subprocess.run(["ip", "-n", self.tb.netns(host), "neigh", "show", "dev", f"xmvx{vni}"],
+                             capture_output=True, text=True).stdout  # fmt: skip
+        return {line.split()[0] for line in out.splitlines() if "lladdr" in line}
+
+    def remove(self, container: Any) -> None:
+        container.remove(force=True)
+        self.containers.remove(container)
+
+    def cleanup(self) -> None:
+        for c in self.containers:
+            with contextlib.suppress(docker.errors.NotFound):
+                c.remove(force=True)
+        for n in self.networks:
+            with contextlib.suppress(docker.errors.NotFound):
+                n.remove()
+
+
+@pytest.fixture
+def cl(tb):
+    c = Cluster(tb)
+    try:
+        yield c
+    finally:
+        c.cleanup()
+    for h in tb.hosts:  # nothing of the test's networks is left on any host or in etcd
+        links = subprocess.run(["ip", "-n", tb.netns(h), "-o", "link"], capture_output=True, text=True).stdout
+        assert "xmbr" not in links and "xmvx" not in links and "xmh" not in links, links
+    leftover = [k for k in c.kv.get_prefix(PREFIX) if not k.startswith(f"{PREFIX}hosts/")]
+    assert leftover == [], leftover
+
+
+def _until(predicate, timeout: float, step: float = 0.02) -> float:  # type: ignore[no-untyped-def]
+    """Seconds until predicate() held; fails after timeout."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+SERVE = "udpecho serve 5001 & httpd -f -p 8080 -h /www"
+
+
+def test_full_mesh_and_isolation(cl):
+    net = cl.network("mesh", "10.230.0.0/24")
+    other = cl.network("other", "10.230.0.0/24")  # same subnet, another network
+    members = [cl.run(h, f"m{h}{i}", net, SERVE) for h in cl.tb.hosts for i in (1, 2)]
+    outsider = cl.run("h2", "outsider", other, SERVE)
+    ips = [cl.ip(c, net) for c in members]
+    assert len(set(ips)) == 6
+    check = " ".join(
+        f"ping -c 1 -W 2 {ip} >/dev/null && wget -O- http://{ip}:8080/index.html 2>/dev/null | grep -q xmasq"
+        f" && udpecho send {ip} 5001 3 >/dev/null || echo FAIL {ip};"
+        for ip in ips
+    )
+    for c in members:
+        assert "FAIL" not in cl.sh(c, check)[1], c.name
+    for ip in ips:  # the other network reaches none of them, on any host
+        assert cl.sh(outsider, f"ping -c 1 -W 1 {ip}", check=False)[0] != 0
+    assert cl.sh(members[0], f"ping -c 1 -W 1 {cl.ip(outsider, other)}", check=False)[0] != 0
+
+
+def test_ipam_is_unique_under_contention(cl, tb):
+    socks = {h: tb.path(h, "plugins/xmasq.sock") for h in tb.hosts}
+    pool = "10.231.0.0/24"
+    for s in socks.values():
+        assert plugin.call(s, "/IpamDriver.RequestPool", {"Pool": pool})[0] == 200
+
+    def grab(sock: str) -> str:
+        status, body = plugin.call(sock, "/IpamDriver.RequestAddress", {"PoolID": pool})
+        assert status == 200, body
+        return body["Address"]
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(90) as ex:
+            got = list(ex.map(grab, [s for s in socks.values() for _ in range(30)]))
+        assert len(got) == 90 and len(set(got)) == 90
+        report(f"IPAM: 3 hosts x 30 parallel requests for one pool: {len(set(got))} distinct addresses of 90")
+        for address, sock in zip(got, itertools.cycle(socks.values()), strict=False):
+            plugin.call(sock, "/IpamDriver.ReleaseAddress", {"PoolID": pool, "Address": address})
+        for address, sock in zip(got, itertools.cycle(socks.values()), strict=False):
+            status, body = plugin.call(sock, "/IpamDriver.RequestAddress", {"PoolID": pool, "Address": address})
+            assert status == 200 and body["Address"] == address, body
+    finally:
+        for s in socks.values():
+            plugin.call(s, "/IpamDriver.ReleasePool", {"PoolID": pool})
+
+
+def test_removal_reaches_every_host_quickly(cl):
+    net = cl.network("rm", "10.232.0.0/24")
+    gone = cl.run("h2", "gone", net)
+    ip = cl.ip(gone, net)
+    vni = cl.vni(net)
+    _until(lambda: ip in cl.peers("h1", vni) and ip in cl.peers("h3", vni), 5)
+    start = time.monotonic()
+    cl.remove(gone)
+    waited = _until(lambda: ip not in cl.peers("h1", vni) and ip not in cl.peers("h3", vni), 2)
+    report(f"container removed on h2 -> its entries gone on h1 and h3 after {waited * 1000:.0f} ms "
+           f"({(time.monotonic() - start) * 1000:.0f} ms including docker rm)")  # fmt: skip
+
+
+def test_container_moving_to_another_host_keeps_its_traffic(cl):
+    net = cl.network("move", "10.233.0.0/24")
+    client = cl.run("h3", "client", net)
+    first = cl.run(
+        "h1",
+        "svc",
+        net,
+        SERVE,
+    )
+    ip = cl.ip(first, net)
+    cl.sh(client, f"udpecho send {ip} 5001 3")
+    cl.remove(first)
+    second = cl.dk["h2"].containers.run(
+        cl.image["h2"], ["sh", "-c", SERVE], name="svc", detach=True,
+        network=net, networking_config={net: cl.dk["h2"].api.create_endpoint_config(ipv4_address=ip)},
+    )  # fmt: skip
+    cl.containers.append(second)
+    assert cl.ip(second, net) == ip
+    assert cl.sh(client, f"udpecho wait {ip} 5001 5", check=False)[0] == 0, "traffic did not follow the move"
+    assert "PERMANENT" in subprocess.run(["ip", "-n", cl.tb.netns("h3"), "neigh", "show", ip, "dev",
+                                          f"xmvx{cl.vni(net)}"], capture_output=True, text=True).stdout  # fmt: skip
+
+
+def test_dead_host_is_evicted_and_rejoins(cl, tb):
+    net = cl.network("evict", "10.234.0.0/24")
+    probe = cl.run("h1", "probe", net)
+    far = cl.run("h3", "far", net, SERVE)
+    ip = cl.ip(far, net)
+    vni = cl.vni(net)
+    cl.sh(probe, f"udpecho wait {ip} 5001 5")
+    tb.stop_driver("h3", kill=True)
+    try:
+        waited = _until(lambda: ip not in cl.peers("h1", vni) and ip not in cl.peers("h2", vni), TTL + GRACE + 10)
+        report(f"h3's driver SIGKILLed -> its endpoints evicted on h1 and h2 after {waited:.1f} s "
+               f"(lease ttl {TTL} s + grace {GRACE} s)")  # fmt: skip
+        assert waited >= TTL - 1, "evicted before the lease could have expired"
+    finally:
+        tb.start_driver("h3")
+    back = _until(lambda: ip in cl.peers("h1", vni), 10)
+    cl.sh(probe, f"udpecho wait {ip} 5001 5")
+    report(f"h3's driver restarted -> its endpoints back on h1 after {back:.1f} s")
+
+
+def test_etcd_outage(cl, tb):
+    net = cl.network("outage", "10.235.0.0/24")
+    a = cl.run("h1", "out-a", net)
+    b = cl.run("h2", "out-b", net, SERVE)
+    ip_b = cl.ip(b, net)
+    cl.sh(a, f"udpecho wait {ip_b} 5001 5")
+    tb.stop_etcd()
+    try:
+        cl.sh(a, f"udpecho send {ip_b} 5001 20")  # existing traffic keeps flowing
+        start = time.monotonic()
+        with pytest.raises(docker.errors.APIError, match="etcd") as failure:
+            cl.run("h1", "during", net)
+        took = time.monotonic() - start
+        timeout = Config().etcd_timeout
+        report(f"etcd down: docker run failed after {took:.1f} s (etcd timeout {timeout} s): {failure.value}")
+        assert took < 4 * timeout
+        time.sleep(1)
+        cl.sh(a, f"udpecho send {ip_b} 5001 5")
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            cl.dk["h1"].containers.get("during").remove(force=True)
+        tb.start_etcd()
+    c = cl.run("h3", "after", net, SERVE)  # no driver restart needed
+    cl.sh(a, f"udpecho wait {cl.ip(c, net)} 5001 10")
+
+
+def test_time_until_a_new_endpoint_is_reachable_from_other_hosts(cl):
+    net = cl.network("reach", "10.236.0.0/24")
+    prober = cl.run("h2", "prober", net)
+    times = []
+    for i in range(50):
+        ip = f"10.236.0.{100 + i}"
+        start = time.monotonic()
+        c = cl.dk["h1"].containers.run(
+            cl.image["h1"], ["udpecho", "serve", "5001"], name=f"new{i}", detach=True, network=net,
+            networking_config={net: cl.dk["h1"].api.create_endpoint_config(ipv4_address=ip)},
+        )  # fmt: skip
+        cl.containers.append(c)
+        cl.sh(prober, f"udpecho wait {ip} 5001 10")
+        times.append(time.monotonic() - start)
+        cl.remove(c)
+    times.sort()
+    median, p99 = statistics.median(times), times[int(0.99 * (len(times) - 1))]
+    report(f"docker run on h1 -> reachable from h2: median {median * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms "
+           f"over {len(times)}")  # fmt: skip

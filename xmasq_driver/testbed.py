@@ -1,0 +1,277 @@
+"""A multi-host testbed on one machine: `xmasq testbed up --hosts N | down | exec HOST -- CMD`.
+
+Each host is a network namespace `xmtb-h<i>` on an underlay bridge `xmtb0` (the host's
+eth0 at <subnet>.<i>, the bridge at <subnet>.254), with its own dockerd (own data and
+exec roots, socket, cgroup parent, and a private mount namespace in which its plugin
+directory is bind-mounted over /run/docker/plugins, so it finds its own driver) and its
+own xmasq driver. One etcd for the testbed listens on the bridge address.
+Nothing leaves the testbed: the root namespace drops anything from the underlay bridge
+that is not going back to it. `down` removes every namespace, link, process, rule and
+file that `up` made, from the record `up` wrote and by name, also after a failed run.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import ipaddress
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from . import log
+
+RUN_DIR = "/run/xmasq-testbed"
+DATA_DIR = "/var/lib/xmasq-testbed"
+BRIDGE = "xmtb0"
+NS_PREFIX = "xmtb-"
+DEFAULT_SUBNET = "172.31.255.0/24"
+ETCD_PORT, ETCD_PEER_PORT = 23790, 23800
+RULE_TAG = "xmasq-testbed"
+_log = log.get("testbed")
+
+
+def _run(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def _wait(what: str, ok, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if ok():
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"testbed: {what} did not come up within {timeout}s")
+
+
+def _kill_pidfile(pidfile: str, timeout: float) -> None:
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class Testbed:
+    __test__ = False  # not a pytest test class
+
+    hosts: list[str]
+    subnet: str = DEFAULT_SUBNET
+    run_dir: str = RUN_DIR
+    data_dir: str = DATA_DIR
+
+    # -- addresses and paths ---------------------------------------------
+    @property
+    def gateway(self) -> str:
+        return str(ipaddress.IPv4Network(self.subnet).network_address + 254)
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return f"http://{self.gateway}:{ETCD_PORT}"
+
+    def host_ip(self, host: str) -> str:
+        return str(ipaddress.IPv4Network(self.subnet).network_address + int(host[1:]))
+
+    def netns(self, host: str) -> str:
+        return NS_PREFIX + host
+
+    def path(self, host: str, name: str) -> str:
+        return os.path.join(self.run_dir, host, name)
+
+    def docker_socket(self, host: str) -> str:
+        return self.path(host, "docker.sock")
+
+    def docker_host(self, host: str) -> str:
+        return "unix://" + self.docker_socket(host)
+
+    def driver_env(self, host: str) -> dict[str, str]:
+        return dict(
+            os.environ,
+            XMASQ_SOCKET=self.path(host, "plugins/xmasq.sock"),
+            XMASQ_STATE_DIR=os.path.join(self.data_dir, host, "state"),
+            XMASQ_BPF_PIN_DIR=f"/sys/fs/bpf/xmasq/{host}",
+            XMASQ_HOST_ID=host,
+            XMASQ_ETCD_ENDPOINTS=self.etcd_endpoint,
+            XMASQ_UNDERLAY_INTERFACE="eth0",
+        )
+
+    def in_host(self, host: str, argv: list[str], **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+        """Run argv in the host's network namespace, with DOCKER_HOST set to its dockerd."""
+        env = dict(kw.pop("env", os.environ), DOCKER_HOST=self.docker_host(host))
+        return subprocess.run(["nsenter", f"--net=/run/netns/{self.netns(host)}", *argv], env=env, text=True, **kw)
+
+    # -- up ---------------------------------------------------------------
+    @classmethod
+    def up(cls, count: int, subnet: str = DEFAULT_SUBNET, mtu: int = 1500) -> Testbed:
+        if not 1 <= count <= 250:
+            raise SystemExit("testbed: --hosts must be 1..250")
+        existing = cls.load()
+        if existing is not None:
+            existing.down()
+        tb = cls([f"h{i}" for i in range(1, count + 1)], subnet)
+        os.makedirs(tb.run_dir, exist_ok=True)
+        tb._save()  # first, so `down` finds everything even if `up` fails half way
+        try:
+            tb._underlay(mtu)
+            tb._etcd()
+            for host in tb.hosts:
+                tb._host(host, mtu)
+            for host in tb.hosts:
+                tb.start_driver(host)
+                tb._dockerd(host)
+        except BaseException:
+            tb.down()
+            raise
+        _log.info("testbed up", hosts=count, subnet=subnet, etcd=tb.etcd_endpoint)
+        return tb
+
+    def _save(self) -> None:
+        with open(os.path.join(self.run_dir, "testbed.json"), "w") as f:
+            json.dump({"hosts": self.hosts, "subnet": self.subnet}, f)
+
+    @classmethod
+    def load(cls, run_dir: str = RUN_DIR) -> Testbed | None:
+        try:
+            with open(os.path.join(run_dir, "testbed.json")) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return cls(data["hosts"], data["subnet"], run_dir)
+
+    def _underlay(self, mtu: int) -> None:
+        prefix = ipaddress.IPv4Network(self.subnet).prefixlen
+        _run("ip", "link", "add", BRIDGE, "mtu", str(mtu), "type", "bridge")
+        _run("ip", "addr", "add", f"{self.gateway}/{prefix}", "dev", BRIDGE)
+        _run("ip", "link", "set", BRIDGE, "up")
+        tag = ["-m", "comment", "--comment", RULE_TAG]
+        # Underlay traffic between hosts is bridged (br_netfilter sends it through FORWARD,
+        # whose policy Docker sets to DROP); nothing from the testbed leaves it.
+        _run("iptables", "-w", "-I", "FORWARD", "1", "-i", BRIDGE, "-o", BRIDGE, *tag, "-j", "ACCEPT")
+        _run("iptables", "-w", "-I", "FORWARD", "2", "-i", BRIDGE, "!", "-o", BRIDGE, *tag, "-j", "DROP")
+
+    def _etcd(self) -> None:
+        data = os.path.join(self.data_dir, "etcd")
+        os.makedirs(data, exist_ok=True)
+        peer = f"http://127.0.0.1:{ETCD_PEER_PORT}"
+        with open(os.path.join(self.run_dir, "etcd.log"), "ab") as logf:
+            proc = subprocess.Popen(
+                ["etcd", "--name", "testbed", "--data-dir", data,
+                 "--listen-client-urls", f"{self.etcd_endpoint},http://127.0.0.1:{ETCD_PORT}",
+                 "--advertise-client-urls", self.etcd_endpoint,
+                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                 "--initial-cluster", f"testbed={peer}"],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
+            )  # fmt: skip
+        with open(os.path.join(self.run_dir, "etcd.pid"), "w") as f:
+            f.write(str(proc.pid))
+        _wait(
+            "etcd", lambda: _run("curl", "-sf", "-m", "1", f"http://127.0.0.1:{ETCD_PORT}/health").returncode == 0, 30
+        )
+
+    def stop_etcd(self) -> None:
+        _kill_pidfile(os.path.join(self.run_dir, "etcd.pid"), 10)
+
+    def start_etcd(self) -> None:
+        self._etcd()
+
+    def _host(self, host: str, mtu: int) -> None:
+        ns, prefix = self.netns(host), ipaddress.IPv4Network(self.subnet).prefixlen
+        os.makedirs(self.path(host, "plugins"), exist_ok=True)
+        _run("ip", "netns", "add", ns)
+        _run("ip", "link", "add", ns, "mtu", str(mtu), "type", "veth", "peer", "name", "eth0", "netns", ns)
+        _run("ip", "link", "set", ns, "master", BRIDGE, "up")
+        _run("ip", "-n", ns, "addr", "add", f"{self.host_ip(host)}/{prefix}", "dev", "eth0")
+        _run("ip", "-n", ns, "link", "set", "eth0", "up")
+        _run("ip", "-n", ns, "link", "set", "lo", "up")
+        _run("ip", "-n", ns, "route", "add", "default", "via", self.gateway)
+
+    def start_driver(self, host: str) -> None:
+        self.in_host(
+            host,
+            [sys.executable, "-m", "xmasq_driver", "daemon", "start",
+             "--pidfile", self.path(host, "xmasq.pid"), "--logfile", self.path(host, "xmasq.log")],
+            env=self.driver_env(host), check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+
+    def stop_driver(self, host: str, kill: bool = False) -> None:
+        from . import daemon
+
+        daemon.stop(self.path(host, "xmasq.pid"), signal.SIGKILL if kill else signal.SIGTERM)
+
+    def _dockerd(self, host: str) -> None:
+        root = os.path.join(self.data_dir, host, "docker")
+        os.makedirs(root, exist_ok=True)
+        os.makedirs("/run/docker/plugins", exist_ok=True)
+        # A private mount namespace in which this host's plugin directory is the one dockerd reads.
+        script = (
+            f"mount --bind {self.path(host, 'plugins')} /run/docker/plugins && exec dockerd"
+            f" --data-root {root} --exec-root {self.path(host, 'exec')} -H {self.docker_host(host)}"
+            f" --pidfile {self.path(host, 'docker.pid')} --cgroup-parent /xmtb-{host} --log-level warn"
+        )
+        with open(self.path(host, "dockerd.log"), "ab") as logf:
+            subprocess.Popen(
+                ["nsenter", f"--net=/run/netns/{self.netns(host)}", "unshare", "--mount", "--propagation", "private",
+                 "sh", "-c", script],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
+            )  # fmt: skip
+        _wait(f"dockerd of {host}", lambda: self.docker(host).ping(), 60)
+
+    def docker(self, host: str):  # type: ignore[no-untyped-def]
+        import docker
+
+        return docker.DockerClient(base_url=self.docker_host(host), timeout=120)
+
+    # -- down -------------------------------------------------------------
+    def down(self) -> None:
+        hosts = sorted(set(self.hosts) | {n[len(NS_PREFIX) :] for n in _netns_names() if n.startswith(NS_PREFIX)})
+        # dockerd takes seconds to stop: stop the hosts in parallel.
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(hosts))) as pool:
+            list(pool.map(self._stop_host, hosts))
+        for host in hosts:
+            _run("ip", "netns", "del", self.netns(host), check=False)
+            _run("ip", "link", "del", self.netns(host), check=False)
+        self.stop_etcd()
+        _run("ip", "link", "del", BRIDGE, check=False)
+        for line in _run("iptables", "-w", "-S", "FORWARD", check=False).stdout.splitlines():
+            if RULE_TAG in line:
+                _run("iptables", "-w", "-D", *shlex.split(line)[1:], check=False)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        _log.info("testbed down", hosts=len(hosts))
+
+    def _stop_host(self, host: str) -> None:
+        with contextlib.suppress(Exception):
+            client = self.docker(host)
+            for c in client.containers.list(all=True):
+                c.remove(force=True)
+            if client.info().get("Swarm", {}).get("LocalNodeState") == "active":
+                client.swarm.leave(force=True)
+        _kill_pidfile(self.path(host, "docker.pid"), 30)
+        self.stop_driver(host)
+        # Anything still in the namespace (a containerd shim, a test's helper) goes too.
+        pids = _run("ip", "netns", "pids", self.netns(host), check=False).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+def _netns_names() -> list[str]:
+    return os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
