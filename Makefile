@@ -2,7 +2,7 @@
 VENV   := .venv
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: run stop setup test lint unit e2e
+.PHONY: run stop setup test lint unit e2e demo
 
 run:            ## set up the host and start the driver in the background
 	@scripts/run.sh
@@ -29,3 +29,6 @@ test:           ## the whole suite, against a driver restarted from this tree; C
 	@RESTART=1 scripts/run.sh
 	@$(MAKE) --no-print-directory lint
 	$(PYTEST) tests
+
+demo: run       ## two testbed hosts, one xmasq network across them, a ping (removes it all after)
+	$(VENV)/bin/python scripts/demo.py
