@@ -143,3 +143,39 @@ class FakeFirewall:
 
     def remove_ports(self, endpoint_id: str) -> None:
         self.ports.pop(endpoint_id, None)
+
+
+class FakeDatapath:
+    """Records what the driver asks of the fast path."""
+
+    def __init__(self) -> None:
+        self.loaded = True
+        self.reason = "loaded"
+        self.local: dict[tuple[int, str], tuple[str, str]] = {}
+        self.remote: dict[int, dict[str, tuple[str, str]]] = {}
+        self.live_hosts: set[str] = set()
+        self.flows = 3
+
+    def add_local(self, ifname: str, vni: int, ip: str, mac: str) -> None:
+        self.local[(vni, ip)] = (ifname, mac)
+
+    def remove_local(self, vni: int, ip: str) -> None:
+        self.local.pop((vni, ip), None)
+
+    def set_remote(self, vni: int, peers: dict[str, tuple[str, str]]) -> int:
+        changed = len(set(peers.items()) ^ set(self.remote.get(vni, {}).items()))
+        self.remote[vni] = dict(peers)
+        return changed
+
+    def prune_tunnels(self, live_hosts: set[str]) -> None:
+        self.live_hosts = set(live_hosts)
+
+    def stats(self) -> dict[str, int]:
+        return {"encap_pkts": 7}
+
+    def cache(self) -> dict[str, object]:
+        return {"local": [{"vni": vni, "ip": ip} for vni, ip in self.local]}
+
+    def flush_flows(self) -> int:
+        flushed, self.flows = self.flows, 0
+        return flushed

@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import log
 from . import protocol as p
+from .admin import Admin
 from .errors import DriverError
 from .ipam import IpamDriver
 from .network import NetworkDriver
@@ -28,9 +29,15 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body), status=status, mimetype="application/vnd.docker.plugins.v1+json")
 
 
-def routes(network: NetworkDriver, ipam: IpamDriver) -> dict[str, tuple[type | None, Callable[[Any], Any]]]:
+def routes(
+    network: NetworkDriver, ipam: IpamDriver, admin: Admin
+) -> dict[str, tuple[type | None, Callable[[Any], Any]]]:
     """Path -> (request struct or None, handler)."""
     return {
+        "/Xmasq.Status": (None, admin.status),
+        "/Xmasq.Stats": (None, admin.stats),
+        "/Xmasq.Cache": (None, admin.cache),
+        "/Xmasq.FlushCache": (None, admin.flush),
         "/Plugin.Activate": (None, lambda _: {"Implements": ["NetworkDriver", "IpamDriver"]}),
         "/NetworkDriver.GetCapabilities": (None, lambda _: network.capabilities()),
         "/NetworkDriver.CreateNetwork": (p.NetworkRequest, network.create_network),
@@ -58,10 +65,10 @@ def routes(network: NetworkDriver, ipam: IpamDriver) -> dict[str, tuple[type | N
     }
 
 
-def create_app(network: NetworkDriver, ipam: IpamDriver) -> Flask:
+def create_app(network: NetworkDriver, ipam: IpamDriver, admin: Admin) -> Flask:
     app = Flask("xmasq")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    table = routes(network, ipam)
+    table = routes(network, ipam, admin)
 
     def handle() -> Response:
         struct, handler = table[request.path]

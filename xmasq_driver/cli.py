@@ -39,6 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     tb_exec.add_argument("host")
     tb_exec.add_argument("argv", nargs=argparse.REMAINDER)
 
+    for name, text in (
+        ("status", "hosts, networks, endpoints, and whether the fast path is loaded"),
+        ("stats", "fast-path counters: packets and bytes by direction, misses by reason, drops"),
+        ("cache", "the fast path's caches, readable; `cache flush` makes every flow re-learn"),
+    ):
+        view = sub.add_parser(name, help=text)
+        if name == "cache":
+            view.add_argument("flush", nargs="?", choices=["flush"])
+        config.add_arguments(view)
+
     show = sub.add_parser("config", help="print the effective configuration")
     config.add_arguments(show)
 
@@ -53,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return _daemon(args, cfg)
     elif args.command == "testbed":
         return _testbed(args)
+    elif args.command in ("status", "stats", "cache"):
+        return _view(args, cfg)
     elif args.command == "config":
         fields = {k: ("<set>" if k.endswith("key") and v else v) for k, v in vars(cfg).items()}
         json.dump(fields, sys.stdout, indent=1)
@@ -74,6 +86,22 @@ def _daemon(args: argparse.Namespace, cfg: config.Config) -> int:
         print(f"xmasq driver {'answering' if up else 'not answering'} on {cfg.socket}")
         return 0 if up else 1
     return 0
+
+
+def _view(args: argparse.Namespace, cfg: config.Config) -> int:
+    from . import client
+
+    path = {"status": "/Xmasq.Status", "stats": "/Xmasq.Stats", "cache": "/Xmasq.Cache"}[args.command]
+    if getattr(args, "flush", None):
+        path = "/Xmasq.FlushCache"
+    try:
+        status, body = client.call(cfg.socket, path)
+    except OSError as e:
+        print(f"xmasq: driver not answering on {cfg.socket}: {e}", file=sys.stderr)
+        return 1
+    json.dump(body, sys.stdout, indent=1)
+    print()
+    return 0 if status == 200 else 1
 
 
 def _testbed(args: argparse.Namespace) -> int:

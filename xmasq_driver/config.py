@@ -33,7 +33,13 @@ class Config:
     )
     socket: str = field(default="/run/docker/plugins/xmasq.sock", metadata={"help": "plugin unix socket path"})
     state_dir: str = field(default="/var/lib/xmasq", metadata={"help": "local state directory"})
-    bpf_pin_dir: str = field(default="/sys/fs/bpf/xmasq", metadata={"help": "bpf map pin directory"})
+    bpf_pin_dir: str = field(
+        default="/sys/fs/bpf/xmasq", metadata={"help": "bpffs directory; maps are pinned in <dir>/<host id>"}
+    )
+    fastpath: str = field(default="on", metadata={"help": "eBPF fast path: on or off (global switch)"})
+    flow_max: int = field(default=262144, metadata={"help": "flow cache entries (LRU)"})
+    remote_max: int = field(default=65536, metadata={"help": "remote endpoint cache entries"})
+    bpf_src: str = field(default="", metadata={"help": "directory of the eBPF sources (default: bpf/ of this tree)"})
     host_id: str = field(default="", metadata={"help": "this host's cluster id (default: hostname)"})
     host_ttl: int = field(default=10, metadata={"help": "seconds this host's etcd lease lives without renewal"})
     host_grace: float = field(

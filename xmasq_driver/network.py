@@ -19,7 +19,7 @@ from . import log
 from . import protocol as p
 from .errors import BackendError, DriverError, NotFound
 from .firewall import PortMapping, proto_name
-from .overlay import VXLAN_OVERHEAD, Underlay, bridge_name, mac_for_ip
+from .overlay import VXLAN_OVERHEAD, Underlay, bridge_name, mac_for_ip, veth_names
 from .state import LocalState
 from .store import VNI_LAST, ClusterStore
 
@@ -36,6 +36,11 @@ class OverlayBackend(Protocol):
     def delete_network(self, vni: int) -> None: ...
     def create_veth(self, endpoint_id: str, vni: int, mac: str, mtu: int) -> str: ...
     def delete_veth(self, endpoint_id: str) -> None: ...
+
+
+class DatapathBackend(Protocol):
+    def add_local(self, ifname: str, vni: int, ip: str, mac: str) -> None: ...
+    def remove_local(self, vni: int, ip: str) -> None: ...
 
 
 class FirewallBackend(Protocol):
@@ -134,12 +139,14 @@ class NetworkDriver:
         state: LocalState,
         overlay: OverlayBackend,
         firewall: FirewallBackend,
+        datapath: DatapathBackend,
         scope: str = "local",
     ):
         self.store = store
         self.state = state
         self.overlay = overlay
         self.firewall = firewall
+        self.datapath = datapath
         self.scope = scope
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -285,6 +292,9 @@ class NetworkDriver:
             with undo.guard():
                 undo.add("delete veth", lambda: self.overlay.delete_veth(req.endpoint_id))
                 ifname = self.overlay.create_veth(req.endpoint_id, net["vni"], mac, net["mtu"])
+                if net["fastpath"]:
+                    undo.add("remove from fast path", lambda: self.datapath.remove_local(net["vni"], str(ip.ip)))
+                    self.datapath.add_local(veth_names(req.endpoint_id)[0], net["vni"], str(ip.ip), mac)
                 undo.add("delete endpoint in etcd", lambda: self.store.delete_endpoint(net["key"], str(ip.ip)))
                 self.store.put_endpoint(net["key"], str(ip.ip), {"mac": mac, "endpoint": req.endpoint_id})
                 ep: dict[str, Any] = {
@@ -327,6 +337,7 @@ class NetworkDriver:
             owner = self.store.endpoints(net["key"]).get(ip)
             if owner and owner.get("endpoint") == endpoint_id:
                 self.store.delete_endpoint(net["key"], ip)
+            self.datapath.remove_local(net["vni"], ip)
         self.firewall.remove_ports(endpoint_id)
         self.overlay.delete_veth(endpoint_id)
         self.state.set_endpoint(endpoint_id, None)
@@ -419,6 +430,9 @@ class NetworkDriver:
             if ep["network_id"] in networks
         ]
         for eid, ep, net in endpoints:
+            if net["fastpath"]:
+                ip = str(ipaddress.IPv4Interface(ep["address"]).ip)
+                self.datapath.add_local(veth_names(eid)[0], net["vni"], ip, ep["mac"])
             if ep["ports"]:
                 self.firewall.add_ports(eid, bridge_name(net["vni"]), [PortMapping(**m) for m in ep["ports"]])
         try:

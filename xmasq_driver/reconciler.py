@@ -8,6 +8,8 @@ Two threads:
   rest; then wait for any change in etcd from the revision read (a watch), or for
   `resync` seconds, and do it again. A missed event or an etcd outage costs at most
   one resync, never a wrong entry that stays.
+The fast path's remote-endpoint cache is written from the same view, and its learned
+tunnel headers of hosts no longer live are dropped.
 A host whose key is gone keeps its entries for `grace` seconds more, so a driver that
 restarts (or a short etcd hiccup) does not flap its containers' reachability.
 """
@@ -30,18 +32,24 @@ class PeerBackend(Protocol):
     def set_peers(self, vni: int, peers: dict[str, tuple[str, str]]) -> int: ...
 
 
+class RemoteCache(Protocol):
+    def set_remote(self, vni: int, peers: dict[str, tuple[str, str]]) -> int: ...
+    def prune_tunnels(self, live_hosts: set[str]) -> None: ...
+
+
 class Reconciler:
     def __init__(
         self,
         store: ClusterStore,
         state: LocalState,
         overlay: PeerBackend,
+        datapath: RemoteCache,
         underlay_ip: str,
         ttl: int = 10,
         grace: float = 5.0,
         resync: float = 5.0,
     ):
-        self.store, self.state, self.overlay = store, state, overlay
+        self.store, self.state, self.overlay, self.datapath = store, state, overlay, datapath
         self.underlay_ip = underlay_ip
         self.ttl, self.grace, self.resync = ttl, grace, resync
         self._stop = threading.Event()
@@ -113,11 +121,14 @@ class Reconciler:
             }
             try:
                 changed = self.overlay.set_peers(net["vni"], peers)
+                # The fast path's remote entries follow the same source of truth.
+                changed += self.datapath.set_remote(net["vni"], peers if net["fastpath"] else {})
             except BackendError as e:  # e.g. the network is being deleted right now
                 _log.warning("peer programming failed", network=nid[:12], vni=net["vni"], error=e)
                 continue
             if changed:
                 _log.info("peers programmed", network=nid[:12], vni=net["vni"], peers=len(peers), changed=changed)
+        self.datapath.prune_tunnels(set(live.values()))
         return revision
 
     def _live_hosts(self, hosts: dict[str, str]) -> dict[str, str]:

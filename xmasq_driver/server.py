@@ -14,8 +14,10 @@ from types import FrameType
 import waitress
 
 from . import log
+from .admin import Admin
 from .api import create_app
 from .config import Config
+from .datapath import Datapath
 from .firewall import Firewall
 from .ipam import IpamDriver
 from .kv import EtcdKV
@@ -28,13 +30,23 @@ from .store import ClusterStore
 _log = log.get("server")
 
 
-def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Reconciler]:
-    store = ClusterStore(EtcdKV(config), config.host_id or socket.gethostname())
+def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler]:
+    host = config.host_id or socket.gethostname()
+    store = ClusterStore(EtcdKV(config), host)
     state = LocalState(os.path.join(config.state_dir, "state.json"))
     overlay = Overlay(config.underlay_interface, config.netlink_timeout)
-    network = NetworkDriver(store, state, overlay, Firewall())
-    reconciler = Reconciler(store, state, overlay, overlay.underlay().ip, config.host_ttl, config.host_grace)
-    return network, IpamDriver(store), reconciler
+    underlay = overlay.underlay()
+    datapath = Datapath(
+        os.path.join(config.bpf_pin_dir, host),
+        underlay.ifname,
+        config.bpf_src,
+        config.fastpath == "on",
+        {"FLOW_MAX": config.flow_max, "REMOTE_MAX": config.remote_max},
+    )
+    datapath.load()
+    network = NetworkDriver(store, state, overlay, Firewall(), datapath)
+    reconciler = Reconciler(store, state, overlay, datapath, underlay.ip, config.host_ttl, config.host_grace)
+    return network, IpamDriver(store), Admin(network, datapath), reconciler
 
 
 def serve(config: Config) -> None:
@@ -55,9 +67,9 @@ def serve(config: Config) -> None:
         ident="xmasq",
         clear_untrusted_proxy_headers=True,
     )
-    network, ipam, reconciler = build(config)
+    network, ipam, admin, reconciler = build(config)
     network.restore()
-    holder["app"] = create_app(network, ipam)
+    holder["app"] = create_app(network, ipam, admin)
     reconciler.start()
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -110,7 +110,6 @@ class Testbed:
             os.environ,
             XMASQ_SOCKET=self.path(host, "plugins/xmasq.sock"),
             XMASQ_STATE_DIR=os.path.join(self.data_dir, host, "state"),
-            XMASQ_BPF_PIN_DIR=f"/sys/fs/bpf/xmasq/{host}",
             XMASQ_HOST_ID=host,
             XMASQ_ETCD_ENDPOINTS=self.etcd_endpoint,
             XMASQ_UNDERLAY_INTERFACE="eth0",
@@ -256,6 +255,8 @@ class Testbed:
         for line in _run("iptables", "-w", "-S", "FORWARD", check=False).stdout.splitlines():
             if RULE_TAG in line:
                 _run("iptables", "-w", "-D", *shlex.split(line)[1:], check=False)
+        for host in hosts:  # the hosts' pinned eBPF maps (their programs went with the namespaces)
+            shutil.rmtree(f"/sys/fs/bpf/xmasq/{host}", ignore_errors=True)
         shutil.rmtree(self.data_dir, ignore_errors=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         _log.info("testbed down", hosts=len(hosts))

@@ -19,6 +19,7 @@ import pytest
 from docker.types import IPAMConfig, IPAMPool
 
 from tests.e2e.image import ensure_image
+from xmasq_driver import client as plugin
 from xmasq_driver import config, daemon
 from xmasq_driver.firewall import Firewall
 from xmasq_driver.kv import EtcdKV
@@ -75,6 +76,7 @@ def host_state(cfg: config.Config) -> dict[str, Any]:
         "rules": sorted(Firewall().owned_rules()),
         "etcd": sorted(EtcdKV(cfg).get_prefix(PREFIX)),
         "state": state,
+        "fastpath_cache": plugin.call(cfg.socket, "/Xmasq.Cache")[1],
     }
 
 

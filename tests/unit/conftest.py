@@ -5,7 +5,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import FakeFirewall, FakeOverlay, MemoryKV
+from tests.fakes import FakeDatapath, FakeFirewall, FakeOverlay, MemoryKV
+from xmasq_driver.admin import Admin
 from xmasq_driver.api import create_app
 from xmasq_driver.ipam import IpamDriver
 from xmasq_driver.network import NetworkDriver
@@ -20,11 +21,13 @@ class Harness:
         self.kv = kv or MemoryKV()
         self.overlay = FakeOverlay()
         self.firewall = FakeFirewall()
+        self.datapath = FakeDatapath()
         self.state = LocalState(state_path)
         self.store = ClusterStore(self.kv, host)
-        self.network = NetworkDriver(self.store, self.state, self.overlay, self.firewall)
+        self.network = NetworkDriver(self.store, self.state, self.overlay, self.firewall, self.datapath)
         self.ipam = IpamDriver(self.store)
-        self.client = create_app(self.network, self.ipam).test_client()
+        self.admin = Admin(self.network, self.datapath)
+        self.client = create_app(self.network, self.ipam, self.admin).test_client()
 
     def call(self, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
         # Docker sends no Content-Type header.

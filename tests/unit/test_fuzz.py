@@ -11,7 +11,7 @@ from tests.unit.conftest import Harness
 from xmasq_driver.api import routes
 
 _h = Harness()
-PATHS = sorted(routes(_h.network, _h.ipam))
+PATHS = sorted(routes(_h.network, _h.ipam, _h.admin))
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),

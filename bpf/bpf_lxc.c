@@ -1,0 +1,137 @@
+/* Hooks on the host end of each container's veth.
+ *   from_container  tc ingress (packets the container sends): anti-spoofing, then the
+ *                   fast path: same-host redirect or encapsulation straight to the NIC.
+ *   to_container    tc egress (packets the slow path delivers): marks the flow as
+ *                   carried in by the slow path, past the host's firewall.
+ * Any miss returns TC_ACT_OK and the bridge (slow path) handles the packet.
+ */
+#include "lib/common.h"
+#include "lib/parse.h"
+
+#define ENCAP_FLAGS                                                                                          \
+    (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |                  \
+     BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN))
+
+static __always_inline int same_host(struct __sk_buff *skb, struct local_ep *peer, struct flow_key *key)
+{
+    if (!flow_established(key)) {
+        count(STAT_MISS_NOT_ESTABLISHED, 1);
+        return TC_ACT_OK;
+    }
+    count(STAT_LOCAL_PKTS, 1);
+    count(STAT_LOCAL_BYTES, skb->len);
+    return bpf_redirect_peer(peer->ifindex, 0);
+}
+
+static __always_inline int encap(struct __sk_buff *skb, struct lxc_info *me, struct remote_ep *peer,
+                                 struct flow_key *key)
+{
+    struct flow *f = flows.lookup(key);
+    if (!f || !f->seen_out || !f->seen_in) {
+        count(STAT_MISS_NOT_ESTABLISHED, 1);
+        return TC_ACT_OK;
+    }
+    struct tunnel_key tk = {.host = peer->host, .vni = me->vni};
+    struct tunnel *t = tunnels.lookup(&tk);
+    if (!t) {
+        count(STAT_MISS_NO_TUNNEL, 1);
+        return TC_ACT_OK;
+    }
+    /* The 50 bytes go in after the container's Ethernet header; writing 64 bytes at 0 puts the
+     * outer headers in front and the container's own Ethernet header back as the inner one. */
+    __u8 hdr[OUTER_LEN + ETH_HLEN];
+    __builtin_memcpy(hdr, t->hdr, OUTER_LEN);
+    if (bpf_skb_load_bytes(skb, 0, hdr + OUTER_LEN, ETH_HLEN))
+        return TC_ACT_OK;
+    __u32 len = skb->len;
+    __be16 sport = f->sport;
+    if (bpf_skb_adjust_room(skb, OUTER_LEN, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS)) {
+        count(STAT_ERR_ADJUST_ROOM, 1);
+        return TC_ACT_OK;
+    }
+    struct iphdr *ip = (void *)(hdr + ETH_HLEN);
+    struct udphdr *udp = (void *)(ip + 1);
+    ip->tot_len = bpf_htons(len + OUTER_LEN - ETH_HLEN);
+    ip->check = 0;
+    ip->check = ipv4_csum(ip);
+    udp->len = bpf_htons(len + OUTER_LEN - ETH_HLEN - sizeof(struct iphdr));
+    udp->source = sport;
+    udp->check = 0;
+    if (bpf_skb_store_bytes(skb, 0, hdr, sizeof(hdr), 0)) {
+        count(STAT_ERR_ADJUST_ROOM, 1);
+        return TC_ACT_SHOT; /* the room is in, the headers are not: never send that */
+    }
+    skb->mark = FASTPATH_MARK; /* so the NIC's learn hook skips it */
+    count(STAT_ENCAP_PKTS, 1);
+    count(STAT_ENCAP_BYTES, len);
+    return bpf_redirect(t->ifindex, 0);
+}
+
+int from_container(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+    __u32 ifindex = skb->ifindex;
+    struct lxc_info *me = lxc_by_ifindex.lookup(&ifindex);
+    struct ethhdr *eth = data;
+    if (!me || (void *)(eth + 1) > data_end)
+        return TC_ACT_OK;
+    struct iphdr *ip = parse_ipv4(eth, data_end);
+    if (!ip) {
+        count(STAT_MISS_UNPARSED, 1);
+        return TC_ACT_OK;
+    }
+    /* A container sends only as itself. */
+    if (ip->saddr != me->ip || !mac_equal(eth->h_source, me->mac)) {
+        count(STAT_DROP_SPOOFED, 1);
+        return TC_ACT_SHOT;
+    }
+    struct flow_key key;
+    if (flow_key_of(ip, data_end, me->vni, 1, &key)) {
+        count(STAT_MISS_UNPARSED, 1);
+        return TC_ACT_OK;
+    }
+    struct ep_key dst = {.vni = me->vni, .ip = ip->daddr};
+    struct local_ep *local = local_eps.lookup(&dst);
+    if (local)
+        return same_host(skb, local, &key);
+    struct remote_ep *remote = remote_eps.lookup(&dst);
+    if (remote)
+        return encap(skb, me, remote, &key);
+    count(STAT_MISS_NO_PEER, 1);
+    return TC_ACT_OK;
+}
+
+int to_container(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+    __u32 ifindex = skb->ifindex;
+    struct lxc_info *me = lxc_by_ifindex.lookup(&ifindex);
+    struct iphdr *ip = me ? parse_ipv4(data, data_end) : NULL;
+    struct flow_key key;
+    if (!ip || ip->daddr != me->ip || flow_key_of(ip, data_end, me->vni, 0, &key))
+        return TC_ACT_OK;
+    struct ep_key src = {.vni = me->vni, .ip = ip->saddr};
+    int from_remote = remote_eps.lookup(&src) != NULL;
+    if (!from_remote && !local_eps.lookup(&src))
+        return TC_ACT_OK; /* from the gateway or outside: never accelerated */
+    struct flow zero = {};
+    struct flow *f = flows.lookup_or_try_init(&key, &zero);
+    if (f && !f->seen_in) {
+        f->seen_in = 1;
+        count(STAT_LEARN_IN, 1);
+    }
+    if (!from_remote) {
+        /* Same host: delivered here means it also left its sender past the firewall. */
+        struct flow_key back = key;
+        back.local = key.remote;
+        back.remote = key.local;
+        back.lport = key.rport;
+        back.rport = key.lport;
+        struct flow *b = flows.lookup_or_try_init(&back, &zero);
+        if (b && !b->seen_out) {
+            b->seen_out = 1;
+            count(STAT_LEARN_OUT, 1);
+        }
+    }
+    return TC_ACT_OK;
+}

@@ -1,0 +1,97 @@
+/* Hooks on the underlay NIC.
+ *   to_nic    tc egress: learns from what the kernel's vxlan device sent (the outer header
+ *             template per remote host and VNI, the flow's UDP source port) and marks the
+ *             flow as carried out by the slow path. Skips the fast path's own packets.
+ *   from_nic  tc ingress: VXLAN from a known host, for a known VNI, from a remote endpoint of
+ *             that VNI on that very host, to a local endpoint of that VNI, on an established
+ *             flow: decapsulate and hand it straight to the container (bpf_redirect_peer).
+ * Any miss returns TC_ACT_OK: the vxlan device (slow path) handles the packet.
+ */
+#include "lib/common.h"
+#include "lib/parse.h"
+
+int to_nic(struct __sk_buff *skb)
+{
+    if (skb->mark == FASTPATH_MARK)
+        return TC_ACT_OK;
+    void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+    struct iphdr *outer = parse_ipv4(data, data_end);
+    struct udphdr *udp;
+    struct vxlanhdr *vx = outer ? parse_vxlan(outer, data_end, &udp) : NULL;
+    if (!vx)
+        return TC_ACT_OK;
+    __u32 vni = bpf_ntohl(vx->vni) >> 8;
+    struct iphdr *ip = parse_ipv4((void *)(vx + 1), data_end);
+    struct flow_key key;
+    if (!ip || flow_key_of(ip, data_end, vni, 1, &key))
+        return TC_ACT_OK;
+    struct ep_key src = {.vni = vni, .ip = ip->saddr}, dst = {.vni = vni, .ip = ip->daddr};
+    struct remote_ep *peer = remote_eps.lookup(&dst);
+    if (!local_eps.lookup(&src) || !peer || peer->host != outer->daddr)
+        return TC_ACT_OK;
+    /* Overwrite, never insert-only: next-hop MAC, TTL or NIC may change. */
+    struct tunnel_key tk = {.host = outer->daddr, .vni = vni};
+    struct tunnel t = {.ifindex = skb->ifindex};
+    if (bpf_skb_load_bytes(skb, 0, t.hdr, OUTER_LEN))
+        return TC_ACT_OK;
+    tunnels.update(&tk, &t);
+    count(STAT_LEARN_TUNNEL, 1);
+    struct flow zero = {};
+    struct flow *f = flows.lookup_or_try_init(&key, &zero);
+    if (f) {
+        if (!f->seen_out)
+            count(STAT_LEARN_OUT, 1);
+        f->seen_out = 1;
+        f->sport = udp->source;
+    }
+    return TC_ACT_OK;
+}
+
+int from_nic(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+    struct iphdr *outer = parse_ipv4(data, data_end);
+    struct udphdr *udp;
+    struct vxlanhdr *vx = outer ? parse_vxlan(outer, data_end, &udp) : NULL;
+    if (!vx)
+        return TC_ACT_OK;
+    __u32 vni = bpf_ntohl(vx->vni) >> 8;
+    struct ethhdr *inner_eth = (void *)(vx + 1);
+    struct iphdr *ip = parse_ipv4(inner_eth, data_end);
+    struct flow_key key;
+    if (!ip || flow_key_of(ip, data_end, vni, 0, &key)) {
+        count(STAT_MISS_UNPARSED, 1);
+        return TC_ACT_OK;
+    }
+    struct ep_key src = {.vni = vni, .ip = ip->saddr}, dst = {.vni = vni, .ip = ip->daddr};
+    struct remote_ep *peer = remote_eps.lookup(&src);
+    if (!peer || peer->host != outer->saddr) {
+        count(STAT_INGRESS_MISS_UNKNOWN_SOURCE, 1);
+        return TC_ACT_OK;
+    }
+    struct local_ep *local = local_eps.lookup(&dst);
+    if (!local || !mac_equal(inner_eth->h_dest, local->mac)) {
+        count(STAT_INGRESS_MISS_UNKNOWN_DEST, 1);
+        return TC_ACT_OK;
+    }
+    if (!flow_established(&key)) {
+        count(STAT_INGRESS_MISS_NOT_ESTABLISHED, 1);
+        return TC_ACT_OK;
+    }
+    __u8 eth[ETH_HLEN];
+    __builtin_memcpy(eth, inner_eth, ETH_HLEN);
+    __u32 ifindex = local->ifindex;
+    /* Removes the 50 bytes after the outer Ethernet header; the outer Ethernet header is then
+     * overwritten with the inner one. FIXED_GSO keeps the GSO size as it was. */
+    if (bpf_skb_adjust_room(skb, -OUTER_LEN, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO)) {
+        count(STAT_ERR_ADJUST_ROOM, 1);
+        return TC_ACT_OK;
+    }
+    if (bpf_skb_store_bytes(skb, 0, eth, ETH_HLEN, 0)) {
+        count(STAT_ERR_ADJUST_ROOM, 1);
+        return TC_ACT_SHOT;
+    }
+    count(STAT_DECAP_PKTS, 1);
+    count(STAT_DECAP_BYTES, skb->len);
+    return bpf_redirect_peer(ifindex, 0);
+}

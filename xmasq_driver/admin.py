@@ -1,0 +1,58 @@
+"""The operator's view, served on the plugin socket under /Xmasq.* (used by `xmasq status`,
+`xmasq stats`, `xmasq cache [flush]`). Read-only except the flow-cache flush."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .errors import BackendError
+from .network import NetworkDriver
+
+
+class DatapathView(Protocol):
+    loaded: bool
+    reason: str
+
+    def stats(self) -> dict[str, int]: ...
+    def cache(self) -> dict[str, Any]: ...
+    def flush_flows(self) -> int: ...
+
+
+class Admin:
+    def __init__(self, network: NetworkDriver, datapath: DatapathView):
+        self.network = network
+        self.datapath = datapath
+
+    def status(self, _: Any = None) -> dict[str, Any]:
+        snap = self.network.state.snapshot()
+        try:
+            hosts, _eps, _rev = self.network.store.cluster_view([])
+            cluster: dict[str, Any] = {"hosts": hosts}
+        except BackendError as e:
+            cluster = {"error": str(e)}
+        return {
+            "host": self.network.store.host,
+            "fastpath": {"loaded": self.datapath.loaded, "reason": self.datapath.reason},
+            "cluster": cluster,
+            "networks": [
+                {
+                    "id": nid[:12],
+                    "name": n["key"],
+                    "vni": n["vni"],
+                    "subnet": n["subnet"],
+                    "internal": n["internal"],
+                    "fastpath": n["fastpath"],
+                    "endpoints": sum(1 for e in snap["endpoints"].values() if e["network_id"] == nid),
+                }
+                for nid, n in snap["networks"].items()
+            ],  # fmt: skip
+        }
+
+    def stats(self, _: Any = None) -> dict[str, Any]:
+        return {"fastpath": self.datapath.loaded, "counters": self.datapath.stats()}
+
+    def cache(self, _: Any = None) -> dict[str, Any]:
+        return self.datapath.cache()
+
+    def flush(self, _: Any = None) -> dict[str, Any]:
+        return {"flushed_flows": self.datapath.flush_flows()}

@@ -1,0 +1,284 @@
+"""The fast path: compile bpf/ with bcc, pin its maps, attach its tc programs, write its caches.
+
+Programs (bpf/bpf_lxc.c, bpf/bpf_nic.c) are compiled at driver start with this host's
+constants. Maps are pinned under the per-host pin directory, so a restarted driver adopts
+them (and the programs still attached keep forwarding while it is down). Filters are
+attached with pyroute2 to a clsact qdisc under the project's own priority and handle, and
+replaced in place; nobody else's qdisc or filter is touched.
+Where bcc, kernel headers or the kernel cannot load the programs, `load()` logs one line
+and returns False: the driver then runs the slow path only, still correct.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+import re
+import subprocess
+import threading
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from . import log
+from .errors import BackendError
+from .overlay import VXLAN_PORT
+
+_log = log.get("datapath")
+FASTPATH_MARK = 0x584D0001  # "XM" 0001: what the fast path encapsulated
+FILTER_PRIO, FILTER_HANDLE = 0x584D, 1
+INGRESS, EGRESS = "ffff:fff2", "ffff:fff3"
+OUTER_LEN = 50
+
+
+def default_bpf_src() -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bpf")
+
+
+def source(path: str, seen: set[str] | None = None) -> str:
+    """The file with its local `#include "..."` lines expanded.
+
+    bcc rewrites map calls (`m.lookup(...)`) only in the main file it compiles, so the
+    shared headers are pasted in rather than left to the preprocessor.
+    """
+    seen = set() if seen is None else seen
+    root = os.path.dirname(path)
+
+    def include(m: re.Match[str]) -> str:
+        name = os.path.normpath(os.path.join(root, m.group(1)))
+        if name in seen:
+            return ""
+        seen.add(name)
+        return source(name, seen)
+
+    with open(path) as f:
+        return re.sub(r'^#include "([^"]+)"[ \t]*$', include, f.read(), flags=re.M)
+
+
+def stat_names(bpf_src: str) -> list[str]:
+    """Counter names, in index order, from the enum in bpf/lib/common.h (one source of truth)."""
+    with open(os.path.join(bpf_src, "lib", "common.h")) as f:
+        body = re.search(r"enum xmasq_stat \{(.*?)\};", f.read(), re.S)
+    names = re.findall(r"STAT_(\w+),", body.group(1) if body else "")
+    return [n.lower() for n in names if n != "MAX"]
+
+
+def _be32(ip: str) -> int:
+    """An IPv4 address as the u32 that holds its network-order bytes in memory."""
+    return int.from_bytes(ipaddress.IPv4Address(ip).packed, "little")
+
+
+def _ip(be32: int) -> str:
+    return str(ipaddress.IPv4Address(be32.to_bytes(4, "little")))
+
+
+def _mac(text: str) -> Any:
+    return (ctypes.c_ubyte * 6)(*bytes.fromhex(text.replace(":", "")))
+
+
+def _mac_text(raw: Any) -> str:
+    return ":".join(f"{b:02x}" for b in bytes(raw))
+
+
+class Datapath:
+    def __init__(
+        self,
+        pin_dir: str,
+        nic: str,
+        bpf_src: str = "",
+        enabled: bool = True,
+        sizes: dict[str, int] | None = None,
+    ):
+        self.pin_dir = pin_dir
+        self.nic = nic
+        self.bpf_src = bpf_src or default_bpf_src()
+        self.enabled = enabled
+        self.sizes = {"LOCAL_MAX": 4096, "REMOTE_MAX": 65536, "TUNNEL_MAX": 4096, "FLOW_MAX": 262144}
+        self.sizes.update(sizes or {})
+        self.loaded = False
+        self.reason = "not loaded"
+        self._lock = threading.Lock()
+        self._fns: dict[str, Any] = {}
+        self._maps: Any = None
+
+    # -- load -------------------------------------------------------------
+    def load(self) -> bool:
+        if not self.enabled:
+            self.reason = "disabled by configuration"
+            _log.info("fast path disabled by configuration; slow path only")
+            return False
+        try:
+            self._load()
+        except Exception as e:  # bcc raises plain Exception; any failure means: slow path only
+            self.reason = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
+            _log.warning("fast path unavailable; running slow path only", reason=self.reason)
+            return False
+        self.loaded = True
+        self.reason = "loaded"
+        _log.info("fast path loaded", pin_dir=self.pin_dir, nic=self.nic, programs=",".join(sorted(self._fns)))
+        return True
+
+    def _load(self) -> None:
+        from bcc import BPF  # Debian's python3-bpfcc; absent -> ImportError -> slow path
+
+        _mount_bpffs()
+        os.makedirs(self.pin_dir, exist_ok=True)
+        cflags = [
+            f'-DPIN_DIR="{self.pin_dir}"',
+            f"-DVXLAN_PORT={VXLAN_PORT}",
+            f"-DFASTPATH_MARK={FASTPATH_MARK:#x}",
+            *(f"-D{k}={v}" for k, v in self.sizes.items()),
+        ]
+        objects = {}
+        for name, progs in (("bpf_lxc.c", ("from_container", "to_container")), ("bpf_nic.c", ("to_nic", "from_nic"))):
+            obj = BPF(text=source(os.path.join(self.bpf_src, name)), cflags=cflags)
+            objects[name] = obj
+            for prog in progs:
+                self._fns[prog] = obj.load_func(prog, BPF.SCHED_CLS)
+        self._objects = objects  # keep them: bcc closes the programs' fds when they go
+        self._maps = objects["bpf_lxc.c"]
+        self._attach(self.nic, ("from_nic", INGRESS), ("to_nic", EGRESS))
+
+    def _attach(self, ifname: str, *hooks: tuple[str, str]) -> int:
+        with IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=ifname)
+            if not found:
+                raise BackendError(f"cannot attach fast path: no interface {ifname}")
+            index = found[0]
+            try:
+                ipr.tc("add", "clsact", index)
+            except NetlinkError as e:
+                if e.code != 17:  # EEXIST: someone's (or our earlier) clsact is reused, never replaced
+                    raise
+            for prog, parent in hooks:
+                fn = self._fns[prog]
+                ipr.tc(
+                    "replace-filter",
+                    "bpf",
+                    index,
+                    FILTER_HANDLE,
+                    fd=fn.fd,
+                    name=f"xmasq_{prog}",
+                    parent=parent,
+                    prio=FILTER_PRIO,
+                    classid=1,
+                    direct_action=True,
+                )
+        return index
+
+    # -- local endpoints --------------------------------------------------
+    def add_local(self, ifname: str, vni: int, ip: str, mac: str) -> None:
+        if not self.loaded:
+            return
+        with self._lock:
+            index = self._attach(ifname, ("from_container", INGRESS), ("to_container", EGRESS))
+            local, by_if = self._maps["local_eps"], self._maps["lxc_by_ifindex"]
+            local[local.Key(vni, _be32(ip))] = local.Leaf(index, _mac(mac))
+            by_if[by_if.Key(index)] = by_if.Leaf(vni, _be32(ip), _mac(mac))
+        _log.info("fast path endpoint", vni=vni, ip=ip, ifname=ifname, ifindex=index)
+
+    def remove_local(self, vni: int, ip: str) -> None:
+        if not self.loaded:
+            return
+        with self._lock:
+            local, by_if = self._maps["local_eps"], self._maps["lxc_by_ifindex"]
+            key = local.Key(vni, _be32(ip))
+            entry = local.get(key)
+            if entry is not None:
+                by_if.pop(by_if.Key(entry.ifindex), None)
+                local.pop(key, None)
+            self._drop_flows(lambda k: k.vni == vni and k.local == _be32(ip))
+
+    # -- remote endpoints (from etcd) -------------------------------------
+    def set_remote(self, vni: int, peers: dict[str, tuple[str, str]]) -> int:
+        """Make the remote endpoints of `vni` exactly `peers` {ip: (mac, host ip)}; flows of
+        removed or moved endpoints are dropped so they re-learn through the slow path."""
+        if not self.loaded:
+            return 0
+        with self._lock:
+            remote = self._maps["remote_eps"]
+            have = {_ip(k.ip): _ip(v.host) for k, v in remote.items() if k.vni == vni}
+            want = {ip: host for ip, (_, host) in peers.items()}
+            gone = {ip for ip, host in have.items() if want.get(ip) != host}
+            for ip in gone:
+                remote.pop(remote.Key(vni, _be32(ip)), None)
+            if gone:
+                addrs = {_be32(ip) for ip in gone}
+                self._drop_flows(lambda k: k.vni == vni and k.remote in addrs)
+            for ip, host in want.items():
+                if have.get(ip) != host:
+                    remote[remote.Key(vni, _be32(ip))] = remote.Leaf(_be32(host))
+            return len(gone) + sum(1 for ip, host in want.items() if have.get(ip) != host)
+
+    def prune_tunnels(self, live_hosts: set[str]) -> None:
+        """Forget the learned headers of hosts that left the cluster."""
+        if not self.loaded:
+            return
+        with self._lock:
+            tunnels = self._maps["tunnels"]
+            for k in [k for k in tunnels if _ip(k.host) not in live_hosts]:
+                tunnels.pop(k, None)
+
+    def _drop_flows(self, match: Any) -> int:
+        flows = self._maps["flows"]
+        doomed = [k for k in flows if match(k)]
+        for k in doomed:
+            flows.pop(k, None)
+        return len(doomed)
+
+    def flush_flows(self) -> int:
+        """Forget every flow (after a firewall change): flows re-learn through the slow path."""
+        if not self.loaded:
+            return 0
+        with self._lock:
+            return self._drop_flows(lambda k: True)
+
+    # -- operator view ----------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        if not self.loaded:
+            return {}
+        table = self._maps["stats"]
+        names = stat_names(self.bpf_src)
+        return {name: int(sum(table[table.Key(i)])) for i, name in enumerate(names)}
+
+    def cache(self) -> dict[str, Any]:
+        if not self.loaded:
+            return {}
+        m = self._maps
+        return {
+            "local": [
+                {"vni": k.vni, "ip": _ip(k.ip), "ifindex": v.ifindex, "mac": _mac_text(v.mac)}
+                for k, v in m["local_eps"].items()
+            ],
+            "remote": [{"vni": k.vni, "ip": _ip(k.ip), "host": _ip(v.host)} for k, v in m["remote_eps"].items()],
+            "tunnels": [
+                {"host": _ip(k.host), "vni": k.vni, "ifindex": v.ifindex, "header": bytes(v.hdr).hex()}
+                for k, v in m["tunnels"].items()
+            ],
+            "flows": [
+                {
+                    "vni": k.vni,
+                    "proto": k.proto,
+                    "local": f"{_ip(k.local)}:{_port(k.lport)}",
+                    "remote": f"{_ip(k.remote)}:{_port(k.rport)}",
+                    "seen_out": bool(v.seen_out),
+                    "seen_in": bool(v.seen_in),
+                }
+                for k, v in m["flows"].items()
+            ],
+        }
+
+
+def _port(be16: int) -> int:
+    return int.from_bytes(be16.to_bytes(2, "little"), "big")
+
+
+def _mount_bpffs() -> None:
+    """Pinned maps need bpffs at /sys/fs/bpf; mount it where the host has not."""
+    with open("/proc/mounts") as f:
+        if any(line.split()[1:3] == ["/sys/fs/bpf", "bpf"] for line in f):
+            return
+    subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True, capture_output=True, timeout=10)
+    _log.info("mounted bpffs", path="/sys/fs/bpf")
