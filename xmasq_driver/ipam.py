@@ -1,14 +1,16 @@
 """IpamDriver: cluster-wide unique addresses from etcd, keyed by subnet.
 
 Pools are named by their subnet (and sub-pool), so the same `--subnet` on every host
-is one pool. Each host holds a pool once per network using it; addresses are freed
-when the last holder in the cluster releases it. The gateway (first address unless
+is one pool; `--ipam-opt xmasq.space=NAME` names a separate pool for the same subnet (two
+networks with the same subnet and the same addresses). Each host holds a pool once per
+network using it; addresses are freed when the last holder in the cluster releases it. The gateway (first address unless
 given) is shared by every host and is not released with an endpoint.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from . import log
@@ -20,9 +22,13 @@ _log = log.get("ipam")
 ADDRESS_SPACE = "xmasq"
 
 
+SPACE_OPTION = "xmasq.space"
+_SPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
 def _parse_pool_id(pool_id: str) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Network]:
-    """PoolID is "<subnet>" or "<subnet>|<range>"; returns (subnet, range)."""
-    subnet_s, _, range_s = pool_id.partition("|")
+    """PoolID is "<subnet>[|<range>][@<space>]"; returns (subnet, range)."""
+    subnet_s, _, range_s = pool_id.partition("@")[0].partition("|")
     try:
         subnet = ipaddress.IPv4Network(subnet_s)
         rng = ipaddress.IPv4Network(range_s) if range_s else subnet
@@ -55,7 +61,10 @@ class IpamDriver:
             raise DriverError(f"subnet {subnet} is too small (at most /30)")
         if not rng.subnet_of(subnet):
             raise DriverError(f"sub-pool {rng} is not inside {subnet}")
-        pool_id = str(subnet) + (f"|{rng}" if req.sub_pool else "")
+        space = str(req.options.get(SPACE_OPTION) or "")
+        if space and not _SPACE.match(space):
+            raise DriverError(f"option {SPACE_OPTION}={space!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+        pool_id = str(subnet) + (f"|{rng}" if req.sub_pool else "") + (f"@{space}" if space else "")
         self.store.hold_pool(pool_id)
         _log.info("pool held", pool=pool_id)
         return {"PoolID": pool_id, "Pool": str(subnet), "Data": {}}

@@ -26,7 +26,9 @@ from .errors import BackendError
 T = TypeVar("T")
 VXLAN_PORT = 4789
 NTF_SELF = 0x02  # an FDB entry of the vxlan device itself (with a remote dst), not of the bridge
+NTF_MASTER = 0x04  # an FDB entry of the bridge the port belongs to
 NUD_PERMANENT = 0x80
+NUD_NOARP = 0x40  # "static" in bridge(8) terms
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 _log = log.get("overlay")
 
@@ -231,7 +233,12 @@ class Overlay:
             if not br_index:
                 _delete_links(ipr, host)
                 raise BackendError(f"bridge {bridge_name(vni)} for vni {vni} is missing")
-            ipr.link("set", index=ipr.link_lookup(ifname=host)[0], master=br_index[0], state="up")
+            host_index = ipr.link_lookup(ifname=host)[0]
+            ipr.link("set", index=host_index, master=br_index[0], state="up")
+            # Pin the container's MAC to its port: the bridge must not keep delivering it to
+            # the vxlan port after an address moved here from another host (a learned entry
+            # would last until it ages out, 300 s).
+            ipr.fdb("replace", ifindex=host_index, lladdr=mac, master=br_index[0], state=NUD_NOARP, flags=NTF_MASTER)
 
         self._run(f"create veth {host}", create)
         return cont

@@ -18,6 +18,7 @@ import docker
 import pytest
 from docker.types import IPAMConfig, IPAMPool
 
+from tests.e2e.cluster import GRACE, TTL, Cluster
 from tests.e2e.image import ensure_image
 from xmasq_driver import client as plugin
 from xmasq_driver import config, daemon
@@ -25,6 +26,7 @@ from xmasq_driver.firewall import Firewall
 from xmasq_driver.kv import EtcdKV
 from xmasq_driver.state import LocalState
 from xmasq_driver.store import PREFIX
+from xmasq_driver.testbed import Testbed
 
 XMASQ = os.path.join(os.path.dirname(__file__), "..", "..", ".venv", "bin", "xmasq")
 
@@ -169,3 +171,39 @@ def env(dk, image, cfg):
             break
         time.sleep(0.2)
     assert after == before, "xmasq state leaked by the test"
+
+
+@pytest.fixture(scope="session")
+def tb(dk):  # dk: the root dockerd is up (its iptables policy is what the testbed must live with)
+    """One 3-host testbed for every multi-host test, with short host leases."""
+    saved = {k: os.environ.get(k) for k in ("XMASQ_HOST_TTL", "XMASQ_HOST_GRACE")}
+    os.environ.update(XMASQ_HOST_TTL=str(TTL), XMASQ_HOST_GRACE=str(GRACE))
+    try:
+        bed = Testbed.up(3)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        yield bed
+    finally:
+        bed.down()
+    assert not [n for n in os.listdir("/run/netns") if n.startswith("xmtb-")], "testbed namespaces left"
+
+
+@pytest.fixture
+def cl(tb):
+    c = Cluster(tb)
+    try:
+        yield c
+    finally:
+        c.cleanup()
+    for h in tb.hosts:  # nothing of the test's networks is left on any host, in its caches or in etcd
+        links = subprocess.run(["ip", "-n", tb.netns(h), "-o", "link"], capture_output=True, text=True).stdout
+        assert "xmbr" not in links and "xmvx" not in links and "xmh" not in links, links
+        cache = c.cache(h)
+        assert cache["local"] == [] and cache["remote"] == [] and cache["flows"] == [], (h, cache)
+    leftover = [k for k in c.kv.get_prefix(PREFIX) if not k.startswith(f"{PREFIX}hosts/")]
+    assert leftover == [], leftover

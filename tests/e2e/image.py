@@ -1,4 +1,5 @@
-"""The containers' image, built offline: busybox-static plus a static UDP echo tool."""
+"""The containers' image, built offline: busybox-static, a static UDP echo tool, and the
+host's iperf3 and sockperf with the shared libraries they need (for traffic tests and benchmarks)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ import docker
 REPO = "xmasq-test/busybox"
 HERE = os.path.dirname(__file__)
 BUSYBOX = "/bin/busybox"
+TOOLS = ("/usr/bin/iperf3", "/usr/bin/sockperf")
 
 
 def _digest() -> str:
-    h = hashlib.sha256()
-    for path in (BUSYBOX, os.path.join(HERE, "image", "udpecho.c")):
+    h = hashlib.sha256(b"PATH=/bin:/usr/bin")
+    for path in (BUSYBOX, os.path.join(HERE, "image", "udpecho.c"), *TOOLS):
         with open(path, "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:12]
@@ -33,7 +35,7 @@ def ensure_image(client: docker.DockerClient) -> str:
         client.images.get(tag)
     except docker.errors.ImageNotFound:
         client.api.import_image_from_data(
-            _rootfs_tar(), repository=REPO, tag=tag.split(":")[1], changes=['CMD ["/bin/sh"]', "ENV PATH=/bin"]
+            _rootfs_tar(), repository=REPO, tag=tag.split(":")[1], changes=['CMD ["/bin/sh"]', "ENV PATH=/bin:/usr/bin"]
         )
     return tag
 
@@ -54,9 +56,26 @@ def _rootfs_tar() -> bytes:
             ["gcc", "-O2", "-static", "-o", os.path.join(bindir, "udpecho"), os.path.join(HERE, "image", "udpecho.c")],
             check=True,
         )
+        for tool in TOOLS:
+            for path in [tool, *_shared_libraries(tool)]:
+                dest = os.path.join(root, path.lstrip("/"))
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                shutil.copy(path, dest)
         with open(os.path.join(root, "www", "index.html"), "w") as f:
             f.write("hello from xmasq\n")
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             tar.add(root, arcname=".")
         return buf.getvalue()
+
+
+def _shared_libraries(binary: str) -> list[str]:
+    """The files ldd resolves for binary, the dynamic loader included."""
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+    paths = []
+    for line in out.splitlines():
+        parts = line.split()
+        path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
+        if path.startswith("/"):
+            paths.append(path)
+    return paths

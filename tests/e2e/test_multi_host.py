@@ -5,123 +5,17 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import itertools
-import json
-import os
 import statistics
 import subprocess
 import time
-from typing import Any
 
 import docker
 import pytest
-from docker.types import IPAMConfig, IPAMPool
 
 from tests.conftest import report
-from tests.e2e.image import ensure_image
+from tests.e2e.cluster import GRACE, TTL
 from xmasq_driver import client as plugin
 from xmasq_driver.config import Config
-from xmasq_driver.kv import EtcdKV
-from xmasq_driver.store import PREFIX
-from xmasq_driver.testbed import Testbed
-
-TTL, GRACE = 5, 3  # short host leases, so the eviction test takes seconds, not minutes
-
-
-@pytest.fixture(scope="module")
-def tb(dk):  # dk: the root dockerd is up (its iptables policy is what the testbed must live with)
-    saved = {k: os.environ.get(k) for k in ("XMASQ_HOST_TTL", "XMASQ_HOST_GRACE")}
-    os.environ.update(XMASQ_HOST_TTL=str(TTL), XMASQ_HOST_GRACE=str(GRACE))
-    try:
-        bed = Testbed.up(3)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    try:
-        yield bed
-    finally:
-        bed.down()
-    assert not [n for n in os.listdir("/run/netns") if n.startswith("xmtb-")], "testbed namespaces left"
-
-
-class Cluster:
-    def __init__(self, tb: Testbed):
-        self.tb = tb
-        self.dk = {h: tb.docker(h) for h in tb.hosts}
-        self.image = {h: ensure_image(self.dk[h]) for h in tb.hosts}
-        self.kv = EtcdKV(Config(etcd_endpoints=tb.etcd_endpoint))
-        self.containers: list[Any] = []
-        self.networks: list[Any] = []
-
-    def network(self, name: str, subnet: str) -> str:
-        """The same cluster network on every host, addresses from the xmasq IPAM driver."""
-        for h in self.tb.hosts:
-            self.networks.append(
-                self.dk[h].networks.create(
-                    name,
-                    driver="xmasq",
-                    ipam=IPAMConfig(driver="xmasq", pool_configs=[IPAMPool(subnet=subnet)]),
-                    options={"xmasq.network": name},
-                )
-            )
-        return name
-
-    def vni(self, name: str) -> int:
-        return json.loads(self.kv.get(f"{PREFIX}networks/{name}") or "{}")["vni"]
-
-    def run(self, host: str, name: str, network: str, command: str = "sleep 3600", **kw: Any) -> Any:
-        c = self.dk[host].containers.run(
-            self.image[host], ["sh", "-c", command], name=name, network=network, detach=True, **kw
-        )
-        self.containers.append(c)
-        return c
-
-    @staticmethod
-    def sh(container: Any, command: str, check: bool = True) -> tuple[int, str]:
-        code, out = container.exec_run(["sh", "-c", command])
-        text = out.decode(errors="replace")
-        if check:
-            assert code == 0, f"{command!r} in {container.name} exited {code}: {text}"
-        return code, text
-
-    @staticmethod
-    def ip(container: Any, network: str) -> str:
-        container.reload()
-        return container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
-
-    def peers(self, host: str, vni: int) -> set[str]:
-        """IPs with a neighbour entry on the host's vxlan device (remote endpoints)."""
-        out = subprocess.run(["ip", "-n", self.tb.netns(host), "neigh", "show", "dev", f"xmvx{vni}"],
-                             capture_output=True, text=True).stdout  # fmt: skip
-        return {line.split()[0] for line in out.splitlines() if "lladdr" in line}
-
-    def remove(self, container: Any) -> None:
-        container.remove(force=True)
-        self.containers.remove(container)
-
-    def cleanup(self) -> None:
-        for c in self.containers:
-            with contextlib.suppress(docker.errors.NotFound):
-                c.remove(force=True)
-        for n in self.networks:
-            with contextlib.suppress(docker.errors.NotFound):
-                n.remove()
-
-
-@pytest.fixture
-def cl(tb):
-    c = Cluster(tb)
-    try:
-        yield c
-    finally:
-        c.cleanup()
-    for h in tb.hosts:  # nothing of the test's networks is left on any host or in etcd
-        links = subprocess.run(["ip", "-n", tb.netns(h), "-o", "link"], capture_output=True, text=True).stdout
-        assert "xmbr" not in links and "xmvx" not in links and "xmh" not in links, links
-    leftover = [k for k in c.kv.get_prefix(PREFIX) if not k.startswith(f"{PREFIX}hosts/")]
-    assert leftover == [], leftover
 
 
 def _until(predicate, timeout: float, step: float = 0.02) -> float:  # type: ignore[no-untyped-def]

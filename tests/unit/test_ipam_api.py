@@ -113,3 +113,13 @@ def test_parallel_requests_get_distinct_addresses(h):
     for t in threads:
         t.join()
     assert len(got) == 30 and len(set(got)) == 30
+
+
+def test_a_named_space_is_a_separate_pool(h):
+    plain = _pool(h)["PoolID"]
+    spaced = _pool(h, Options={"xmasq.space": "blue"})["PoolID"]
+    assert spaced == "10.3.0.0/24@blue"
+    a = h.ok("/IpamDriver.RequestAddress", {"PoolID": plain})["Address"]
+    b = h.ok("/IpamDriver.RequestAddress", {"PoolID": spaced})["Address"]
+    assert a == b == "10.3.0.1/24"  # the same address, from two pools
+    assert "xmasq.space" in h.err("/IpamDriver.RequestPool", {"Pool": "10.3.0.0/24", "Options": {"xmasq.space": "a/b"}})

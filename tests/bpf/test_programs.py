@@ -1,0 +1,222 @@
+"""The loaded eBPF programs run on crafted packets (BPF_PROG_TEST_RUN), byte by byte.
+
+The programs are compiled and loaded by the driver's own Datapath, with maps pinned in a
+throwaway directory and filters on veth pairs this test creates (no traffic is sent).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from xmasq_driver.datapath import FASTPATH_MARK, Datapath, _be32
+from xmasq_driver.overlay import mac_for_ip
+
+TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
+VNI, OTHER_VNI = 4242, 4343
+ME, PEER, STRANGER = "10.9.0.2", "10.9.0.3", "10.9.0.9"
+LOCAL_HOST, REMOTE_HOST, OTHER_HOST = "192.0.2.1", "192.0.2.77", "192.0.2.88"
+NIC_MAC, GW_MAC = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
+SPORT = 0xBEEF
+
+
+class _Opts(ctypes.Structure):
+    _fields_ = [
+        ("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p), ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p), ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32), ("repeat", ctypes.c_int), ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32),
+    ]  # fmt: skip
+
+
+_libbcc = ctypes.CDLL("libbcc.so.0", use_errno=True)
+
+
+def run(dp: Datapath, prog: str, packet: bytes, ifindex: int = 0, mark: int = 0) -> tuple[int, bytes]:
+    """Run a loaded program on packet with skb->ifindex / skb->mark set; (return code, packet after)."""
+    ctx = bytearray(192)  # struct __sk_buff: only mark (8) and ifindex (40) are set
+    struct.pack_into("<I", ctx, 8, mark)
+    struct.pack_into("<I", ctx, 40, ifindex)
+    data_in = ctypes.create_string_buffer(packet, len(packet))
+    out = ctypes.create_string_buffer(len(packet) + 256)
+    ctx_in = (ctypes.c_char * len(ctx)).from_buffer(ctx)
+    opts = _Opts(sz=ctypes.sizeof(_Opts), data_in=ctypes.addressof(data_in), data_out=ctypes.addressof(out),
+                 data_size_in=len(packet), data_size_out=len(out), ctx_in=ctypes.addressof(ctx_in),
+                 ctx_size_in=len(ctx), repeat=1)  # fmt: skip
+    rc = _libbcc.bpf_prog_test_run_opts(dp._fns[prog].fd, ctypes.byref(opts))
+    assert rc == 0, f"BPF_PROG_TEST_RUN failed: {os.strerror(ctypes.get_errno())}"
+    return opts.retval, out.raw[: opts.data_size_out]
+
+
+def csum(header: bytes) -> int:
+    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def ipv4(src: str, dst: str, proto: int, payload: bytes, ident: int = 1) -> bytes:
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, 0x4000, 64, proto, 0,
+                      ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)  # fmt: skip
+    return hdr[:10] + struct.pack("!H", csum(hdr)) + hdr[12:] + payload
+
+
+def udp(sport: int, dport: int, payload: bytes) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def frame(src: str, dst: str, sport: int = 40000, dport: int = 5001, payload: bytes = b"xmasq" * 20) -> bytes:
+    """What a container sends: its own Ethernet header, IPv4, UDP."""
+    eth = mac_bytes(dst) + mac_bytes(src) + b"\x08\x00"
+    return eth + ipv4(src, dst, 17, udp(sport, dport, payload))
+
+
+def mac_bytes(ip: str) -> bytes:
+    return bytes.fromhex(mac_for_ip(ipaddress.IPv4Address(ip)).replace(":", ""))
+
+
+def outer(src_host: str, dst_host: str, vni: int, inner: bytes, sport: int = SPORT) -> bytes:
+    vxlan = struct.pack("!II", 0x08000000, vni << 8)
+    return GW_MAC + NIC_MAC + b"\x08\x00" + ipv4(src_host, dst_host, 17, udp(sport, 4789, vxlan + inner), ident=7)
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def dp():
+    if os.geteuid() != 0:
+        pytest.fail("eBPF tests need root: run `sudo make test`")
+    pin = f"/sys/fs/bpf/xmasq/test-{os.getpid()}"
+    _ip("link", "add", "xmtbnic0", "type", "veth", "peer", "name", "xmtbnic1")
+    _ip("link", "add", "xmtblxc0", "type", "veth", "peer", "name", "xmtblxc1")
+    d = Datapath(pin, "xmtbnic0", sizes={"FLOW_MAX": 1024, "REMOTE_MAX": 1024})
+    try:
+        assert d.load(), d.reason
+        d.add_local("xmtblxc0", VNI, ME, mac_for_ip(ipaddress.IPv4Address(ME)))
+        d.set_remote(VNI, {PEER: (mac_for_ip(ipaddress.IPv4Address(PEER)), REMOTE_HOST)})
+        d.nic_index = int(Path("/sys/class/net/xmtbnic0/ifindex").read_text())  # type: ignore[attr-defined]
+        d.lxc_index = int(Path("/sys/class/net/xmtblxc0/ifindex").read_text())  # type: ignore[attr-defined]
+        yield d
+    finally:
+        for name in ("xmtbnic0", "xmtblxc0"):
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+        shutil.rmtree(pin, ignore_errors=True)
+
+
+@pytest.fixture
+def clean(dp):
+    """Each test starts with no flows and no learned tunnels."""
+    dp.flush_flows()
+    dp._maps["tunnels"].clear()
+    return dp
+
+
+def learn(dp: Datapath) -> bytes:
+    """The slow path carries ME -> PEER out (NIC egress) and PEER -> ME in (veth egress)."""
+    slow = outer(LOCAL_HOST, REMOTE_HOST, VNI, frame(ME, PEER))
+    assert run(dp, "to_nic", slow, dp.nic_index)[0] == TC_ACT_OK
+    assert run(dp, "to_container", frame(PEER, ME, 5001, 40000), dp.lxc_index)[0] == TC_ACT_OK
+    return slow
+
+
+def test_encap_is_byte_correct(clean):
+    dp = clean
+    template = learn(dp)[:50]
+    packet = frame(ME, PEER, payload=b"fast" * 100)
+    rc, out = run(dp, "from_container", packet, dp.lxc_index)
+    assert rc == TC_ACT_REDIRECT
+    assert len(out) == len(packet) + 50
+    assert out[:14] == template[:14]  # outer Ethernet as learned
+    ip = out[14:34]
+    assert ip[0] == 0x45 and ip[9] == 17 and ip[12:20] == template[26:34]  # addresses as learned
+    assert struct.unpack("!H", ip[2:4])[0] == len(packet) + 50 - 14  # outer total length
+    assert csum(ip) == 0  # a valid header checksum
+    sport, dport, ulen, ucsum = struct.unpack("!HHHH", out[34:42])
+    assert (sport, dport, ulen, ucsum) == (SPORT, 4789, len(packet) + 50 - 34, 0)
+    assert out[42:50] == struct.pack("!II", 0x08000000, VNI << 8)
+    assert out[50:] == packet  # the container's frame, untouched, is the inner frame
+
+
+def test_encap_needs_an_established_flow(clean):
+    dp = clean
+    packet = frame(ME, PEER)
+    assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)
+    run(dp, "to_nic", outer(LOCAL_HOST, REMOTE_HOST, VNI, packet), dp.nic_index)  # out only
+    assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)
+
+
+def test_fast_path_packets_are_not_learned_again(clean):
+    dp = clean
+    marked = outer(LOCAL_HOST, OTHER_HOST, VNI, frame(ME, PEER))  # would be a wrong template
+    run(dp, "to_nic", marked, dp.nic_index, mark=FASTPATH_MARK)
+    assert len(dp._maps["tunnels"]) == 0
+    run(dp, "to_nic", marked, dp.nic_index)  # unmarked: still not learned, PEER lives on REMOTE_HOST
+    assert len(dp._maps["tunnels"]) == 0
+
+
+def test_learn_records_template_and_source_port(clean):
+    dp = clean
+    slow = learn(dp)
+    cache = dp.cache()
+    assert cache["tunnels"] == [{"host": REMOTE_HOST, "vni": VNI, "ifindex": dp.nic_index, "header": slow[:50].hex()}]
+    assert cache["flows"][0]["seen_out"] and cache["flows"][0]["seen_in"]
+
+
+def test_spoofed_source_is_dropped(clean):
+    dp = clean
+    for packet in (frame(STRANGER, PEER), mac_bytes(PEER) + mac_bytes(PEER) + frame(ME, PEER)[12:]):
+        assert run(dp, "from_container", packet, dp.lxc_index)[0] == TC_ACT_SHOT
+    assert dp.stats()["drop_spoofed"] >= 2
+
+
+def test_decap_restores_the_frame_exactly(clean):
+    dp = clean
+    learn(dp)
+    inner = frame(PEER, ME, 5001, 40000, payload=b"back" * 50)
+    rc, out = run(dp, "from_nic", outer(REMOTE_HOST, LOCAL_HOST, VNI, inner), dp.nic_index)
+    assert rc == TC_ACT_REDIRECT
+    assert out == inner
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["wrong vni", "unknown outer source", "spoofed inner source", "unknown destination", "not established",
+     "truncated", "not vxlan"],
+)  # fmt: skip
+def test_decap_leaves_everything_else_to_the_slow_path(clean, case):
+    dp = clean
+    learn(dp)
+    inner = frame(PEER, ME, 5001, 40000)
+    packet = {
+        "wrong vni": outer(REMOTE_HOST, LOCAL_HOST, OTHER_VNI, inner),
+        "unknown outer source": outer(OTHER_HOST, LOCAL_HOST, VNI, inner),
+        "spoofed inner source": outer(REMOTE_HOST, LOCAL_HOST, VNI, frame(STRANGER, ME, 5001, 40000)),
+        "unknown destination": outer(REMOTE_HOST, LOCAL_HOST, VNI, frame(PEER, STRANGER, 5001, 40000)),
+        "not established": outer(REMOTE_HOST, LOCAL_HOST, VNI, frame(PEER, ME, 5002, 40000)),
+        "truncated": outer(REMOTE_HOST, LOCAL_HOST, VNI, inner)[:70],
+        "not vxlan": outer(REMOTE_HOST, LOCAL_HOST, VNI, inner).replace(struct.pack("!H", 4789), b"\x12\x34", 1),
+    }[case]
+    assert run(dp, "from_nic", packet, dp.nic_index) == (TC_ACT_OK, packet)
+
+
+def test_removed_remote_endpoint_drops_its_flows(clean):
+    dp = clean
+    learn(dp)
+    assert len(dp._maps["flows"]) == 1
+    dp.set_remote(VNI, {PEER: (mac_for_ip(ipaddress.IPv4Address(PEER)), OTHER_HOST)})  # moved
+    assert len(dp._maps["flows"]) == 0
+    assert dp._maps["remote_eps"][dp._maps["remote_eps"].Key(VNI, _be32(PEER))].host == _be32(OTHER_HOST)
+    packet = frame(ME, PEER)
+    assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)
+    dp.set_remote(VNI, {PEER: (mac_for_ip(ipaddress.IPv4Address(PEER)), REMOTE_HOST)})

@@ -1,0 +1,98 @@
+"""A cluster of testbed hosts for the multi-host tests (the fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+from typing import Any
+
+import docker
+from docker.types import IPAMConfig, IPAMPool
+
+from tests.e2e.image import ensure_image
+from xmasq_driver import client as plugin
+from xmasq_driver.config import Config
+from xmasq_driver.kv import EtcdKV
+from xmasq_driver.store import PREFIX
+from xmasq_driver.testbed import Testbed
+
+TTL, GRACE = 5, 3  # short host leases, so the eviction test takes seconds, not minutes
+
+
+class Cluster:
+    def __init__(self, tb: Testbed):
+        self.tb = tb
+        self.dk = {h: tb.docker(h) for h in tb.hosts}
+        self.image = {h: ensure_image(self.dk[h]) for h in tb.hosts}
+        self.kv = EtcdKV(Config(etcd_endpoints=tb.etcd_endpoint))
+        self.containers: list[Any] = []
+        self.networks: list[Any] = []
+
+    def network(self, name: str, subnet: str, options: dict[str, str] | None = None, space: str = "") -> str:
+        """The same cluster network on every host, addresses from the xmasq IPAM driver
+        (from the pool of `space` if given: networks with the same subnet, separate addresses)."""
+        for h in self.tb.hosts:
+            self.networks.append(
+                self.dk[h].networks.create(
+                    name,
+                    driver="xmasq",
+                    ipam=IPAMConfig(
+                        driver="xmasq",
+                        pool_configs=[IPAMPool(subnet=subnet)],
+                        options={"xmasq.space": space} if space else None,
+                    ),
+                    options={"xmasq.network": name, **(options or {})},
+                )
+            )
+        return name
+
+    def vni(self, name: str) -> int:
+        return json.loads(self.kv.get(f"{PREFIX}networks/{name}") or "{}")["vni"]
+
+    def run(self, host: str, name: str, network: str, command: str = "sleep 3600", **kw: Any) -> Any:
+        c = self.dk[host].containers.run(
+            self.image[host], ["sh", "-c", command], name=name, network=network, detach=True, **kw
+        )
+        self.containers.append(c)
+        return c
+
+    @staticmethod
+    def sh(container: Any, command: str, check: bool = True) -> tuple[int, str]:
+        code, out = container.exec_run(["sh", "-c", command])
+        text = out.decode(errors="replace")
+        if check:
+            assert code == 0, f"{command!r} in {container.name} exited {code}: {text}"
+        return code, text
+
+    @staticmethod
+    def ip(container: Any, network: str) -> str:
+        container.reload()
+        return container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+    def peers(self, host: str, vni: int) -> set[str]:
+        """IPs with a neighbour entry on the host's vxlan device (remote endpoints)."""
+        out = subprocess.run(["ip", "-n", self.tb.netns(host), "neigh", "show", "dev", f"xmvx{vni}"],
+                             capture_output=True, text=True).stdout  # fmt: skip
+        return {line.split()[0] for line in out.splitlines() if "lladdr" in line}
+
+    def sock(self, host: str) -> str:
+        return self.tb.path(host, "plugins/xmasq.sock")
+
+    def stats(self, host: str) -> dict[str, int]:
+        return plugin.call(self.sock(host), "/Xmasq.Stats")[1]["counters"]
+
+    def cache(self, host: str) -> dict[str, Any]:
+        return plugin.call(self.sock(host), "/Xmasq.Cache")[1]
+
+    def remove(self, container: Any) -> None:
+        container.remove(force=True)
+        self.containers.remove(container)
+
+    def cleanup(self) -> None:
+        for c in self.containers:
+            with contextlib.suppress(docker.errors.NotFound):
+                c.remove(force=True)
+        for n in self.networks:
+            with contextlib.suppress(docker.errors.NotFound):
+                n.remove()

@@ -1,0 +1,155 @@
+"""The eBPF fast path across testbed hosts, checked with the driver's own counters and captures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+
+from tests.conftest import report
+from tests.e2e.cluster import Cluster
+
+SERVE = "udpecho serve 5001 & udpecho serve 5002 & iperf3 -s -D >/dev/null; sleep 3600"
+SENDER_MISSES = ("miss_no_peer", "miss_no_tunnel", "miss_not_established")
+RECEIVER_MISSES = ("ingress_miss_unknown_source", "ingress_miss_unknown_dest", "ingress_miss_not_established")
+
+
+def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before.get(k, 0) for k in after}
+
+
+def fast_share(d: dict[str, int], fast: str, misses: tuple[str, ...]) -> float:
+    total = d[fast] + sum(d[m] for m in misses)
+    return d[fast] / total if total else 0.0
+
+
+def pair(cl: Cluster, net: str) -> tuple:  # type: ignore[type-arg]
+    client = cl.run("h1", "fp-client", net)
+    server = cl.run("h2", "fp-server", net, SERVE)
+    ip = cl.ip(server, net)
+    cl.sh(client, f"udpecho wait {ip} 5001 10")
+    return client, server, ip
+
+
+def measured(cl: Cluster, client, command: str) -> tuple[dict[str, int], dict[str, int], str]:  # type: ignore[no-untyped-def]
+    before = {h: cl.stats(h) for h in ("h1", "h2")}
+    out = cl.sh(client, command)[1]
+    return delta(cl.stats("h1"), before["h1"]), delta(cl.stats("h2"), before["h2"]), out
+
+
+def test_tcp_udp_and_icmp_take_the_fast_path(cl):
+    net = cl.network("fast", "10.240.0.0/24")
+    client, _, ip = pair(cl, net)
+    for name, command in (
+        ("TCP (iperf3, 10 s)", f"iperf3 -c {ip} -t 10 -J"),
+        ("UDP request-response", f"udpecho send {ip} 5002 2000"),
+        ("ICMP (ping)", f"ping -c 200 -i 0.01 -W 1 {ip}"),
+    ):
+        h1, h2, out = measured(cl, client, command)
+        out_share = fast_share(h1, "encap_pkts", SENDER_MISSES)
+        in_share = fast_share(h2, "decap_pkts", RECEIVER_MISSES)
+        back_share = fast_share(h2, "encap_pkts", SENDER_MISSES)
+        report(f"fast path, {name}: {h1['encap_pkts']} packets h1->h2 ({out_share:.2%} fast), "
+               f"{h2['decap_pkts']} delivered by decap ({in_share:.2%}), replies {back_share:.2%} fast")  # fmt: skip
+        assert out_share >= 0.99 and in_share >= 0.99 and back_share >= 0.99, (name, h1, h2)
+        if name.startswith("TCP"):
+            result = json.loads(out)["end"]["sum_received"]
+            report(f"  iperf3 through the fast path: {result['bits_per_second'] / 1e9:.2f} Gbit/s")
+
+
+def test_a_flow_blocked_in_docker_user_never_takes_the_fast_path(cl, tb):
+    net = cl.network("blocked", "10.241.0.0/24")
+    client, _, ip = pair(cl, net)
+    rule = ["-p", "udp", "-d", ip, "--dport", "5002", "-j", "DROP"]
+    subprocess.run(["ip", "netns", "exec", tb.netns("h2"), "iptables", "-w", "-I", "DOCKER-USER", *rule], check=True)
+    try:
+        h1, _, out = measured(cl, client, f"udpecho send {ip} 5002 50 || true")
+        assert "replies=0/50" in out
+        assert h1["encap_pkts"] == 0 and h1["miss_not_established"] >= 50
+        flows = [f for f in cl.cache("h1")["flows"] if f["remote"] == f"{ip}:5002"]
+        assert flows and not any(f["seen_out"] and f["seen_in"] for f in flows), flows
+    finally:
+        subprocess.run(["ip", "netns", "exec", tb.netns("h2"), "iptables", "-w", "-D", "DOCKER-USER", *rule])
+
+
+def test_two_networks_with_the_same_addresses_stay_apart(cl):
+    nets = [cl.network(f"iso{x}", "10.242.0.0/24", space=f"iso{x}") for x in "ab"]
+    pairs = []
+    for net in nets:
+        c = cl.run("h1", f"c-{net}", net)
+        s = cl.run("h2", f"s-{net}", net, SERVE)
+        pairs.append((c, s, cl.ip(s, net)))
+    assert pairs[0][2] == pairs[1][2]  # the same server address in both networks
+    assert cl.ip(pairs[0][0], nets[0]) == cl.ip(pairs[1][0], nets[1])
+    rx_before = [int(cl.sh(s, "cat /sys/class/net/eth0/statistics/rx_packets")[1]) for _, s, _ in pairs]
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda c=c, ip=ip: results.append(cl.sh(c, f"udpecho send {ip} 5001 500")[1]))
+               for c, _, ip in pairs]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["replies=500/500\n"] * 2
+    rx_after = [int(cl.sh(s, "cat /sys/class/net/eth0/statistics/rx_packets")[1]) for _, s, _ in pairs]
+    rx = [a - b for a, b in zip(rx_after, rx_before, strict=True)]
+    report(f"isolation: two networks, same addresses, 500 datagrams each at once: servers received {rx}")
+    assert all(500 <= n < 520 for n in rx), rx  # each got its own 500 (plus a little ARP), none of the other's
+
+
+def test_a_replaced_container_gets_the_traffic_and_the_old_host_none(cl, tb):
+    net = cl.network("stale", "10.243.0.0/24")
+    client, server, ip = pair(cl, net)
+    cl.sh(client, f"udpecho send {ip} 5001 50")  # established on the fast path to h2
+    cl.remove(server)
+    new = cl.dk["h1"].containers.run(
+        cl.image["h1"], ["sh", "-c", SERVE], name="fp-server2", detach=True, network=net,
+        networking_config={net: cl.dk["h1"].api.create_endpoint_config(ipv4_address=ip)},
+    )  # fmt: skip
+    cl.containers.append(new)
+    capture = subprocess.Popen(
+        ["ip", "netns", "exec", tb.netns("h2"), "timeout", "6", "tcpdump", "-lnq", "-i", "eth0",
+         f"udp port 4789 and src host {tb.host_ip('h1')}"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    time.sleep(1)
+    out = cl.sh(client, f"udpecho wait {ip} 5001 5 && udpecho send {ip} 5001 100")[1]
+    seen_on_old_host = capture.communicate()[0].strip().splitlines()
+    assert "replies=100/100" in out
+    assert seen_on_old_host == [], seen_on_old_host[:5]
+
+
+def test_driver_restart_under_load_keeps_the_fast_path(cl, tb):
+    net = cl.network("restart", "10.244.0.0/24")
+    client, _, ip = pair(cl, net)
+    cl.sh(client, f"udpecho send {ip} 5001 10")
+    cache_before = cl.cache("h1")
+    result: dict[str, str] = {}
+    t = threading.Thread(target=lambda: result.update(out=cl.sh(client, f"iperf3 -c {ip} -t 8 -i 0.25 -J")[1]))
+    before = cl.stats("h1")
+    t.start()
+    time.sleep(2)
+    tb.stop_driver("h1", kill=True)
+    tb.start_driver("h1")
+    t.join()
+    d = delta(cl.stats("h1"), before)
+    intervals = [i["sum"]["bytes"] for i in json.loads(result["out"])["intervals"]]
+    longest_gap = max((len(run) for run in "".join("0" if b == 0 else "1" for b in intervals).split("1")), default=0)
+    report(f"driver SIGKILL + restart under iperf3: longest gap {longest_gap * 0.25:.2f} s, "
+           f"{fast_share(d, 'encap_pkts', SENDER_MISSES):.2%} of packets on the fast path")  # fmt: skip
+    assert longest_gap * 0.25 < 1.0, intervals
+    assert fast_share(d, "encap_pkts", SENDER_MISSES) >= 0.99, d
+    after = cl.cache("h1")
+    for table in ("local", "remote"):  # adopted, not duplicated or wiped
+        assert sorted(map(json.dumps, after[table])) == sorted(map(json.dumps, cache_before[table])), table
+    # Tunnel headers are relearned from every slow-path packet (IP ID, lengths vary): same keys.
+    assert [(t["host"], t["vni"]) for t in after["tunnels"]] == [(t["host"], t["vni"]) for t in cache_before["tunnels"]]
+
+
+def test_fastpath_off_network_stays_on_the_slow_path(cl):
+    net = cl.network("slow", "10.245.0.0/24", options={"xmasq.fastpath": "off"})
+    client, _, ip = pair(cl, net)
+    h1, h2, out = measured(cl, client, f"udpecho send {ip} 5001 200")
+    assert "replies=200/200" in out
+    assert h1["encap_pkts"] == 0 and h2["decap_pkts"] == 0
+    assert cl.cache("h1")["local"] == []
