@@ -2,7 +2,7 @@
 VENV   := .venv
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: run stop setup test lint unit e2e demo
+.PHONY: run stop setup test lint unit e2e demo bench
 
 run:            ## set up the host and start the driver in the background
 	@scripts/run.sh
@@ -32,3 +32,6 @@ test:           ## the whole suite, against a driver restarted from this tree; C
 
 demo: run       ## two testbed hosts, one xmasq network across them, a ping (removes it all after)
 	$(VENV)/bin/python scripts/demo.py
+
+bench: run      ## cross-host benchmark: host network vs fast path off vs on (QUICK=1: 3 x 2 s rounds)
+	$(VENV)/bin/python bench/run.py $(if $(QUICK),--quick)

@@ -1,0 +1,166 @@
+"""Cross-host benchmark on the testbed: host network vs xmasq slow path vs xmasq fast path.
+
+    sudo .venv/bin/python bench/run.py [--quick] [--rounds N] [--seconds S] [--out results/]
+
+Two testbed hosts (network namespaces on a veth underlay on this machine, so absolute numbers
+are not NIC numbers). Scenarios are measured in the same run with rounds interleaved
+(host, off, on, host, off, on, ...); each figure is the median over rounds, with min and max.
+Metrics: TCP throughput (iperf3, 1 stream), TCP and UDP request-response rate and latency
+(sockperf ping-pong, 64-byte messages). Prints a markdown table with ratios to the host network
+and to the fast-path-off figure, and writes every raw sample to a JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from tests.e2e.image import ensure_image  # noqa: E402
+from xmasq_driver.testbed import Testbed  # noqa: E402
+
+SCENARIOS = ("host", "xmasq-off", "xmasq-on")
+SERVERS = "iperf3 -s -D; sockperf server -p 11111 >/dev/null & sockperf server --tcp -p 11112 >/dev/null & sleep 100000"
+
+
+def parse_sockperf(out: str, seconds: float) -> dict[str, float]:
+    m = re.search(r"RunTime=([\d.]+) sec; SentMessages=(\d+); ReceivedMessages=(\d+)", out)
+    if not m:
+        raise RuntimeError(f"sockperf output not understood:\n{out[-2000:]}")
+    pct = {float(p): float(v) for p, v in re.findall(r"percentile\s+([\d.]+)\s+=\s+([\d.]+)", out)}
+    return {"rate": int(m.group(3)) / float(m.group(1)), "p50_us": pct.get(50.0, 0.0), "p99_us": pct.get(99.0, 0.0)}
+
+
+class Bench:
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.tb = Testbed.up(2)
+        self.targets: dict[str, tuple[Any, str]] = {}  # scenario -> (runner, server address)
+        self.cleanup: list[Any] = []
+
+    def setup(self) -> None:
+        # Host network: the tools run directly in the hosts' namespaces.
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", self.tb.netns("h2"), "sh", "-c", SERVERS],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        self.cleanup.append(server)
+        self.targets["host"] = (self._host_runner, self.tb.host_ip("h2"))
+        for scenario, fastpath in (("xmasq-off", "off"), ("xmasq-on", "on")):
+            name = f"bench-{fastpath}"
+            clients = {}
+            for host in self.tb.hosts:
+                dk = self.tb.docker(host)
+                image = ensure_image(dk)
+                dk.networks.create(
+                    name, driver="xmasq", options={"xmasq.network": name, "xmasq.fastpath": fastpath},
+                    ipam={"Driver": "xmasq", "Config": [{"Subnet": "10.251.0.0/24" if fastpath == "on" else "10.250.0.0/24"}]},
+                )  # fmt: skip
+                cmd = SERVERS if host == "h2" else "sleep 100000"
+                clients[host] = dk.containers.run(
+                    image, ["sh", "-c", cmd], name=f"{name}-{host}", network=name, detach=True
+                )
+            clients["h2"].reload()
+            ip = clients["h2"].attrs["NetworkSettings"]["Networks"][name]["IPAddress"]
+            self.targets[scenario] = (lambda argv, c=clients["h1"]: _exec(c, argv), ip)
+        time.sleep(1)
+        for scenario in SCENARIOS:  # warm up: ARP, the slow path's first packets, fast-path learning
+            runner, ip = self.targets[scenario]
+            runner(["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", "1"])
+
+    def _host_runner(self, argv: list[str]) -> str:
+        return subprocess.run(["ip", "netns", "exec", self.tb.netns("h1"), *argv], capture_output=True, text=True,
+                              timeout=self.seconds + 60).stdout  # fmt: skip
+
+    def measure(self, scenario: str) -> dict[str, float]:
+        runner, ip = self.targets[scenario]
+        t = str(self.seconds)
+        iperf = json.loads(runner(["iperf3", "-c", ip, "-t", t, "-J"]))
+        tcp_rr = parse_sockperf(
+            runner(["sockperf", "ping-pong", "--tcp", "-i", ip, "-p", "11112", "-t", t]), self.seconds
+        )
+        udp_rr = parse_sockperf(runner(["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", t]), self.seconds)
+        return {
+            "tcp_gbps": iperf["end"]["sum_received"]["bits_per_second"] / 1e9,
+            "tcp_rr_per_s": tcp_rr["rate"],
+            "tcp_rr_p99_us": tcp_rr["p99_us"],
+            "udp_rr_per_s": udp_rr["rate"],
+            "udp_rr_p50_us": udp_rr["p50_us"],
+            "udp_rr_p99_us": udp_rr["p99_us"],
+        }
+
+    def close(self) -> None:
+        for p in self.cleanup:
+            p.kill()
+        self.tb.down()
+
+
+def _exec(container: Any, argv: list[str]) -> str:
+    code, out = container.exec_run(argv)
+    return out.decode(errors="replace")
+
+
+def table(samples: dict[str, list[dict[str, float]]]) -> str:
+    metrics = list(samples["host"][0])
+    lines = ["| metric | " + " | ".join(SCENARIOS) + " | on / host | on / off |", "|---" * (len(SCENARIOS) + 3) + "|"]
+    for m in metrics:
+        med = {s: statistics.median(r[m] for r in samples[s]) for s in SCENARIOS}
+        cells = [
+            f"{med[s]:.3g} ({min(r[m] for r in samples[s]):.3g}-{max(r[m] for r in samples[s]):.3g})" for s in SCENARIOS
+        ]
+        ratio = lambda a, b: f"{a / b:.2f}" if b else "-"  # noqa: E731
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {ratio(med['xmasq-on'], med['host'])} | "
+                     f"{ratio(med['xmasq-on'], med['xmasq-off'])} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 2 s (a change check, < 3 min)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "results"))
+    args = parser.parse_args()
+    rounds, seconds = (3, 2.0) if args.quick else (args.rounds, args.seconds)
+    bench = Bench(seconds)
+    samples: dict[str, list[dict[str, float]]] = {s: [] for s in SCENARIOS}
+    started = time.monotonic()
+    try:
+        bench.setup()
+        for r in range(rounds):
+            for i, scenario in enumerate(SCENARIOS):
+                done = r * len(SCENARIOS) + i
+                eta = (time.monotonic() - started) / done * (rounds * len(SCENARIOS) - done) if done else 0
+                print(f"[bench] round {r + 1}/{rounds} {scenario} (ETA {eta:.0f} s)", file=sys.stderr, flush=True)
+                samples[scenario].append(bench.measure(scenario))
+    finally:
+        bench.close()
+    md = table(samples)
+    print(md)
+    os.makedirs(args.out, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    record = {
+        "when": stamp, "rounds": rounds, "seconds": seconds, "samples": samples,
+        "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "testbed": "2 hosts, veth underlay, MTU 1500"},
+    }  # fmt: skip
+    with open(os.path.join(args.out, f"bench-{'quick' if args.quick else 'full'}.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    with open(os.path.join(args.out, f"bench-{'quick' if args.quick else 'full'}.md"), "w") as f:
+        f.write(
+            f"{rounds} rounds x {seconds:g} s, {stamp}, kernel {platform.release()}, {os.cpu_count()} CPUs\n\n{md}\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
