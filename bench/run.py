@@ -62,9 +62,10 @@ class Bench:
             for host in self.tb.hosts:
                 dk = self.tb.docker(host)
                 image = ensure_image(dk)
+                subnet = "10.251.0.0/24" if fastpath == "on" else "10.250.0.0/24"
                 dk.networks.create(
                     name, driver="xmasq", options={"xmasq.network": name, "xmasq.fastpath": fastpath},
-                    ipam={"Driver": "xmasq", "Config": [{"Subnet": "10.251.0.0/24" if fastpath == "on" else "10.250.0.0/24"}]},
+                    ipam={"Driver": "xmasq", "Config": [{"Subnet": subnet}]},
                 )  # fmt: skip
                 cmd = SERVERS if host == "h2" else "sleep 100000"
                 clients[host] = dk.containers.run(
@@ -151,7 +152,7 @@ def main() -> int:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     record = {
         "when": stamp, "rounds": rounds, "seconds": seconds, "samples": samples,
-        "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "testbed": "2 hosts, veth underlay, MTU 1500"},
+        "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "testbed": "2 hosts, veth underlay"},
     }  # fmt: skip
     with open(os.path.join(args.out, f"bench-{'quick' if args.quick else 'full'}.json"), "w") as f:
         json.dump(record, f, indent=1)
