@@ -1,13 +1,14 @@
-"""Cross-host benchmark on the testbed: host network vs xmasq slow path vs xmasq fast path.
+"""Benchmark on the testbed: xmasq's fast path against the host network and the slow path.
 
     sudo .venv/bin/python bench/run.py [--quick] [--rounds N] [--seconds S] [--out results/]
 
 Two testbed hosts (network namespaces on a veth underlay on this machine, so absolute numbers
-are not NIC numbers). Scenarios are measured in the same run with rounds interleaved
-(host, off, on, host, off, on, ...); each figure is the median over rounds, with min and max.
-Metrics: TCP throughput (iperf3, 1 stream), TCP and UDP request-response rate and latency
-(sockperf ping-pong, 64-byte messages). Prints a markdown table with ratios to the host network
-and to the fast-path-off figure, and writes every raw sample to a JSON file.
+are not NIC numbers). Cross-host: the host network between the two host namespaces, xmasq with
+the fast path off, and on. Same host (containers on h2): Docker's bridge driver, xmasq off, on.
+All scenarios are measured in the same run with rounds interleaved (A B C D E F, A B C D E F, ...);
+each figure is the median over rounds, with min and max. Metrics: TCP throughput and retransmits
+(iperf3, 1 stream), TCP and UDP request-response rate and latency (sockperf ping-pong, 64-byte
+messages). Prints markdown tables with ratios to the baselines, writes every raw sample to JSON.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from tests.e2e.image import ensure_image  # noqa: E402
 from xmasq_driver.testbed import Testbed  # noqa: E402
 
-SCENARIOS = ("host", "xmasq-off", "xmasq-on")
+CROSS = ("host", "xmasq-off", "xmasq-on")
+SAME = ("bridge", "xmasq-off-local", "xmasq-on-local")
+SCENARIOS = CROSS + SAME
 SERVERS = "iperf3 -s -D; sockperf server -p 11111 >/dev/null & sockperf server --tcp -p 11112 >/dev/null & sleep 100000"
 
 
@@ -59,7 +62,7 @@ class Bench:
         for scenario, fastpath in (("xmasq-off", "off"), ("xmasq-on", "on")):
             name = f"bench-{fastpath}"
             clients = {}
-            for host in self.tb.hosts:
+            for host in self.tb.hosts:  # client on h1 (cross-host) and on h2 (same host), server on h2
                 dk = self.tb.docker(host)
                 image = ensure_image(dk)
                 subnet = "10.251.0.0/24" if fastpath == "on" else "10.250.0.0/24"
@@ -71,9 +74,23 @@ class Bench:
                 clients[host] = dk.containers.run(
                     image, ["sh", "-c", cmd], name=f"{name}-{host}", network=name, detach=True
                 )
-            clients["h2"].reload()
-            ip = clients["h2"].attrs["NetworkSettings"]["Networks"][name]["IPAddress"]
+                if host == "h2":
+                    clients["local"] = dk.containers.run(
+                        image, ["sleep", "100000"], name=f"{name}-local", network=name, detach=True
+                    )
+            ip = _address(clients["h2"], name)
             self.targets[scenario] = (lambda argv, c=clients["h1"]: _exec(c, argv), ip)
+            self.targets[scenario + "-local"] = (lambda argv, c=clients["local"]: _exec(c, argv), ip)
+        dk = self.tb.docker("h2")
+        dk.networks.create("bench-bridge", driver="bridge")
+        image = ensure_image(dk)
+        server = dk.containers.run(
+            image, ["sh", "-c", SERVERS], name="bridge-server", network="bench-bridge", detach=True
+        )
+        client = dk.containers.run(
+            image, ["sleep", "100000"], name="bridge-client", network="bench-bridge", detach=True
+        )
+        self.targets["bridge"] = (lambda argv, c=client: _exec(c, argv), _address(server, "bench-bridge"))
         time.sleep(1)
         for scenario in SCENARIOS:  # warm up: ARP, the slow path's first packets, fast-path learning
             runner, ip = self.targets[scenario]
@@ -93,6 +110,7 @@ class Bench:
         udp_rr = parse_sockperf(runner(["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", t]), self.seconds)
         return {
             "tcp_gbps": iperf["end"]["sum_received"]["bits_per_second"] / 1e9,
+            "tcp_retransmits": iperf["end"]["sum_sent"].get("retransmits", 0),
             "tcp_rr_per_s": tcp_rr["rate"],
             "tcp_rr_p99_us": tcp_rr["p99_us"],
             "udp_rr_per_s": udp_rr["rate"],
@@ -106,22 +124,27 @@ class Bench:
         self.tb.down()
 
 
+def _address(container: Any, network: str) -> str:
+    container.reload()
+    return container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+
 def _exec(container: Any, argv: list[str]) -> str:
     code, out = container.exec_run(argv)
     return out.decode(errors="replace")
 
 
-def table(samples: dict[str, list[dict[str, float]]]) -> str:
-    metrics = list(samples["host"][0])
-    lines = ["| metric | " + " | ".join(SCENARIOS) + " | on / host | on / off |", "|---" * (len(SCENARIOS) + 3) + "|"]
-    for m in metrics:
-        med = {s: statistics.median(r[m] for r in samples[s]) for s in SCENARIOS}
+def table(samples: dict[str, list[dict[str, float]]], group: tuple[str, ...]) -> str:
+    """Medians (min-max) of one group (baseline, off, on), with on/baseline and on/off ratios."""
+    base, off, on = group
+    lines = [f"| metric | {base} | {off} | {on} | on / {base} | on / off |", "|---" * 6 + "|"]
+    for m in samples[base][0]:
+        med = {s: statistics.median(r[m] for r in samples[s]) for s in group}
         cells = [
-            f"{med[s]:.3g} ({min(r[m] for r in samples[s]):.3g}-{max(r[m] for r in samples[s]):.3g})" for s in SCENARIOS
+            f"{med[s]:.3g} ({min(r[m] for r in samples[s]):.3g}-{max(r[m] for r in samples[s]):.3g})" for s in group
         ]
         ratio = lambda a, b: f"{a / b:.2f}" if b else "-"  # noqa: E731
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {ratio(med['xmasq-on'], med['host'])} | "
-                     f"{ratio(med['xmasq-on'], med['xmasq-off'])} |")  # fmt: skip
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {ratio(med[on], med[base])} | {ratio(med[on], med[off])} |")
     return "\n".join(lines)
 
 
@@ -146,7 +169,10 @@ def main() -> int:
                 samples[scenario].append(bench.measure(scenario))
     finally:
         bench.close()
-    md = table(samples)
+    md = (
+        "Cross-host (client on h1, server on h2)\n\n" + table(samples, CROSS)
+        + "\n\nSame host (client and server on h2)\n\n" + table(samples, SAME)
+    )  # fmt: skip
     print(md)
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -15,7 +15,7 @@
 static __always_inline int same_host(struct __sk_buff *skb, struct local_ep *peer, struct flow_key *key)
 {
     if (!flow_established(key)) {
-        count(STAT_MISS_NOT_ESTABLISHED, 1);
+        count(STAT_LOCAL_MISS_NOT_ESTABLISHED, 1);
         return TC_ACT_OK;
     }
     count(STAT_LOCAL_PKTS, 1);

@@ -1,8 +1,8 @@
 """The fast path: compile bpf/ with bcc, pin its maps, attach its tc programs, write its caches.
 
 Programs (bpf/bpf_lxc.c, bpf/bpf_nic.c) are compiled at driver start with this host's
-constants. Maps are pinned under the per-host pin directory, so a restarted driver adopts
-them (and the programs still attached keep forwarding while it is down). Filters are
+constants. Maps are pinned under the per-host pin directory (in a subdirectory named for
+their layout), so a restarted driver of the same version adopts them (and the programs still attached keep forwarding while it is down). Filters are
 attached with pyroute2 to a clsact qdisc under the project's own priority and handle, and
 replaced in place; nobody else's qdisc or filter is touched.
 Where bcc, kernel headers or the kernel cannot load the programs, `load()` logs one line
@@ -12,9 +12,11 @@ and returns False: the driver then runs the slow path only, still correct.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import ipaddress
 import os
 import re
+import shutil
 import subprocess
 import threading
 from typing import Any
@@ -124,9 +126,10 @@ class Datapath:
         from bcc import BPF  # Debian's python3-bpfcc; absent -> ImportError -> slow path
 
         _mount_bpffs()
-        os.makedirs(self.pin_dir, exist_ok=True)
+        maps_dir = os.path.join(self.pin_dir, "v" + self._layout())
+        os.makedirs(maps_dir, exist_ok=True)
         cflags = [
-            f'-DPIN_DIR="{self.pin_dir}"',
+            f'-DPIN_DIR="{maps_dir}"',
             f"-DVXLAN_PORT={VXLAN_PORT}",
             f"-DFASTPATH_MARK={FASTPATH_MARK:#x}",
             *(f"-D{k}={v}" for k, v in self.sizes.items()),
@@ -140,6 +143,23 @@ class Datapath:
         self._objects = objects  # keep them: bcc closes the programs' fds when they go
         self._maps = objects["bpf_lxc.c"]
         self._attach(self.nic, ("from_nic", INGRESS), ("to_nic", EGRESS))
+        self._forget_other_layouts(maps_dir)
+
+    def _layout(self) -> str:
+        """A name for the maps' layout. bcc opens a pinned map of another size or layout without
+        complaint, so maps of another version are never reused: they live in another directory."""
+        with open(os.path.join(self.bpf_src, "lib", "common.h"), "rb") as f:
+            digest = hashlib.sha256(f.read() + repr(sorted(self.sizes.items())).encode())
+        return digest.hexdigest()[:12]
+
+    def _forget_other_layouts(self, keep: str) -> None:
+        """Unpin an older version's maps (its programs were just replaced; the control plane
+        refills the endpoints, tunnels and flows re-learn)."""
+        for name in os.listdir(self.pin_dir):
+            path = os.path.join(self.pin_dir, name)
+            if path != keep and name.startswith("v") and os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+                _log.info("unpinned maps of another layout", path=path)
 
     def _attach(self, ifname: str, *hooks: tuple[str, str]) -> int:
         with IPRoute() as ipr:
@@ -189,7 +209,10 @@ class Datapath:
             if entry is not None:
                 by_if.pop(by_if.Key(entry.ifindex), None)
                 local.pop(key, None)
-            self._drop_flows(lambda k: k.vni == vni and k.local == _be32(ip))
+            # Both sides: a same-host peer's flows to this address must not reach a container
+            # that reuses it.
+            addr = _be32(ip)
+            self._drop_flows(lambda k: k.vni == vni and addr in (k.local, k.remote))
 
     # -- remote endpoints (from etcd) -------------------------------------
     def set_remote(self, vni: int, peers: dict[str, tuple[str, str]]) -> int:

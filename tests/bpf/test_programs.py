@@ -97,7 +97,7 @@ def _ip(*args: str) -> None:
 def dp():
     if os.geteuid() != 0:
         pytest.fail("eBPF tests need root: run `sudo make test`")
-    pin = f"/sys/fs/bpf/xmasq/test-{os.getpid()}"
+    pin = f"/sys/fs/bpf/xmasq/test-{os.getpid()}"  # removed whole after the tests
     _ip("link", "add", "xmtbnic0", "type", "veth", "peer", "name", "xmtbnic1")
     _ip("link", "add", "xmtblxc0", "type", "veth", "peer", "name", "xmtblxc1")
     d = Datapath(pin, "xmtbnic0", sizes={"FLOW_MAX": 1024, "REMOTE_MAX": 1024})

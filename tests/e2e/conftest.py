@@ -91,14 +91,14 @@ class Env:
         self.networks: list[Any] = []
         self.netns: list[str] = []
 
-    def network(self, name: str, subnet: str, options: dict[str, str] | None = None, **kw: Any) -> Any:
-        net = self.dk.networks.create(
-            f"xmt-{name}",
-            driver="xmasq",
-            ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)]),
-            options=options or {},
-            **kw,
+    def network(self, name: str, subnet: str, options: dict[str, str] | None = None, space: str = "", **kw: Any) -> Any:
+        """An xmasq network; with `space`, addresses come from the xmasq IPAM driver's pool of that name."""
+        ipam = (
+            IPAMConfig(driver="xmasq", pool_configs=[IPAMPool(subnet=subnet)], options={"xmasq.space": space})
+            if space
+            else IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)])
         )
+        net = self.dk.networks.create(f"xmt-{name}", driver="xmasq", ipam=ipam, options=options or {}, **kw)
         self.networks.append(net)
         return net
 

@@ -1,0 +1,101 @@
+"""Same-host fast path: a direct veth-to-veth redirect once the bridge carried a flow both ways."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+
+from tests.conftest import report
+from xmasq_driver import client as plugin
+
+SERVE = "udpecho serve 5001 & udpecho serve 5002 & iperf3 -s -D >/dev/null; sleep 3600"
+
+
+def stats(cfg) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    return plugin.call(cfg.socket, "/Xmasq.Stats")[1]["counters"]
+
+
+def delta(cfg, before: dict[str, int]) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    return {k: v - before[k] for k, v in stats(cfg).items()}
+
+
+def redirect_share(d: dict[str, int]) -> float:
+    total = d["local_pkts"] + d["local_miss_not_established"]
+    return d["local_pkts"] / total if total else 0.0
+
+
+def test_tcp_udp_icmp_take_the_redirect(env, cfg):
+    net = env.network("redirect", "10.212.1.0/24")
+    a = env.run("a", net.name)
+    b = env.run("b", net.name, SERVE)
+    ip = env.ip(b, net)
+    env.sh(a, f"udpecho wait {ip} 5001 10")
+    for name, command in (
+        ("ICMP", f"ping -c 200 -i 0.01 -W 1 {ip}"),
+        ("UDP request-response", f"udpecho send {ip} 5002 2000"),
+        ("TCP (iperf3, 3 s)", f"iperf3 -c {ip} -t 3"),
+    ):
+        before = stats(cfg)
+        env.sh(a, command)
+        d = delta(cfg, before)
+        report(f"same-host redirect, {name}: {d['local_pkts']} packets redirected ({redirect_share(d):.2%})")
+        assert redirect_share(d) >= 0.99, (name, d)
+
+
+def test_two_networks_with_the_same_addresses_on_one_host_stay_apart(env):
+    nets = [env.network(f"same{x}", "10.212.2.0/24", space=f"same{x}") for x in "ab"]
+    pairs = [(env.run(f"c{i}", n.name), env.run(f"s{i}", n.name, SERVE), n) for i, n in enumerate(nets)]
+    ips = [env.ip(s, n) for _, s, n in pairs]
+    assert ips[0] == ips[1]
+    rx_before = [int(env.sh(s, "cat /sys/class/net/eth0/statistics/rx_packets")[1]) for _, s, _ in pairs]
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda c=c, ip=ip: results.append(env.sh(c, f"udpecho send {ip} 5001 500")[1]))
+               for (c, _, _), ip in zip(pairs, ips, strict=True)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["replies=500/500\n"] * 2
+    rx_after = [int(env.sh(s, "cat /sys/class/net/eth0/statistics/rx_packets")[1]) for _, s, _ in pairs]
+    rx = [a - b for a, b in zip(rx_after, rx_before, strict=True)]
+    assert all(500 <= n < 520 for n in rx), rx
+
+
+def test_docker_user_rule_between_same_host_containers_is_honoured(env, cfg):
+    net = env.network("policy", "10.212.3.0/24")
+    a = env.run("a", net.name)
+    b = env.run("b", net.name, SERVE)
+    ip_a, ip_b = env.ip(a, net), env.ip(b, net)
+    env.sh(a, f"udpecho wait {ip_b} 5001 10")
+    rule = ["-s", ip_a, "-d", ip_b, "-p", "udp", "--dport", "5002", "-j", "DROP"]
+    subprocess.run(["iptables", "-w", "-I", "DOCKER-USER", *rule], check=True)
+    try:
+        before = stats(cfg)
+        assert "replies=0/30" in env.sh(a, f"udpecho send {ip_b} 5002 30 || true")[1]
+        d = delta(cfg, before)
+        assert d["local_pkts"] == 0 and d["local_miss_not_established"] >= 30, d
+        assert "replies=30/30" in env.sh(a, f"udpecho send {ip_b} 5001 30")[1]  # other flows unaffected
+    finally:
+        subprocess.run(["iptables", "-w", "-D", "DOCKER-USER", *rule], check=True)
+
+
+def test_a_new_container_reusing_an_address_gets_no_old_flow(env, cfg):
+    net = env.network("reuse", "10.212.4.0/24")
+    a = env.run("a", net.name)
+    b = env.run("b", net.name, SERVE)
+    ip_b = env.ip(b, net)
+    env.sh(a, f"udpecho send {ip_b} 5001 20")
+    cache = plugin.call(cfg.socket, "/Xmasq.Cache")[1]
+    assert any(f["remote"].startswith(ip_b + ":") for f in cache["flows"])
+    b.remove(force=True)
+    env.containers.remove(b)
+    cache = plugin.call(cfg.socket, "/Xmasq.Cache")[1]
+    assert not any(ip_b in (f["local"].split(":")[0], f["remote"].split(":")[0]) for f in cache["flows"]), cache
+    new = env.dk.containers.run(
+        env.image, ["sh", "-c", SERVE], name="xmt-b2", detach=True, network=net.name,
+        networking_config={net.name: env.dk.api.create_endpoint_config(ipv4_address=ip_b)},
+    )  # fmt: skip
+    env.containers.append(new)
+    before = stats(cfg)
+    assert "replies=20/20" in env.sh(a, f"udpecho send {ip_b} 5001 20")[1]
+    assert delta(cfg, before)["local_miss_not_established"] >= 1  # it started over on the bridge
