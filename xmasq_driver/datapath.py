@@ -1,10 +1,11 @@
 """The fast path: compile bpf/ with bcc, pin its maps, attach its tc programs, write its caches.
 
 Programs (bpf/bpf_lxc.c, bpf/bpf_nic.c) are compiled at driver start with this host's
-constants. Maps are pinned under the per-host pin directory (in a subdirectory named for
-their layout), so a restarted driver of the same version adopts them (and the programs still attached keep forwarding while it is down). Filters are
-attached with pyroute2 to a clsact qdisc under the project's own priority and handle, and
-replaced in place; nobody else's qdisc or filter is touched.
+constants. Maps are pinned under the per-host pin directory, in a subdirectory named for
+their layout, so a restarted driver of the same version adopts them (and the programs still
+attached keep forwarding while it is down). Filters are attached with pyroute2 to a clsact
+qdisc under the project's own priority and handle, and replaced in place; nobody else's
+qdisc or filter is touched.
 Where bcc, kernel headers or the kernel cannot load the programs, `load()` logs one line
 and returns False: the driver then runs the slow path only, still correct.
 """
