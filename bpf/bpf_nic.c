@@ -14,17 +14,14 @@ int to_nic(struct __sk_buff *skb)
 {
     if (skb->mark == FASTPATH_MARK)
         return TC_ACT_OK;
-    void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
-    struct iphdr *outer = parse_ipv4(data, data_end);
-    struct udphdr *udp;
-    struct vxlanhdr *vx = outer ? parse_vxlan(outer, data_end, &udp) : NULL;
-    if (!vx)
-        return TC_ACT_OK;
-    __u32 vni = bpf_ntohl(vx->vni) >> 8;
-    struct iphdr *ip = parse_ipv4((void *)(vx + 1), data_end);
+    void *data_end = (void *)(long)skb->data_end;
+    struct vxlan_pkt pkt;
     struct flow_key key;
-    if (!ip || flow_key_of(ip, data_end, vni, 1, &key))
+    if (parse_vxlan_pkt((void *)(long)skb->data, data_end, &pkt) ||
+        flow_key_of(pkt.inner, data_end, pkt.vni, 1, &key))
         return TC_ACT_OK;
+    struct iphdr *outer = pkt.outer, *ip = pkt.inner;
+    __u32 vni = pkt.vni;
     struct ep_key src = {.vni = vni, .ip = ip->saddr}, dst = {.vni = vni, .ip = ip->daddr};
     struct remote_ep *peer = remote_eps.lookup(&dst);
     if (!local_eps.lookup(&src) || !peer || peer->host != outer->daddr)
@@ -42,27 +39,25 @@ int to_nic(struct __sk_buff *skb)
         if (!f->seen_out)
             count(STAT_LEARN_OUT, 1);
         f->seen_out = 1;
-        f->sport = udp->source;
+        f->sport = pkt.udp->source;
     }
     return TC_ACT_OK;
 }
 
 int from_nic(struct __sk_buff *skb)
 {
-    void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
-    struct iphdr *outer = parse_ipv4(data, data_end);
-    struct udphdr *udp;
-    struct vxlanhdr *vx = outer ? parse_vxlan(outer, data_end, &udp) : NULL;
-    if (!vx)
-        return TC_ACT_OK;
-    __u32 vni = bpf_ntohl(vx->vni) >> 8;
-    struct ethhdr *inner_eth = (void *)(vx + 1);
-    struct iphdr *ip = parse_ipv4(inner_eth, data_end);
+    void *data_end = (void *)(long)skb->data_end;
+    struct vxlan_pkt pkt;
     struct flow_key key;
-    if (!ip || flow_key_of(ip, data_end, vni, 0, &key)) {
+    if (parse_vxlan_pkt((void *)(long)skb->data, data_end, &pkt))
+        return TC_ACT_OK; /* not VXLAN: none of our business */
+    if (flow_key_of(pkt.inner, data_end, pkt.vni, 0, &key)) {
         count(STAT_MISS_UNPARSED, 1);
         return TC_ACT_OK;
     }
+    struct iphdr *outer = pkt.outer, *ip = pkt.inner;
+    struct ethhdr *inner_eth = pkt.inner_eth;
+    __u32 vni = pkt.vni;
     struct ep_key src = {.vni = vni, .ip = ip->saddr}, dst = {.vni = vni, .ip = ip->daddr};
     struct remote_ep *peer = remote_eps.lookup(&src);
     if (!peer || peer->host != outer->saddr) {

@@ -110,6 +110,7 @@ class Datapath:
     def load(self) -> bool:
         if not self.enabled:
             self.reason = "disabled by configuration"
+            self.unload()
             _log.info("fast path disabled by configuration; slow path only")
             return False
         try:
@@ -145,6 +146,22 @@ class Datapath:
         self._maps = objects["bpf_lxc.c"]
         self._attach(self.nic, ("from_nic", INGRESS), ("to_nic", EGRESS))
         self._forget_other_layouts(maps_dir)
+
+    def unload(self) -> None:
+        """Detach the project's filters from the NIC and every container veth and unpin the maps
+        (a fast path left attached by an earlier run would otherwise keep forwarding)."""
+        with IPRoute() as ipr:
+            for link in ipr.get_links():
+                name = link.get("IFLA_IFNAME") or ""
+                if name != self.nic and not name.startswith("xmh"):
+                    continue
+                for parent in (INGRESS, EGRESS):
+                    try:
+                        ipr.tc("del-filter", "bpf", link["index"], FILTER_HANDLE, parent=parent, prio=FILTER_PRIO)
+                    except NetlinkError as e:
+                        if e.code not in (2, 22):  # ENOENT / EINVAL: none of ours there
+                            raise
+        shutil.rmtree(self.pin_dir, ignore_errors=True)
 
     def _layout(self) -> str:
         """A name for the maps' layout. bcc opens a pinned map of another size or layout without

@@ -57,6 +57,28 @@ static __always_inline struct vxlanhdr *parse_vxlan(struct iphdr *outer, void *d
     return vx;
 }
 
+/* A VXLAN packet on the underlay: outer IPv4/UDP/VXLAN around an inner Ethernet/IPv4 frame. */
+struct vxlan_pkt {
+    struct iphdr *outer;
+    struct udphdr *udp;
+    __u32 vni;
+    struct ethhdr *inner_eth;
+    struct iphdr *inner;
+};
+
+/* Fills pkt; returns 0, or -1 when the frame is not such a packet (or is truncated). */
+static __always_inline int parse_vxlan_pkt(void *data, void *data_end, struct vxlan_pkt *pkt)
+{
+    pkt->outer = parse_ipv4(data, data_end);
+    struct vxlanhdr *vx = pkt->outer ? parse_vxlan(pkt->outer, data_end, &pkt->udp) : NULL;
+    if (!vx)
+        return -1;
+    pkt->vni = bpf_ntohl(vx->vni) >> 8;
+    pkt->inner_eth = (void *)(vx + 1);
+    pkt->inner = parse_ipv4(pkt->inner_eth, data_end);
+    return pkt->inner ? 0 : -1;
+}
+
 static __always_inline __u16 ipv4_csum(struct iphdr *ip)
 {
     __u32 sum = 0;

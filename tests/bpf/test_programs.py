@@ -220,3 +220,31 @@ def test_removed_remote_endpoint_drops_its_flows(clean):
     packet = frame(ME, PEER)
     assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)
     dp.set_remote(VNI, {PEER: (mac_for_ip(ipaddress.IPv4Address(PEER)), REMOTE_HOST)})
+
+
+def test_disabling_the_fast_path_detaches_and_unpins_everything():
+    pin = f"/sys/fs/bpf/xmasq/test-off-{os.getpid()}"
+    _ip("link", "add", "xmtboff0", "type", "veth", "peer", "name", "xmtboff1")
+    _ip("link", "add", "xmhtestoff0", "type", "veth", "peer", "name", "xmhtestoff1")
+    try:
+        on = Datapath(pin, "xmtboff0", sizes={"FLOW_MAX": 1024, "REMOTE_MAX": 1024})
+        assert on.load(), on.reason
+        on.add_local("xmhtestoff0", VNI, ME, mac_for_ip(ipaddress.IPv4Address(ME)))
+        for dev in ("xmtboff0", "xmhtestoff0"):
+            assert "xmasq_" in _filters(dev)
+        off = Datapath(pin, "xmtboff0", enabled=False)
+        assert not off.load() and off.reason == "disabled by configuration"
+        for dev in ("xmtboff0", "xmhtestoff0"):
+            assert "xmasq_" not in _filters(dev)
+        assert not os.path.exists(pin)
+    finally:
+        for name in ("xmtboff0", "xmhtestoff0"):
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+        shutil.rmtree(pin, ignore_errors=True)
+
+
+def _filters(dev: str) -> str:
+    return "".join(
+        subprocess.run(["tc", "filter", "show", "dev", dev, direction], capture_output=True, text=True).stdout
+        for direction in ("ingress", "egress")
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import threading
 from typing import Any
 
 import docker
@@ -90,9 +91,33 @@ class Cluster:
         self.containers.remove(container)
 
     def cleanup(self) -> None:
-        for c in self.containers:
-            with contextlib.suppress(docker.errors.NotFound):
-                c.remove(force=True)
-        for n in self.networks:
-            with contextlib.suppress(docker.errors.NotFound):
-                n.remove()
+        remove_all(self.containers, self.networks)
+
+
+def remove_all(containers: list[Any], networks: list[Any]) -> None:
+    """Containers first (their endpoints go), then networks; what is already gone is skipped."""
+    for c in containers:
+        with contextlib.suppress(docker.errors.NotFound):
+            c.remove(force=True)
+    for n in networks:
+        with contextlib.suppress(docker.errors.NotFound):
+            n.remove()
+
+
+def udp_at_once(sh, pairs: list[tuple[Any, Any, str]], count: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """Each (client, server, address) pair exchanges `count` datagrams, all pairs at the same time;
+    asserts every reply came back and returns how many packets each server received."""
+
+    def rx(server: Any) -> int:
+        return int(sh(server, "cat /sys/class/net/eth0/statistics/rx_packets")[1])
+
+    before = [rx(s) for _, s, _ in pairs]
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda c=c, ip=ip: results.append(sh(c, f"udpecho send {ip} 5001 {count}")[1]))
+               for c, _, ip in pairs]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [f"replies={count}/{count}\n"] * len(pairs), results
+    return [rx(s) - b for (_, s, _), b in zip(pairs, before, strict=True)]

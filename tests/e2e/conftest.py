@@ -7,7 +7,6 @@ created afterwards, and fails if anything of xmasq is left behind.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import subprocess
@@ -18,7 +17,7 @@ import docker
 import pytest
 from docker.types import IPAMConfig, IPAMPool
 
-from tests.e2e.cluster import GRACE, TTL, Cluster
+from tests.e2e.cluster import GRACE, TTL, Cluster, remove_all
 from tests.e2e.image import ensure_image
 from xmasq_driver import client as plugin
 from xmasq_driver import config, daemon
@@ -142,12 +141,7 @@ class Env:
         )
 
     def cleanup(self) -> None:
-        for c in self.containers:
-            with contextlib.suppress(docker.errors.NotFound):
-                c.remove(force=True)
-        for n in self.networks:
-            with contextlib.suppress(docker.errors.NotFound):
-                n.remove()
+        remove_all(self.containers, self.networks)
         for ns in self.netns:
             subprocess.run(["ip", "netns", "del", ns], check=False)
 

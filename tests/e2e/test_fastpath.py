@@ -8,7 +8,7 @@ import threading
 import time
 
 from tests.conftest import report
-from tests.e2e.cluster import Cluster
+from tests.e2e.cluster import Cluster, udp_at_once
 
 SERVE = "udpecho serve 5001 & udpecho serve 5002 & iperf3 -s -D >/dev/null; sleep 3600"
 SENDER_MISSES = ("miss_no_peer", "miss_no_tunnel", "miss_not_established")
@@ -82,17 +82,7 @@ def test_two_networks_with_the_same_addresses_stay_apart(cl):
         pairs.append((c, s, cl.ip(s, net)))
     assert pairs[0][2] == pairs[1][2]  # the same server address in both networks
     assert cl.ip(pairs[0][0], nets[0]) == cl.ip(pairs[1][0], nets[1])
-    rx_before = [int(cl.sh(s, "cat /sys/class/net/eth0/statistics/rx_packets")[1]) for _, s, _ in pairs]
-    results: list[str] = []
-    threads = [threading.Thread(target=lambda c=c, ip=ip: results.append(cl.sh(c, f"udpecho send {ip} 5001 500")[1]))
-               for c, _, ip in pairs]  # fmt: skip
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results == ["replies=500/500\n"] * 2
-    rx_after = [int(cl.sh(s, "cat /sys/class/net/eth0/statistics/rx_packets")[1]) for _, s, _ in pairs]
-    rx = [a - b for a, b in zip(rx_after, rx_before, strict=True)]
+    rx = udp_at_once(cl.sh, pairs, 500)
     report(f"isolation: two networks, same addresses, 500 datagrams each at once: servers received {rx}")
     assert all(500 <= n < 520 for n in rx), rx  # each got its own 500 (plus a little ARP), none of the other's
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import threading
 
 from tests.conftest import report
+from tests.e2e.cluster import udp_at_once
 from xmasq_driver import client as plugin
 
 SERVE = "udpecho serve 5001 & udpecho serve 5002 & iperf3 -s -D >/dev/null; sleep 3600"
@@ -24,12 +24,18 @@ def redirect_share(d: dict[str, int]) -> float:
     return d["local_pkts"] / total if total else 0.0
 
 
-def test_tcp_udp_icmp_take_the_redirect(env, cfg):
-    net = env.network("redirect", "10.212.1.0/24")
+def pair(env, name: str, subnet: str) -> tuple:  # type: ignore[no-untyped-def, type-arg]
+    """A client and a server on one new network of this host; the server answers."""
+    net = env.network(name, subnet)
     a = env.run("a", net.name)
     b = env.run("b", net.name, SERVE)
     ip = env.ip(b, net)
     env.sh(a, f"udpecho wait {ip} 5001 10")
+    return net, a, b, ip
+
+
+def test_tcp_udp_icmp_take_the_redirect(env, cfg):
+    _, a, _, ip = pair(env, "redirect", "10.212.1.0/24")
     for name, command in (
         ("ICMP", f"ping -c 200 -i 0.01 -W 1 {ip}"),
         ("UDP request-response", f"udpecho send {ip} 5002 2000"),
@@ -47,26 +53,13 @@ def test_two_networks_with_the_same_addresses_on_one_host_stay_apart(env):
     pairs = [(env.run(f"c{i}", n.name), env.run(f"s{i}", n.name, SERVE), n) for i, n in enumerate(nets)]
     ips = [env.ip(s, n) for _, s, n in pairs]
     assert ips[0] == ips[1]
-    rx_before = [int(env.sh(s, "cat /sys/class/net/eth0/statistics/rx_packets")[1]) for _, s, _ in pairs]
-    results: list[str] = []
-    threads = [threading.Thread(target=lambda c=c, ip=ip: results.append(env.sh(c, f"udpecho send {ip} 5001 500")[1]))
-               for (c, _, _), ip in zip(pairs, ips, strict=True)]  # fmt: skip
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results == ["replies=500/500\n"] * 2
-    rx_after = [int(env.sh(s, "cat /sys/class/net/eth0/statistics/rx_packets")[1]) for _, s, _ in pairs]
-    rx = [a - b for a, b in zip(rx_after, rx_before, strict=True)]
+    rx = udp_at_once(env.sh, [(c, s, ip) for (c, s, _), ip in zip(pairs, ips, strict=True)], 500)
     assert all(500 <= n < 520 for n in rx), rx
 
 
 def test_docker_user_rule_between_same_host_containers_is_honoured(env, cfg):
-    net = env.network("policy", "10.212.3.0/24")
-    a = env.run("a", net.name)
-    b = env.run("b", net.name, SERVE)
-    ip_a, ip_b = env.ip(a, net), env.ip(b, net)
-    env.sh(a, f"udpecho wait {ip_b} 5001 10")
+    net, a, _, ip_b = pair(env, "policy", "10.212.3.0/24")
+    ip_a = env.ip(a, net)
     rule = ["-s", ip_a, "-d", ip_b, "-p", "udp", "--dport", "5002", "-j", "DROP"]
     subprocess.run(["iptables", "-w", "-I", "DOCKER-USER", *rule], check=True)
     try:
@@ -80,10 +73,7 @@ def test_docker_user_rule_between_same_host_containers_is_honoured(env, cfg):
 
 
 def test_a_new_container_reusing_an_address_gets_no_old_flow(env, cfg):
-    net = env.network("reuse", "10.212.4.0/24")
-    a = env.run("a", net.name)
-    b = env.run("b", net.name, SERVE)
-    ip_b = env.ip(b, net)
+    net, a, b, ip_b = pair(env, "reuse", "10.212.4.0/24")
     env.sh(a, f"udpecho send {ip_b} 5001 20")
     cache = plugin.call(cfg.socket, "/Xmasq.Cache")[1]
     assert any(f["remote"].startswith(ip_b + ":") for f in cache["flows"])
