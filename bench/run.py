@@ -9,6 +9,8 @@ All scenarios are measured in the same run with rounds interleaved (A B C D E F,
 each figure is the median over rounds, with min and max. Metrics: TCP throughput and retransmits
 (iperf3, 1 stream), TCP and UDP request-response rate and latency (sockperf ping-pong, 64-byte
 messages). Prints markdown tables with ratios to the baselines, writes every raw sample to JSON.
+With --pin CPU, every client and server runs on that one CPU (no cross-CPU wake-ups or reordering
+on this 2-vCPU machine); without it they are unpinned. Report both.
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ def parse_sockperf(out: str, seconds: float) -> dict[str, float]:
 
 
 class Bench:
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, pin: int | None = None):
         self.seconds = seconds
+        self.pin = ["taskset", "-c", str(pin)] if pin is not None else []
+        self.servers = " ".join(self.pin) + " sh -c '" + SERVERS + "'" if pin is not None else SERVERS
         self.tb = Testbed.up(2)
         self.targets: dict[str, tuple[Any, str]] = {}  # scenario -> (runner, server address)
         self.cleanup: list[Any] = []
@@ -54,7 +58,7 @@ class Bench:
     def setup(self) -> None:
         # Host network: the tools run directly in the hosts' namespaces.
         server = subprocess.Popen(
-            ["ip", "netns", "exec", self.tb.netns("h2"), "sh", "-c", SERVERS],
+            ["ip", "netns", "exec", self.tb.netns("h2"), "sh", "-c", self.servers],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         self.cleanup.append(server)
@@ -70,7 +74,7 @@ class Bench:
                     name, driver="xmasq", options={"xmasq.network": name, "xmasq.fastpath": fastpath},
                     ipam={"Driver": "xmasq", "Config": [{"Subnet": subnet}]},
                 )  # fmt: skip
-                cmd = SERVERS if host == "h2" else "sleep 100000"
+                cmd = self.servers if host == "h2" else "sleep 100000"
                 clients[host] = dk.containers.run(
                     image, ["sh", "-c", cmd], name=f"{name}-{host}", network=name, detach=True
                 )
@@ -101,7 +105,11 @@ class Bench:
                               timeout=self.seconds + 60).stdout  # fmt: skip
 
     def measure(self, scenario: str) -> dict[str, float]:
-        runner, ip = self.targets[scenario]
+        target, ip = self.targets[scenario]
+
+        def runner(argv: list[str]) -> str:
+            return target([*self.pin, *argv])
+
         t = str(self.seconds)
         iperf = json.loads(runner(["iperf3", "-c", ip, "-t", t, "-J"]))
         tcp_rr = parse_sockperf(
@@ -153,10 +161,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="3 rounds of 2 s (a change check, < 3 min)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--pin", type=int, default=None, metavar="CPU", help="run clients and servers on this CPU")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "results"))
     args = parser.parse_args()
     rounds, seconds = (3, 2.0) if args.quick else (args.rounds, args.seconds)
-    bench = Bench(seconds)
+    bench = Bench(seconds, args.pin)
     samples: dict[str, list[dict[str, float]]] = {s: [] for s in SCENARIOS}
     started = time.monotonic()
     try:
@@ -177,10 +186,11 @@ def main() -> int:
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     record = {
-        "when": stamp, "rounds": rounds, "seconds": seconds, "samples": samples,
+        "when": stamp, "rounds": rounds, "seconds": seconds, "pin": args.pin, "samples": samples,
         "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "testbed": "2 hosts, veth underlay"},
     }  # fmt: skip
-    with open(os.path.join(args.out, f"bench-{'quick' if args.quick else 'full'}.json"), "w") as f:
+    name = ("quick" if args.quick else "full") + (f"-pinned{args.pin}" if args.pin is not None else "")
+    with open(os.path.join(args.out, f"bench-{name}.json"), "w") as f:
         json.dump(record, f, indent=1)
     with open(os.path.join(args.out, f"bench-{'quick' if args.quick else 'full'}.md"), "w") as f:
         f.write(
