@@ -192,9 +192,11 @@ def main() -> int:
     name = ("quick" if args.quick else "full") + (f"-pinned{args.pin}" if args.pin is not None else "")
     with open(os.path.join(args.out, f"bench-{name}.json"), "w") as f:
         json.dump(record, f, indent=1)
-    with open(os.path.join(args.out, f"bench-{'quick' if args.quick else 'full'}.md"), "w") as f:
+    pinning = f"pinned to CPU {args.pin}" if args.pin is not None else "unpinned"
+    with open(os.path.join(args.out, f"bench-{name}.md"), "w") as f:
         f.write(
-            f"{rounds} rounds x {seconds:g} s, {stamp}, kernel {platform.release()}, {os.cpu_count()} CPUs\n\n{md}\n"
+            f"{rounds} rounds x {seconds:g} s, {pinning}, {stamp}, kernel {platform.release()}, "
+            f"{os.cpu_count()} CPUs\n\n{md}\n"
         )
     return 0
 
