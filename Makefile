@@ -2,7 +2,7 @@
 VENV   := .venv
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: run stop setup test lint unit e2e demo bench
+.PHONY: run stop setup test lint unit e2e demo bench install units
 
 run:            ## set up the host and start the driver in the background
 	@scripts/run.sh
@@ -35,3 +35,16 @@ demo: run       ## two testbed hosts, one xmasq network across them, a ping (rem
 
 bench: run      ## benchmark: host/bridge vs fast path off vs on (QUICK=1: 3 x 2 s rounds; PIN=CPU: pinned)
 	$(VENV)/bin/python bench/run.py $(if $(QUICK),--quick) $(if $(PIN),--pin $(PIN))
+
+UNIT_DIR ?= /etc/systemd/system
+units:          ## render the systemd units into build/systemd (install copies them)
+	@mkdir -p build/systemd
+	sed -e 's|@VENV@|$(CURDIR)/$(VENV)|g' -e 's|@DOCS@|$(CURDIR)/README.md|g' systemd/xmasq.service.in \
+	    > build/systemd/xmasq.service
+	cp systemd/xmasq-etcd.service build/systemd/
+
+install: setup units  ## install the systemd units (see systemd/README.md)
+	install -m 0644 build/systemd/xmasq.service build/systemd/xmasq-etcd.service $(UNIT_DIR)/
+	install -d -m 0700 /etc/xmasq
+	[ -e /etc/xmasq/xmasq.env ] || install -m 0600 systemd/xmasq.env.example /etc/xmasq/xmasq.env
+	@echo "installed; now: systemctl daemon-reload && systemctl enable --now xmasq-etcd xmasq"
