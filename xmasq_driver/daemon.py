@@ -6,6 +6,7 @@ The pid file and log live under the run and log directories given on the command
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -63,21 +64,33 @@ def start(config: Config, pidfile: str, logfile: str, wait: float = 20.0) -> int
 
 
 def stop(pidfile: str, sig: int = signal.SIGTERM, wait: float = 10.0) -> bool:
+    """Signal the process of pidfile and wait until it is gone (SIGKILL after `wait` s);
+    False if none was running. Also used by the testbed for its dockerds and etcd."""
     pid = _read_pid(pidfile)
     if pid is None:
         return False
-    os.kill(pid, sig)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-    os.unlink(pidfile)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while not _gone(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(pidfile)
     return True
+
+
+def _gone(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child: reaped (a zombie would look alive)
+            return True
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return True
+    return False
 
 
 def _env(config: Config) -> dict[str, str]:

@@ -100,6 +100,7 @@ class Datapath:
         self.enabled = enabled
         self.sizes = {"LOCAL_MAX": 4096, "REMOTE_MAX": 65536, "TUNNEL_MAX": 4096, "FLOW_MAX": 262144}
         self.sizes.update(sizes or {})
+        self.stat_names: list[str] = []
         self.loaded = False
         self.reason = "not loaded"
         self._lock = threading.Lock()
@@ -144,6 +145,7 @@ class Datapath:
                 self._fns[prog] = obj.load_func(prog, BPF.SCHED_CLS)
         self._objects = objects  # keep them: bcc closes the programs' fds when they go
         self._maps = objects["bpf_lxc.c"]
+        self.stat_names = stat_names(self.bpf_src)
         self._attach(self.nic, ("from_nic", INGRESS), ("to_nic", EGRESS))
         self._forget_other_layouts(maps_dir)
 
@@ -243,15 +245,15 @@ class Datapath:
             have = {_ip(k.ip): _ip(v.host) for k, v in remote.items() if k.vni == vni}
             want = {ip: host for ip, (_, host) in peers.items()}
             gone = {ip for ip, host in have.items() if want.get(ip) != host}
+            new = {ip: host for ip, host in want.items() if have.get(ip) != host}
             for ip in gone:
                 remote.pop(remote.Key(vni, _be32(ip)), None)
             if gone:
                 addrs = {_be32(ip) for ip in gone}
                 self._drop_flows(lambda k: k.vni == vni and k.remote in addrs)
-            for ip, host in want.items():
-                if have.get(ip) != host:
-                    remote[remote.Key(vni, _be32(ip))] = remote.Leaf(_be32(host))
-            return len(gone) + sum(1 for ip, host in want.items() if have.get(ip) != host)
+            for ip, host in new.items():
+                remote[remote.Key(vni, _be32(ip))] = remote.Leaf(_be32(host))
+            return len(gone) + len(new)
 
     def prune_tunnels(self, live_hosts: set[str]) -> None:
         """Forget the learned headers of hosts that left the cluster."""
@@ -281,8 +283,7 @@ class Datapath:
         if not self.loaded:
             return {}
         table = self._maps["stats"]
-        names = stat_names(self.bpf_src)
-        return {name: int(sum(table[table.Key(i)])) for i, name in enumerate(names)}
+        return {name: int(sum(table[table.Key(i)])) for i, name in enumerate(self.stat_names)}
 
     def cache(self) -> dict[str, Any]:
         if not self.loaded:

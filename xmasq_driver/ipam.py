@@ -3,8 +3,9 @@
 Pools are named by their subnet (and sub-pool), so the same `--subnet` on every host
 is one pool; `--ipam-opt xmasq.space=NAME` names a separate pool for the same subnet (two
 networks with the same subnet and the same addresses). Each host holds a pool once per
-network using it; addresses are freed when the last holder in the cluster releases it. The gateway (first address unless
-given) is shared by every host and is not released with an endpoint.
+network using it; addresses are freed when the last holder in the cluster releases it.
+The gateway (first address unless given) is shared by every host and is not released
+with an endpoint.
 """
 
 from __future__ import annotations

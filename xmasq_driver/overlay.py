@@ -201,26 +201,6 @@ class Overlay:
 
         return self._run(f"program peers of vni {vni}", apply)
 
-    def peers(self, vni: int) -> dict[str, tuple[str, str]]:
-        """The vxlan device's remote entries {ip: (mac, host ip)} (for status and tests)."""
-        vx = vxlan_name(vni)
-
-        def read(ipr: IPRoute) -> dict[str, tuple[str, str]]:
-            found = ipr.link_lookup(ifname=vx)
-            if not found:
-                return {}
-            fdb = {
-                n.get("NDA_LLADDR"): n.get("NDA_DST")
-                for n in ipr.get_neighbours(family=socket.AF_BRIDGE, ifindex=found[0])
-                if n.get("NDA_DST")
-            }
-            return {
-                n.get("NDA_DST"): (n.get("NDA_LLADDR"), fdb.get(n.get("NDA_LLADDR"), ""))
-                for n in ipr.get_neighbours(family=socket.AF_INET, ifindex=found[0])
-            }
-
-        return self._run(f"read peers of vni {vni}", read)
-
     # -- endpoints --------------------------------------------------------
     def create_veth(self, endpoint_id: str, vni: int, mac: str, mtu: int) -> str:
         """Create the endpoint's veth pair on the network's bridge; returns the container end."""

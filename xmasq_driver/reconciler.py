@@ -55,18 +55,13 @@ class Reconciler:
         self._stop = threading.Event()
         self._missing_since: dict[str, float] = {}
         self._last_ip: dict[str, str] = {}
-        self._threads: list[threading.Thread] = []
-        self._wake = threading.Event()
 
     def start(self) -> None:
         for name, target in (("heartbeat", self._heartbeat), ("sync", self._sync_loop)):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+            threading.Thread(target=target, name=name, daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
 
     # -- heartbeat --------------------------------------------------------
     def _heartbeat(self) -> None:
@@ -103,11 +98,10 @@ class Reconciler:
     def _wait(self, revision: int) -> None:
         """Until etcd changes after `revision`, stop(), or the resync interval."""
         deadline = time.monotonic() + self.resync
-        while not self._stop.is_set() and not self._wake.is_set():
+        while not self._stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.store.wait_for_change(revision + 1, min(remaining, 1.0)):
-                break
-        self._wake.clear()
+                return
 
     def sync_once(self) -> int:
         networks = self.state.snapshot()["networks"]

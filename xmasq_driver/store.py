@@ -38,10 +38,14 @@ class ClusterStore:
     def register_host(self, ip: str, lease: int) -> None:
         self.kv.put(f"{PREFIX}hosts/{self.host}", json.dumps({"ip": ip}), lease=lease)
 
+    def hosts(self) -> tuple[dict[str, str], int]:
+        """(host -> underlay ip of every live host, revision read at)."""
+        raw, revision = self.kv.list_prefix(f"{PREFIX}hosts/")
+        return {k.rsplit("/", 1)[1]: json.loads(v)["ip"] for k, v in raw.items()}, revision
+
     def cluster_view(self, nets: list[str]) -> tuple[dict[str, str], dict[str, dict[str, dict[str, Any]]], int]:
         """(host -> underlay ip, net -> ip -> endpoint record, revision read at) for the given networks."""
-        raw_hosts, revision = self.kv.list_prefix(f"{PREFIX}hosts/")
-        hosts = {k.rsplit("/", 1)[1]: json.loads(v)["ip"] for k, v in raw_hosts.items()}
+        hosts, revision = self.hosts()
         endpoints: dict[str, dict[str, dict[str, Any]]] = {net: {} for net in nets}
         for key, value in self.kv.get_prefix(f"{PREFIX}endpoints/").items():
             net, ip = key[len(PREFIX) + len("endpoints/") :].rsplit("/", 1)

@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import log
+from . import daemon, log
 
 RUN_DIR = "/run/xmasq-testbed"
 DATA_DIR = "/var/lib/xmasq-testbed"
@@ -52,24 +52,6 @@ def _wait(what: str, ok, timeout: float) -> None:  # type: ignore[no-untyped-def
                 return
         time.sleep(0.1)
     raise RuntimeError(f"testbed: {what} did not come up within {timeout}s")
-
-
-def _kill_pidfile(pidfile: str, timeout: float) -> None:
-    try:
-        with open(pidfile) as f:
-            pid = int(f.read().strip())
-    except (OSError, ValueError):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child: reap it, or it lingers as a zombie
-                    return
-            os.kill(pid, 0)
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
 
 
 @dataclass
@@ -189,7 +171,7 @@ class Testbed:
         )
 
     def stop_etcd(self) -> None:
-        _kill_pidfile(os.path.join(self.run_dir, "etcd.pid"), 10)
+        daemon.stop(os.path.join(self.run_dir, "etcd.pid"), wait=10)
 
     def start_etcd(self) -> None:
         self._etcd()
@@ -214,8 +196,6 @@ class Testbed:
         )  # fmt: skip
 
     def stop_driver(self, host: str, kill: bool = False) -> None:
-        from . import daemon
-
         daemon.stop(self.path(host, "xmasq.pid"), signal.SIGKILL if kill else signal.SIGTERM)
 
     def _dockerd(self, host: str) -> None:
@@ -268,7 +248,7 @@ class Testbed:
                 c.remove(force=True)
             if client.info().get("Swarm", {}).get("LocalNodeState") == "active":
                 client.swarm.leave(force=True)
-        _kill_pidfile(self.path(host, "docker.pid"), 30)
+        daemon.stop(self.path(host, "docker.pid"), wait=30)
         self.stop_driver(host)
         # Anything still in the namespace (a containerd shim, a test's helper) goes too.
         pids = _run("ip", "netns", "pids", self.netns(host), check=False).stdout.split()

@@ -24,12 +24,20 @@ static int serve(int port) {
     }
 }
 
-static int send_some(const char *host, int port, int count) {
+/* A UDP socket to HOST:PORT whose receives time out after `usec`; -1 (after a message) if HOST is bad. */
+static int client(const char *host, int port, long usec, struct sockaddr_in *a) {
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    struct timeval tv = {.tv_sec = 1};
-    if (fd < 0 || inet_pton(AF_INET, host, &a.sin_addr) != 1) { fprintf(stderr, "bad host %s\n", host); return 2; }
+    struct timeval tv = {.tv_sec = usec / 1000000, .tv_usec = usec % 1000000};
+    *a = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(port)};
+    if (fd < 0 || inet_pton(AF_INET, host, &a->sin_addr) != 1) { fprintf(stderr, "bad host %s\n", host); return -1; }
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static int send_some(const char *host, int port, int count) {
+    struct sockaddr_in a;
+    int fd = client(host, port, 1000000, &a);
+    if (fd < 0) return 2;
     int got = 0;
     for (int i = 0; i < count; i++) {
         char msg[64], buf[64];
@@ -43,11 +51,9 @@ static int send_some(const char *host, int port, int count) {
 }
 
 static int wait_reply(const char *host, int port, int secs) {
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    struct timeval tv = {.tv_usec = 10000};
-    if (fd < 0 || inet_pton(AF_INET, host, &a.sin_addr) != 1) { fprintf(stderr, "bad host %s\n", host); return 2; }
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a;
+    int fd = client(host, port, 10000, &a);
+    if (fd < 0) return 2;
     for (int i = 0; i < secs * 100; i++) {
         char buf[16];
         sendto(fd, "xmasq-wait", 10, 0, (struct sockaddr *)&a, sizeof a);
