@@ -1,12 +1,21 @@
 /* Hooks on the host end of each container's veth.
- *   from_container  tc ingress (packets the container sends): anti-spoofing, then the
- *                   fast path: same-host redirect or encapsulation straight to the NIC.
+ *   from_container  tc ingress (packets the container sends): anti-spoofing (always, also
+ *                   where the fast path is off), then the fast path: same-host redirect or
+ *                   encapsulation straight to the NIC.
  *   to_container    tc egress (packets the slow path delivers): marks the flow as
  *                   carried in by the slow path, past the host's firewall.
  * Any miss returns TC_ACT_OK and the bridge (slow path) handles the packet.
  */
 #include "lib/common.h"
 #include "lib/parse.h"
+
+/* ARP for IPv4 over Ethernet; the addresses are unaligned, hence bytes. */
+struct arp_eth {
+    __be16 htype, ptype;
+    __u8 hlen, plen;
+    __be16 op;
+    __u8 sha[6], spa[4], tha[6], tpa[4];
+} __attribute__((packed));
 
 #define ENCAP_FLAGS                                                                                          \
     (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |                  \
@@ -67,23 +76,46 @@ static __always_inline int encap(struct __sk_buff *skb, struct lxc_info *me, str
     return bpf_redirect(t->ifindex, 0);
 }
 
+/* A container sends only as itself: its own MAC on every frame, its own address on every
+ * IPv4 packet and ARP message (0.0.0.0 allowed for ARP probes). VLAN tags would hide the
+ * inner headers from these checks, so tagged frames count as spoofed too. */
+static __always_inline int spoofed(struct __sk_buff *skb, struct ethhdr *eth, void *data_end, struct lxc_info *me)
+{
+    if (skb->vlan_present || !mac_equal(eth->h_source, me->mac))
+        return 1;
+    if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+        struct iphdr *ip = (void *)(eth + 1);
+        return (void *)(ip + 1) > data_end || ip->saddr != me->ip;
+    }
+    if (eth->h_proto == bpf_htons(ETH_P_ARP)) {
+        struct arp_eth *arp = (void *)(eth + 1);
+        if ((void *)(arp + 1) > data_end)
+            return 1;
+        __be32 spa;
+        __builtin_memcpy(&spa, arp->spa, 4);
+        return !mac_equal(arp->sha, me->mac) || (spa != me->ip && spa != 0);
+    }
+    return eth->h_proto == bpf_htons(ETH_P_8021Q) || eth->h_proto == bpf_htons(ETH_P_8021AD);
+}
+
 int from_container(struct __sk_buff *skb)
 {
     void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
     __u32 ifindex = skb->ifindex;
     struct lxc_info *me = lxc_by_ifindex.lookup(&ifindex);
     struct ethhdr *eth = data;
-    if (!me || (void *)(eth + 1) > data_end)
+    if (!me)
+        return TC_ACT_OK;
+    if ((void *)(eth + 1) > data_end || spoofed(skb, eth, data_end, me)) {
+        count(STAT_DROP_SPOOFED, 1);
+        return TC_ACT_SHOT;
+    }
+    if (!me->fast)
         return TC_ACT_OK;
     struct iphdr *ip = parse_ipv4(eth, data_end);
     if (!ip) {
         count(STAT_MISS_UNPARSED, 1);
         return TC_ACT_OK;
-    }
-    /* A container sends only as itself. */
-    if (ip->saddr != me->ip || !mac_equal(eth->h_source, me->mac)) {
-        count(STAT_DROP_SPOOFED, 1);
-        return TC_ACT_SHOT;
     }
     struct flow_key key;
     if (flow_key_of(ip, data_end, me->vni, 1, &key)) {
@@ -106,7 +138,7 @@ int to_container(struct __sk_buff *skb)
     void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
     __u32 ifindex = skb->ifindex;
     struct lxc_info *me = lxc_by_ifindex.lookup(&ifindex);
-    struct iphdr *ip = me ? parse_ipv4(data, data_end) : NULL;
+    struct iphdr *ip = me && me->fast ? parse_ipv4(data, data_end) : NULL;
     struct flow_key key;
     if (!ip || ip->daddr != me->ip || flow_key_of(ip, data_end, me->vni, 0, &key))
         return TC_ACT_OK;

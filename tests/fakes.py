@@ -126,6 +126,10 @@ class FakeFirewall:
         self.networks: dict[int, tuple[str, str, bool]] = {}
         self.ports: dict[str, list[PortMapping]] = {}
         self.fail_ports = False
+        self.cluster_hosts: set[str] = set()
+
+    def set_cluster_hosts(self, hosts: set[str]) -> None:
+        self.cluster_hosts = set(hosts)
 
     def ensure_base(self) -> None:
         pass
@@ -150,14 +154,15 @@ class FakeDatapath:
 
     def __init__(self) -> None:
         self.loaded = True
+        self.enabled = True
         self.reason = "loaded"
-        self.local: dict[tuple[int, str], tuple[str, str]] = {}
+        self.local: dict[tuple[int, str], tuple[str, str, bool]] = {}
         self.remote: dict[int, dict[str, tuple[str, str]]] = {}
         self.live_hosts: set[str] = set()
         self.flows = 3
 
-    def add_local(self, ifname: str, vni: int, ip: str, mac: str) -> None:
-        self.local[(vni, ip)] = (ifname, mac)
+    def add_local(self, ifname: str, vni: int, ip: str, mac: str, fast: bool) -> None:
+        self.local[(vni, ip)] = (ifname, mac, fast)
 
     def remove_local(self, vni: int, ip: str) -> None:
         self.local.pop((vni, ip), None)

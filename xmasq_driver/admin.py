@@ -11,6 +11,7 @@ from .network import NetworkDriver
 
 class DatapathView(Protocol):
     loaded: bool
+    enabled: bool
     reason: str
 
     def stats(self) -> dict[str, int]: ...
@@ -31,7 +32,11 @@ class Admin:
             cluster = {"error": str(e)}
         return {
             "host": self.network.store.host,
-            "fastpath": {"loaded": self.datapath.loaded, "reason": self.datapath.reason},
+            "fastpath": {
+                "loaded": self.datapath.loaded,
+                "enabled": self.datapath.enabled,
+                "reason": self.datapath.reason,
+            },
             "cluster": cluster,
             "networks": [
                 {
@@ -48,7 +53,7 @@ class Admin:
         }
 
     def stats(self, _: Any = None) -> dict[str, Any]:
-        return {"fastpath": self.datapath.loaded, "counters": self.datapath.stats()}
+        return {"fastpath": self.datapath.loaded and self.datapath.enabled, "counters": self.datapath.stats()}
 
     def cache(self, _: Any = None) -> dict[str, Any]:
         return self.datapath.cache()

@@ -7,7 +7,9 @@ attached keep forwarding while it is down). Filters are attached with pyroute2 t
 qdisc under the project's own priority and handle, and replaced in place; nobody else's
 qdisc or filter is touched.
 Where bcc, kernel headers or the kernel cannot load the programs, `load()` logs one line
-and returns False: the driver then runs the slow path only, still correct.
+and returns False: the driver then runs the slow path only, still correct (but without the
+veth programs' anti-spoofing). With the fast path switched off the programs still load and
+guard the container veths; only the fast path itself stays off.
 """
 
 from __future__ import annotations
@@ -109,20 +111,17 @@ class Datapath:
 
     # -- load -------------------------------------------------------------
     def load(self) -> bool:
-        if not self.enabled:
-            self.reason = "disabled by configuration"
-            self.unload()
-            _log.info("fast path disabled by configuration; slow path only")
-            return False
+        """Compile, load and pin; True if the programs run. With the fast path disabled they
+        still load, for anti-spoofing on the container veths, but the NIC hooks stay off."""
         try:
             self._load()
         except Exception as e:  # bcc raises plain Exception; any failure means: slow path only
             self.reason = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
-            _log.warning("fast path unavailable; running slow path only", reason=self.reason)
+            _log.warning("eBPF unavailable; slow path only, without anti-spoofing", reason=self.reason)
             return False
         self.loaded = True
-        self.reason = "loaded"
-        _log.info("fast path loaded", pin_dir=self.pin_dir, nic=self.nic, programs=",".join(sorted(self._fns)))
+        self.reason = "loaded" if self.enabled else "disabled by configuration (anti-spoofing only)"
+        _log.info("eBPF loaded", pin_dir=self.pin_dir, nic=self.nic, fastpath=self.enabled)
         return True
 
     def _load(self) -> None:
@@ -146,24 +145,24 @@ class Datapath:
         self._objects = objects  # keep them: bcc closes the programs' fds when they go
         self._maps = objects["bpf_lxc.c"]
         self.stat_names = stat_names(self.bpf_src)
-        self._attach(self.nic, ("from_nic", INGRESS), ("to_nic", EGRESS))
+        if self.enabled:
+            self._attach(self.nic, ("from_nic", INGRESS), ("to_nic", EGRESS))
+        else:
+            self._detach(self.nic)
         self._forget_other_layouts(maps_dir)
 
-    def unload(self) -> None:
-        """Detach the project's filters from the NIC and every container veth and unpin the maps
-        (a fast path left attached by an earlier run would otherwise keep forwarding)."""
+    @staticmethod
+    def _detach(ifname: str) -> None:
+        """Remove the project's filters from one interface (a fast path left attached by an
+        earlier run would otherwise keep forwarding)."""
         with IPRoute() as ipr:
-            for link in ipr.get_links():
-                name = link.get("IFLA_IFNAME") or ""
-                if name != self.nic and not name.startswith("xmh"):
-                    continue
+            for index in ipr.link_lookup(ifname=ifname):
                 for parent in (INGRESS, EGRESS):
                     try:
-                        ipr.tc("del-filter", "bpf", link["index"], FILTER_HANDLE, parent=parent, prio=FILTER_PRIO)
+                        ipr.tc("del-filter", "bpf", index, FILTER_HANDLE, parent=parent, prio=FILTER_PRIO)
                     except NetlinkError as e:
                         if e.code not in (2, 22):  # ENOENT / EINVAL: none of ours there
                             raise
-        shutil.rmtree(self.pin_dir, ignore_errors=True)
 
     def _layout(self) -> str:
         """A name for the maps' layout. bcc opens a pinned map of another size or layout without
@@ -209,15 +208,18 @@ class Datapath:
         return index
 
     # -- local endpoints --------------------------------------------------
-    def add_local(self, ifname: str, vni: int, ip: str, mac: str) -> None:
+    def add_local(self, ifname: str, vni: int, ip: str, mac: str, fast: bool = True) -> None:
+        """Guard the endpoint's veth against spoofing; with `fast` (its network's switch, and the
+        global one) its flows may also take the fast path."""
         if not self.loaded:
             return
+        fast = fast and self.enabled
         with self._lock:
             index = self._attach(ifname, ("from_container", INGRESS), ("to_container", EGRESS))
             local, by_if = self._maps["local_eps"], self._maps["lxc_by_ifindex"]
             local[local.Key(vni, _be32(ip))] = local.Leaf(index, _mac(mac))
-            by_if[by_if.Key(index)] = by_if.Leaf(vni, _be32(ip), _mac(mac))
-        _log.info("fast path endpoint", vni=vni, ip=ip, ifname=ifname, ifindex=index)
+            by_if[by_if.Key(index)] = by_if.Leaf(vni, _be32(ip), _mac(mac), int(fast))
+        _log.info("eBPF endpoint", vni=vni, ip=ip, ifname=ifname, ifindex=index, fastpath=fast)
 
     def remove_local(self, vni: int, ip: str) -> None:
         if not self.loaded:
@@ -243,7 +245,7 @@ class Datapath:
         with self._lock:
             remote = self._maps["remote_eps"]
             have = {_ip(k.ip): _ip(v.host) for k, v in remote.items() if k.vni == vni}
-            want = {ip: host for ip, (_, host) in peers.items()}
+            want = {ip: host for ip, (_, host) in peers.items()} if self.enabled else {}
             gone = {ip for ip, host in have.items() if want.get(ip) != host}
             new = {ip: host for ip, host in want.items() if have.get(ip) != host}
             for ip in gone:

@@ -5,6 +5,11 @@
   nat PREROUTING/OUTPUT (dst-type LOCAL) -> XMASQ-DNAT   (published ports)
   XMASQ-FORWARD -> XMASQ-ISOLATE   (traffic leaving a network's bridge for another xmasq bridge is dropped:
                                     networks are isolated from each other, as Docker's bridge networks are)
+The VXLAN port (the kernel's vxlan device accepts any source, so frames could be injected
+into a network):
+  filter INPUT -> XMASQ-VXLAN-IN    VXLAN with one of our VNIs is accepted only from cluster hosts
+  XMASQ-FORWARD -> XMASQ-VXLAN-FWD  nothing forwarded (a container's packet, which would leave
+                                    masqueraded as this host) may reach a cluster host's VXLAN port
 Each rule carries a comment naming its owner (`xmasq:net:<vni>` or `xmasq:ep:<id12>`),
 so an owner's rules are removed exactly, and a restart re-adds only what is missing.
 """
@@ -17,9 +22,13 @@ from dataclasses import dataclass
 
 from . import log
 from .errors import BackendError
-from .overlay import BRIDGE_PREFIX
+from .overlay import BRIDGE_PREFIX, VXLAN_PORT
 
 FORWARD, ISOLATE, POSTROUTING, DNAT = "XMASQ-FORWARD", "XMASQ-ISOLATE", "XMASQ-POSTROUTING", "XMASQ-DNAT"
+VXLAN_IN, VXLAN_FWD = "XMASQ-VXLAN-IN", "XMASQ-VXLAN-FWD"
+HOST_OWNER = "xmasq:host"
+# Chains that hold owned rules
+_CHAINS = (("filter", FORWARD), ("filter", VXLAN_IN), ("filter", VXLAN_FWD), ("nat", POSTROUTING), ("nat", DNAT))
 _log = log.get("firewall")
 _PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
 
@@ -88,9 +97,13 @@ class Firewall:
 
     def ensure_base(self) -> None:
         """Create the driver's chains and the jumps to them; idempotent."""
-        for table, chain in (("filter", FORWARD), ("filter", ISOLATE), ("nat", POSTROUTING), ("nat", DNAT)):
+        for table, chain in (*_CHAINS, ("filter", ISOLATE)):
             self._iptables("-t", table, "-N", chain, check=False)
         self._ensure("filter", ISOLATE, ["-o", BRIDGE_PREFIX + "+", "-j", "DROP"])
+        vxlan = ["-p", "udp", "--dport", str(VXLAN_PORT)]
+        self._ensure("filter", "INPUT", [*vxlan, "-j", VXLAN_IN], position=1)
+        # Not what is bridged to a container: only what leaves for another host is checked.
+        self._ensure("filter", FORWARD, [*vxlan, "!", "-o", BRIDGE_PREFIX + "+", "-j", VXLAN_FWD], position=1)
         if not self._exists("filter", "FORWARD", ["-j", FORWARD]):
             rules = self._iptables("-t", "filter", "-S", "FORWARD").stdout.splitlines()
             appended = [r for r in rules if r.startswith("-A FORWARD")]
@@ -104,6 +117,10 @@ class Firewall:
     # -- per network ------------------------------------------------------
     def add_network(self, vni: int, bridge: str, subnet: str, internal: bool) -> None:
         tag = ["-m", "comment", "--comment", net_owner(vni)]
+        # VXLAN of this VNI (the 24 bits after the UDP header and 4 flag bytes) from anyone
+        # set_cluster_hosts did not let through.
+        vni_match = ["-m", "u32", "--u32", f"0x0>>0x16&0x3c@0xc>>0x8={vni:#x}"]
+        self._ensure("filter", VXLAN_IN, [*vni_match, *tag, "-j", "DROP"])
         if internal:
             # No path out of or into the network except between its own members.
             self._ensure("filter", FORWARD, ["-i", bridge, "!", "-o", bridge, *tag, "-j", "DROP"])
@@ -126,6 +143,25 @@ class Firewall:
     def remove_network(self, vni: int) -> None:
         self._remove_owned(net_owner(vni))
 
+    # -- cluster hosts ----------------------------------------------------
+    def set_cluster_hosts(self, hosts: set[str]) -> None:
+        """VXLAN is let in from exactly these underlay addresses, and nothing forwarded reaches them."""
+        have: dict[str, list[tuple[str, list[str]]]] = {}
+        for _, line in self.owned_rules(HOST_OWNER):
+            args = shlex.split(line)
+            for flag in ("-s", "-d"):
+                if flag in args:
+                    have.setdefault(args[args.index(flag) + 1].removesuffix("/32"), []).append((args[1], args))
+        tag = ["-m", "comment", "--comment", HOST_OWNER]
+        for ip in sorted(set(hosts) - set(have)):
+            self._iptables("-t", "filter", "-I", VXLAN_IN, "1", "-s", ip, *tag, "-j", "RETURN")
+            self._iptables("-t", "filter", "-A", VXLAN_FWD, "-d", ip, *tag, "-j", "DROP")
+        for ip in set(have) - set(hosts):
+            for _, args in have[ip]:
+                self._iptables("-t", "filter", "-D", *args[1:], check=False)
+        if set(hosts) ^ set(have):
+            _log.info("cluster hosts set for VXLAN", hosts=",".join(sorted(hosts)))
+
     # -- per endpoint -----------------------------------------------------
     def add_ports(self, endpoint_id: str, bridge: str, ports: list[PortMapping]) -> None:
         tag = ["-m", "comment", "--comment", ep_owner(endpoint_id)]
@@ -147,7 +183,7 @@ class Firewall:
     def owned_rules(self, owner: str | None = None) -> list[tuple[str, str]]:
         """(table, rule) for every rule of `owner`, or of any xmasq owner when None."""
         found = []
-        for table, chain in (("filter", FORWARD), ("nat", POSTROUTING), ("nat", DNAT)):
+        for table, chain in _CHAINS:
             proc = self._iptables("-t", table, "-S", chain, check=False)
             for line in proc.stdout.splitlines():
                 args = shlex.split(line)

@@ -39,7 +39,7 @@ class OverlayBackend(Protocol):
 
 
 class DatapathBackend(Protocol):
-    def add_local(self, ifname: str, vni: int, ip: str, mac: str) -> None: ...
+    def add_local(self, ifname: str, vni: int, ip: str, mac: str, fast: bool) -> None: ...
     def remove_local(self, vni: int, ip: str) -> None: ...
 
 
@@ -292,9 +292,8 @@ class NetworkDriver:
             with undo.guard():
                 undo.add("delete veth", lambda: self.overlay.delete_veth(req.endpoint_id))
                 ifname = self.overlay.create_veth(req.endpoint_id, net["vni"], mac, net["mtu"])
-                if net["fastpath"]:
-                    undo.add("remove from fast path", lambda: self.datapath.remove_local(net["vni"], str(ip.ip)))
-                    self.datapath.add_local(veth_names(req.endpoint_id)[0], net["vni"], str(ip.ip), mac)
+                undo.add("remove from eBPF maps", lambda: self.datapath.remove_local(net["vni"], str(ip.ip)))
+                self.datapath.add_local(veth_names(req.endpoint_id)[0], net["vni"], str(ip.ip), mac, net["fastpath"])
                 undo.add("delete endpoint in etcd", lambda: self.store.delete_endpoint(net["key"], str(ip.ip)))
                 self.store.put_endpoint(net["key"], str(ip.ip), {"mac": mac, "endpoint": req.endpoint_id})
                 ep: dict[str, Any] = {
@@ -430,9 +429,8 @@ class NetworkDriver:
             if ep["network_id"] in networks
         ]
         for eid, ep, net in endpoints:
-            if net["fastpath"]:
-                ip = str(ipaddress.IPv4Interface(ep["address"]).ip)
-                self.datapath.add_local(veth_names(eid)[0], net["vni"], ip, ep["mac"])
+            ip = str(ipaddress.IPv4Interface(ep["address"]).ip)
+            self.datapath.add_local(veth_names(eid)[0], net["vni"], ip, ep["mac"], net["fastpath"])
             if ep["ports"]:
                 self.firewall.add_ports(eid, bridge_name(net["vni"]), [PortMapping(**m) for m in ep["ports"]])
         try:

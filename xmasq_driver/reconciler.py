@@ -9,7 +9,8 @@ Two threads:
   `resync` seconds, and do it again. A missed event or an etcd outage costs at most
   one resync, never a wrong entry that stays.
 The fast path's remote-endpoint cache is written from the same view, and its learned
-tunnel headers of hosts no longer live are dropped.
+tunnel headers of hosts no longer live are dropped; the firewall lets VXLAN in from
+exactly the live hosts.
 A host whose key is gone keeps its entries for `grace` seconds more, so a driver that
 restarts (or a short etcd hiccup) does not flap its containers' reachability.
 """
@@ -37,6 +38,10 @@ class RemoteCache(Protocol):
     def prune_tunnels(self, live_hosts: set[str]) -> None: ...
 
 
+class SourceFilter(Protocol):
+    def set_cluster_hosts(self, hosts: set[str]) -> None: ...
+
+
 class Reconciler:
     def __init__(
         self,
@@ -44,12 +49,14 @@ class Reconciler:
         state: LocalState,
         overlay: PeerBackend,
         datapath: RemoteCache,
+        firewall: SourceFilter,
         underlay_ip: str,
         ttl: int = 10,
         grace: float = 5.0,
         resync: float = 5.0,
     ):
         self.store, self.state, self.overlay, self.datapath = store, state, overlay, datapath
+        self.firewall = firewall
         self.underlay_ip = underlay_ip
         self.ttl, self.grace, self.resync = ttl, grace, resync
         self._stop = threading.Event()
@@ -107,6 +114,10 @@ class Reconciler:
         networks = self.state.snapshot()["networks"]
         hosts, endpoints, revision = self.store.cluster_view(sorted({n["key"] for n in networks.values()}))
         live = self._live_hosts(hosts)
+        try:  # first: a new peer's VXLAN must not meet the drop rule
+            self.firewall.set_cluster_hosts(set(live.values()))
+        except BackendError as e:
+            _log.warning("VXLAN source rules not updated", error=e)
         for nid, net in networks.items():
             peers = {
                 ip: (rec["mac"], live[rec["host"]])

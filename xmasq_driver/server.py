@@ -44,8 +44,9 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler]
         {"FLOW_MAX": config.flow_max, "REMOTE_MAX": config.remote_max},
     )
     datapath.load()
-    network = NetworkDriver(store, state, overlay, Firewall(), datapath)
-    reconciler = Reconciler(store, state, overlay, datapath, underlay.ip, config.host_ttl, config.host_grace)
+    firewall = Firewall()
+    network = NetworkDriver(store, state, overlay, firewall, datapath)
+    reconciler = Reconciler(store, state, overlay, datapath, firewall, underlay.ip, config.host_ttl, config.host_grace)
     return network, IpamDriver(store), Admin(network, datapath), reconciler
 
 

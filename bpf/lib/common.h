@@ -36,7 +36,8 @@ struct lxc_info {
     __u32 vni;
     __be32 ip;
     __u8 mac[6];
-    __u8 pad[2];
+    __u8 fast; /* 0: anti-spoofing only (fast path off for its network or globally) */
+    __u8 pad;
 };
 
 /* A container on another host (written from etcd, never learned). */

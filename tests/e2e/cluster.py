@@ -30,10 +30,17 @@ class Cluster:
         self.containers: list[Any] = []
         self.networks: list[Any] = []
 
-    def network(self, name: str, subnet: str, options: dict[str, str] | None = None, space: str = "") -> str:
-        """The same cluster network on every host, addresses from the xmasq IPAM driver
+    def network(
+        self,
+        name: str,
+        subnet: str,
+        options: dict[str, str] | None = None,
+        space: str = "",
+        hosts: list[str] | None = None,
+    ) -> str:
+        """The same cluster network on every host (or on `hosts`), addresses from the xmasq IPAM driver
         (from the pool of `space` if given: networks with the same subnet, separate addresses)."""
-        for h in self.tb.hosts:
+        for h in hosts or self.tb.hosts:
             self.networks.append(
                 self.dk[h].networks.create(
                     name,

@@ -142,4 +142,6 @@ def test_fastpath_off_network_stays_on_the_slow_path(cl):
     h1, h2, out = measured(cl, client, f"udpecho send {ip} 5001 200")
     assert "replies=200/200" in out
     assert h1["encap_pkts"] == 0 and h2["decap_pkts"] == 0
-    assert cl.cache("h1")["local"] == []
+    cache = cl.cache("h1")
+    assert [e["vni"] for e in cache["local"]] == [cl.vni(net)]  # guarded against spoofing, nothing more
+    assert cache["remote"] == [] and cache["flows"] == []

@@ -201,6 +201,16 @@ def test_create_endpoint_returns_only_missing_fields(h):
     assert record == {"mac": "02:58:0a:01:00:02", "endpoint": EP, "host": "host1"}
 
 
+def test_every_endpoint_is_guarded_and_the_switch_decides_the_fast_path(h):
+    h.create_network()
+    h.create_network("n2", "10.2.0.0/24", "10.2.0.1/24", generic={"xmasq.fastpath": "off"})
+    h.create_endpoint()
+    h.create_endpoint("n2", "e2" * 10, "10.2.0.2/24")
+    vni1, vni2 = (h.state.networks[n]["vni"] for n in ("n1", "n2"))
+    assert h.datapath.local[(vni1, "10.1.0.2")][2] is True
+    assert h.datapath.local[(vni2, "10.2.0.2")][2] is False  # anti-spoofing still applies
+
+
 @pytest.mark.parametrize(
     "interface, message",
     [

@@ -26,7 +26,7 @@ def cluster():
 
 
 def _reconciler(h: Harness, grace: float = 5.0) -> Reconciler:
-    return Reconciler(h.store, h.state, h.overlay, h.datapath, "192.0.2.1", ttl=10, grace=grace, resync=0.5)
+    return Reconciler(h.store, h.state, h.overlay, h.datapath, h.firewall, "192.0.2.1", ttl=10, grace=grace, resync=0.5)
 
 
 def test_remote_endpoints_are_programmed_and_removed(cluster):
@@ -64,14 +64,18 @@ def test_vanished_host_is_evicted_after_grace_and_returns(cluster):
     vni = h1.state.networks["n1"]["vni"]
     r.sync_once()
     h1.kv.expire(h2.lease)
+    assert h1.firewall.cluster_hosts == {"192.0.2.1", "192.0.2.2", "192.0.2.3"}
     r.sync_once()
     assert "10.1.0.2" in h1.overlay.peers[vni]  # within grace: kept
+    assert "192.0.2.2" in h1.firewall.cluster_hosts
     time.sleep(0.35)
     r.sync_once()
     assert h1.overlay.peers[vni] == {}
+    assert h1.firewall.cluster_hosts == {"192.0.2.1", "192.0.2.3"}  # its VXLAN is no longer let in
     h2.store.register_host("192.0.2.2", h2.kv.grant(10))
     r.sync_once()
     assert "10.1.0.2" in h1.overlay.peers[vni]
+    assert "192.0.2.2" in h1.firewall.cluster_hosts
 
 
 def test_endpoints_of_a_host_never_seen_are_not_programmed(cluster):

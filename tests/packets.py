@@ -1,0 +1,51 @@
+"""Frames built byte by byte, for the eBPF unit tests and the anti-spoofing tests."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from xmasq_driver.overlay import mac_for_ip
+
+VXLAN_PORT = 4789
+
+
+def csum(header: bytes) -> int:
+    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def mac_bytes(ip: str) -> bytes:
+    """The MAC the driver gives the container with this address."""
+    return bytes.fromhex(mac_for_ip(ipaddress.IPv4Address(ip)).replace(":", ""))
+
+
+def ipv4(src: str, dst: str, proto: int, payload: bytes, ident: int = 1) -> bytes:
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, 0x4000, 64, proto, 0,
+                      ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)  # fmt: skip
+    return hdr[:10] + struct.pack("!H", csum(hdr)) + hdr[12:] + payload
+
+
+def udp(sport: int, dport: int, payload: bytes) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def frame(src: str, dst: str, sport: int = 40000, dport: int = 5001, payload: bytes = b"xmasq" * 20,
+          src_mac: bytes | None = None) -> bytes:  # fmt: skip
+    """What a container sends: Ethernet (MACs from the addresses unless given), IPv4, UDP."""
+    eth = mac_bytes(dst) + (src_mac or mac_bytes(src)) + b"\x08\x00"
+    return eth + ipv4(src, dst, 17, udp(sport, dport, payload))
+
+
+def arp(sender_mac: bytes, sender_ip: str, target_ip: str, frame_src: bytes | None = None) -> bytes:
+    """A broadcast ARP request (a gratuitous one when target_ip is sender_ip)."""
+    body = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + sender_mac + ipaddress.IPv4Address(sender_ip).packed
+    body += b"\0" * 6 + ipaddress.IPv4Address(target_ip).packed
+    return b"\xff" * 6 + (frame_src or sender_mac) + b"\x08\x06" + body
+
+
+def vxlan(vni: int, inner: bytes) -> bytes:
+    """A VXLAN header and the inner frame: the payload of a UDP datagram to VXLAN_PORT."""
+    return struct.pack("!II", 0x08000000, vni << 8) + inner
