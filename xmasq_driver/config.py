@@ -46,6 +46,19 @@ class Config:
         default=5.0, metadata={"help": "seconds a vanished host's endpoints are kept before removal"}
     )
     threads: int = field(default=8, metadata={"help": "HTTP worker threads"})
+    listen: str = field(
+        default="",
+        metadata={"help": "also serve the plugin API on this TCP host:port; TLS with client certificates only"},
+    )
+    metrics: str = field(
+        default="",
+        metadata={"help": "Prometheus metrics on this host:port (off when empty); TLS unless on a loopback address"},
+    )
+    tls_cert: str = field(default="", metadata={"help": "server certificate for the TCP listeners"})
+    tls_key: str = field(default="", metadata={"help": "server key for the TCP listeners"})
+    tls_client_ca: str = field(
+        default="", metadata={"help": "CA that signs the clients allowed on the plugin API's TCP listener"}
+    )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
 
     @property

@@ -6,12 +6,18 @@ seconds to answer Plugin.Activate, and etcd may be slow or down.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
+import ssl
+import threading
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import waitress
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from . import log
 from .admin import Admin
@@ -21,6 +27,7 @@ from .datapath import Datapath
 from .firewall import Firewall
 from .ipam import IpamDriver
 from .kv import EtcdKV
+from .metrics import wsgi_app
 from .network import NetworkDriver
 from .overlay import Overlay
 from .reconciler import Reconciler
@@ -50,7 +57,61 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler]
     return network, IpamDriver(store), Admin(network, datapath), reconciler
 
 
+def _host_port(address: str, what: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise SystemExit(f"xmasq: {what}={address!r} is not host:port")
+
+
+def tcp_listeners(config: Config) -> list[tuple[str, str, int, ssl.SSLContext | None]]:
+    """(name, host, port, TLS context) of each TCP listener the configuration asks for.
+    Refuses, before anything starts, a listener that would be open without TLS."""
+    found: list[tuple[str, str, int, ssl.SSLContext | None]] = []
+    if config.listen:
+        if not (config.tls_cert and config.tls_key and config.tls_client_ca):
+            raise SystemExit(
+                "xmasq: XMASQ_LISTEN needs XMASQ_TLS_CERT, XMASQ_TLS_KEY and XMASQ_TLS_CLIENT_CA:"
+                " the plugin API is served over TCP only with TLS and client certificates"
+            )
+        found.append(("api", *_host_port(config.listen, "XMASQ_LISTEN"), _tls(config, client_auth=True)))
+    if config.metrics:
+        host, port = _host_port(config.metrics, "XMASQ_METRICS")
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback and not (config.tls_cert and config.tls_key):
+            raise SystemExit(
+                f"xmasq: XMASQ_METRICS={config.metrics} is not a loopback address: it needs XMASQ_TLS_CERT and"
+                " XMASQ_TLS_KEY"
+            )
+        found.append(("metrics", host, port, _tls(config, client_auth=False) if config.tls_cert else None))
+    return found
+
+
+def _tls(config: Config, client_auth: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(config.tls_cert, config.tls_key)
+        if client_auth:
+            ctx.load_verify_locations(config.tls_client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as e:
+        raise SystemExit(f"xmasq: cannot load the TLS files ({type(e).__name__}: {e})")
+    return ctx
+
+
+def _start_tcp(name: str, host: str, port: int, tls: ssl.SSLContext | None, app: Callable[..., Any]) -> BaseWSGIServer:
+    server = make_server(host, port, app, threaded=True, ssl_context=tls)
+    threading.Thread(target=server.serve_forever, name=f"tcp-{name}", daemon=True).start()
+    _log.info("listening", listener=name, address=f"{host}:{port}", tls=tls is not None)
+    return server
+
+
 def serve(config: Config) -> None:
+    tcp = tcp_listeners(config)
     os.makedirs(os.path.dirname(config.socket), exist_ok=True)
     if os.path.exists(config.socket):
         os.unlink(config.socket)
@@ -72,6 +133,8 @@ def serve(config: Config) -> None:
     network.restore()
     holder["app"] = create_app(network, ipam, admin)
     reconciler.start()
+    apps: dict[str, Callable[..., Any]] = {"api": app, "metrics": wsgi_app(admin)}
+    started = [_start_tcp(name, host, port, tls, apps[name]) for name, host, port, tls in tcp]
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(0)
@@ -90,6 +153,8 @@ def serve(config: Config) -> None:
         server.run()
     finally:
         reconciler.stop()
+        for s in started:
+            s.shutdown()
         server.close()
         if os.path.exists(config.socket):
             os.unlink(config.socket)

@@ -19,6 +19,7 @@ from docker.types import IPAMConfig, IPAMPool
 
 from tests.e2e.cluster import GRACE, TTL, Cluster, remove_all
 from tests.e2e.image import ensure_image
+from tests.e2e.standalone import Standalone
 from xmasq_driver import client as plugin
 from xmasq_driver import config, daemon
 from xmasq_driver.firewall import Firewall
@@ -201,3 +202,13 @@ def cl(tb):
         assert cache["local"] == [] and cache["remote"] == [] and cache["flows"] == [], (h, cache)
     leftover = [k for k in c.kv.get_prefix(PREFIX) if not k.startswith(f"{PREFIX}hosts/")]
     assert leftover == [], leftover
+
+
+@pytest.fixture
+def standalone(tmp_path):
+    """A driver in a namespace of its own (see standalone.py); removed with all it made."""
+    s = Standalone(str(tmp_path), "solo")
+    try:
+        yield s
+    finally:
+        s.cleanup()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 
 import pytest
 
+from tests.e2e.standalone import openssl_pki
 from xmasq_driver.config import Config
 from xmasq_driver.errors import BackendError
 from xmasq_driver.kv import EtcdKV
@@ -15,21 +15,10 @@ from xmasq_driver.kv import EtcdKV
 PORT, PEER = 23890, 23891
 
 
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def tls_etcd(tmp_path_factory):
     d = tmp_path_factory.mktemp("etcd-tls")
-    p = {name: str(d / name) for name in ("ca.key", "ca.pem", "server.key", "server.pem", "client.key", "client.pem")}
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=xmasq-test-ca",
-             "-keyout", p["ca.key"], "-out", p["ca.pem"])  # fmt: skip
-    for who, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=xmasq-{who}",
-                 "-keyout", p[f"{who}.key"], "-out", str(d / f"{who}.csr"))  # fmt: skip
-        _openssl("x509", "-req", "-in", str(d / f"{who}.csr"), "-CA", p["ca.pem"], "-CAkey", p["ca.key"],
-                 "-CAcreateserial", "-days", "2", "-extfile", _ext(d, who, ext), "-out", p[f"{who}.pem"])  # fmt: skip
+    p = openssl_pki(str(d))
     url = f"https://127.0.0.1:{PORT}"
     peer = f"http://127.0.0.1:{PEER}"
     proc = subprocess.Popen(
@@ -54,13 +43,6 @@ def tls_etcd(tmp_path_factory):
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def _ext(d, who: str, line: str) -> str:
-    path = os.path.join(d, f"{who}.ext")
-    with open(path, "w") as f:
-        f.write(line + "\n")
-    return path
 
 
 def test_tls_with_client_certificate(tls_etcd):

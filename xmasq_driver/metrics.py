@@ -1,0 +1,64 @@
+"""Prometheus metrics (off unless `metrics` is set): the operator's view in exposition format.
+
+Served on its own TCP listener (server.py), never on the plugin socket. Everything comes
+from Admin, so `xmasq status|stats` and a scrape always agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .admin import Admin
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _label(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[dict[str, Any], float]]) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    for labels, value in samples:
+        tags = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+        lines.append(f"{name}{{{tags}}} {value:g}" if tags else f"{name} {value:g}")
+    return lines
+
+
+def render(admin: Admin) -> str:
+    status, stats = admin.status(), admin.stats()
+    hosts = status["cluster"].get("hosts")
+    fastpath = status["fastpath"]
+    lines = [
+        *_family("xmasq_etcd_up", "gauge", "1 if etcd answered this scrape's read", [({}, hosts is not None)]),
+        *_family("xmasq_cluster_hosts", "gauge", "hosts registered in etcd", [({}, len(hosts or {}))]),
+        *_family("xmasq_fastpath_loaded", "gauge", "1 if the eBPF programs are loaded", [({}, fastpath["loaded"])]),
+        *_family("xmasq_fastpath_enabled", "gauge", "1 if the fast path is switched on", [({}, fastpath["enabled"])]),
+        *_family("xmasq_networks", "gauge", "xmasq networks on this host", [({}, len(status["networks"]))]),
+        *_family(
+            "xmasq_endpoints",
+            "gauge",
+            "endpoints on this host, by network",
+            [({"network": n["name"], "vni": n["vni"]}, n["endpoints"]) for n in status["networks"]],
+        ),
+        *_family(
+            "xmasq_datapath_total",
+            "counter",
+            "eBPF counters: fast-path packets and bytes by direction, misses by reason, learn events, drops",
+            [({"counter": name}, value) for name, value in sorted(stats["counters"].items())],
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def wsgi_app(admin: Admin) -> Callable[..., Iterable[bytes]]:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"only /metrics is served here\n"]
+        body = render(admin).encode()
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
