@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             view.add_argument("flush", nargs="?", choices=["flush"])
         config.add_arguments(view)
 
+    forget = sub.add_parser("forget-host", help="remove the etcd records of a host that is gone for good")
+    forget.add_argument("host")
+    config.add_arguments(forget)
+
     show = sub.add_parser("config", help="print the effective configuration")
     config.add_arguments(show)
 
@@ -65,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         return _testbed(args)
     elif args.command in ("status", "stats", "cache"):
         return _view(args, cfg)
+    elif args.command == "forget-host":
+        return _forget(args.host, cfg)
     elif args.command == "config":
         fields = {k: ("<set>" if k.endswith("key") and v else v) for k, v in vars(cfg).items()}
         json.dump(fields, sys.stdout, indent=1)
@@ -102,6 +108,20 @@ def _view(args: argparse.Namespace, cfg: config.Config) -> int:
     json.dump(body, sys.stdout, indent=1)
     print()
     return 0 if status == 200 else 1
+
+
+def _forget(host: str, cfg: config.Config) -> int:
+    from .errors import BackendError
+    from .kv import EtcdKV
+    from .store import ClusterStore
+
+    try:
+        removed = ClusterStore(EtcdKV(cfg), host).forget_host()
+    except BackendError as e:
+        print(f"xmasq: {e}", file=sys.stderr)
+        return 1
+    print(f"host {host}: {removed} etcd records removed")
+    return 0
 
 
 def _testbed(args: argparse.Namespace) -> int:

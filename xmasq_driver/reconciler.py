@@ -62,6 +62,7 @@ class Reconciler:
         self._stop = threading.Event()
         self._missing_since: dict[str, float] = {}
         self._last_ip: dict[str, str] = {}
+        self._grace_ends = float("inf")
 
     def start(self) -> None:
         for name, target in (("heartbeat", self._heartbeat), ("sync", self._sync_loop)):
@@ -104,7 +105,7 @@ class Reconciler:
 
     def _wait(self, revision: int) -> None:
         """Until etcd changes after `revision`, stop(), or the resync interval."""
-        deadline = time.monotonic() + self.resync
+        deadline = min(time.monotonic() + self.resync, self._grace_ends)  # evict on time, not a resync late
         while not self._stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.store.wait_for_change(revision + 1, min(remaining, 1.0)):
@@ -145,12 +146,14 @@ class Reconciler:
                 del self._missing_since[host]
                 _log.info("host back", host=host, ip=hosts[host])
         live = dict(hosts)
+        self._grace_ends = float("inf")
         for host, ip in self._last_ip.items():
             if host in hosts:
                 continue
             since = self._missing_since.setdefault(host, now)
             if now - since < self.grace:
                 live[host] = ip
+                self._grace_ends = min(self._grace_ends, since + self.grace)
             elif since != -1:
                 _log.warning("host gone; its endpoints removed", host=host, ip=ip)
                 self._missing_since[host] = -1  # reported; stays evicted until it comes back

@@ -17,7 +17,7 @@ import ipaddress
 import json
 from typing import Any
 
-from .errors import DriverError
+from .errors import BackendError, DriverError
 from .kv import KV
 
 PREFIX = "/xmasq/v1/"
@@ -100,6 +100,35 @@ class ClusterStore:
         self.kv.delete(f"{PREFIX}networks/{net}")
         self.release_vni(net, vni)
         return True
+
+    def forget_host(self) -> int:
+        """Remove every record of this store's host, which is gone for good (its driver will
+        never clean up): memberships (the last member's network goes), endpoints, addresses,
+        pool holds. Refused while the host is registered. Returns how many keys went."""
+        items = self.kv.get_prefix(PREFIX)
+        if f"{PREFIX}hosts/{self.host}" in items:
+            raise BackendError(f"host {self.host} is registered (alive): stop its driver first")
+        before = len(items)
+        for key, value in items.items():
+            kind, *rest = key[len(PREFIX) :].split("/")
+            if kind == "members" and rest[-1] == self.host:
+                net = rest[0]
+                self.leave_network(net, json.loads(items.get(f"{PREFIX}networks/{net}", '{"vni": 0}'))["vni"])
+            elif (
+                kind == "endpoints"
+                and json.loads(value).get("host") == self.host
+                or kind == "ipam"
+                and rest[0] == "addresses"
+                and value == self.host
+            ):
+                self.kv.delete(key)
+            elif kind == "ipam" and rest[0] == "holders" and rest[-1] == self.host:
+                self.kv.delete(key)
+                pool = "/".join(rest[1:-1])
+                if not self.kv.get_prefix(f"{PREFIX}ipam/holders/{pool}/"):
+                    for addr_key in self.kv.get_prefix(f"{PREFIX}ipam/addresses/{pool}/"):
+                        self.kv.delete(addr_key)
+        return before - len(self.kv.get_prefix(PREFIX))
 
     # -- endpoints --------------------------------------------------------
     def put_endpoint(self, net: str, ip: str, record: dict[str, Any]) -> None:

@@ -216,6 +216,34 @@ class Testbed:
             )  # fmt: skip
         _wait(f"dockerd of {host}", lambda: self.docker(host).ping(), 60)
 
+    def restart_dockerd(self, host: str) -> None:
+        """Stop the host's dockerd cleanly (its containers stop) and start it again."""
+        daemon.stop(self.path(host, "docker.pid"), wait=30)
+        self._dockerd(host)
+
+    # -- hosts coming and going (fault tests) ------------------------------
+    def add_host(self, host: str, mtu: int = 1500) -> None:
+        self.hosts.append(host)
+        self._save()
+        self._host(host, mtu)
+        self.start_driver(host)
+        self._dockerd(host)
+
+    def crash_host(self, host: str) -> None:
+        """The host vanishes: every process of it is killed and its namespace deleted, no clean-up
+        of any kind (its etcd lease simply stops being renewed)."""
+        with contextlib.suppress(Exception):
+            for c in self.docker(host).containers.list():
+                os.kill(c.attrs["State"]["Pid"], signal.SIGKILL)  # each container's init: all of it dies
+        for pid in _run("ip", "netns", "pids", self.netns(host), check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        _run("ip", "netns", "del", self.netns(host), check=False)
+        _run("ip", "link", "del", self.netns(host), check=False)
+        self.hosts.remove(host)
+        self._save()
+        shutil.rmtree(f"/sys/fs/bpf/xmasq/{host}", ignore_errors=True)
+
     def docker(self, host: str):  # type: ignore[no-untyped-def]
         import docker
 

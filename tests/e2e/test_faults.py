@@ -1,0 +1,112 @@
+"""Faults, each with what broke, for how long, and that nothing was lost afterwards:
+a dockerd restart with running containers, a host that vanishes, and an etcd member lost.
+(The driver SIGKILLed under traffic: test_fastpath.py and test_single_host.py; etcd stopped for
+a minute under traffic: test_multi_host.py.)"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import report
+from tests.e2e.cluster import GRACE, TTL
+from tests.e2e.conftest import XMASQ
+from tests.e2e.test_access import create_network_and_endpoint, delete_network_and_endpoint
+from xmasq_driver.store import PREFIX
+
+SERVE = "udpecho serve 5001"
+
+
+def _until(predicate, timeout: float) -> float:  # type: ignore[no-untyped-def]
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def veths(tb, host: str) -> list[str]:  # type: ignore[no-untyped-def]
+    out = subprocess.run(["ip", "-n", tb.netns(host), "-o", "link"], capture_output=True, text=True).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ": xmh" in line]
+
+
+def test_dockerd_restart_with_running_containers(cl, tb):
+    net = cl.network("dockerd", "10.236.0.0/24")
+    a = cl.run("h1", "dr-a", net)
+    keeps = cl.run("h2", "dr-keeps", net, SERVE, restart_policy={"Name": "always"})
+    stops = cl.run("h2", "dr-stops", net, SERVE)
+    ip_keeps = cl.ip(keeps, net)
+    cl.sh(a, f"udpecho wait {ip_keeps} 5001 5")
+    assert len(veths(tb, "h2")) == 2
+    start = time.monotonic()
+    tb.restart_dockerd("h2")
+    # The restarted container gets a new endpoint (Docker deleted the old ones on the way down and
+    # replays the deletes of any it missed); the stopped one keeps none.
+    keeps.reload()
+    ip_keeps = cl.ip(keeps, net)
+    cl.sh(a, f"udpecho wait {ip_keeps} 5001 20")
+    outage = time.monotonic() - start
+    stops.reload()
+    assert stops.status == "exited"
+    assert len(veths(tb, "h2")) == 1
+    endpoints = {k.rsplit("/", 1)[1] for k in cl.kv.get_prefix(f"/xmasq/v1/endpoints/{net}/")}
+    assert endpoints == {cl.ip(a, net), ip_keeps}, endpoints
+    state = cl.stats("h2")  # the driver is still serving
+    assert isinstance(state, dict)
+    report(f"dockerd restart on h2 with 2 running containers: the restart-always one reachable again from h1 "
+           f"after {outage:.1f} s; endpoints left: exactly the live ones (1 veth on h2, 2 in etcd)")  # fmt: skip
+
+
+def test_a_vanished_host_is_evicted_by_its_peers(cl, tb):
+    tb.add_host("h4")
+    try:
+        cl.dk["h4"] = tb.docker("h4")
+        from tests.e2e.image import ensure_image
+
+        cl.image["h4"] = ensure_image(cl.dk["h4"])
+        net = cl.network("vanish", "10.237.0.0/24", hosts=("h1", "h4"))
+        a = cl.run("h1", "van-a", net)
+        gone = cl.run("h4", "van-gone", net, SERVE)
+        ip_gone, vni = cl.ip(gone, net), cl.vni(net)
+        cl.sh(a, f"udpecho wait {ip_gone} 5001 10")
+        cl.containers.remove(gone)
+        cl.networks = [n for n in cl.networks if n.client is not cl.dk["h4"]]
+        assert ip_gone in cl.peers("h1", vni)
+        tb.crash_host("h4")
+        waited = _until(lambda: ip_gone not in cl.peers("h1", vni), TTL + GRACE + 10)
+        assert all(r["ip"] != ip_gone for r in cl.cache("h1")["remote"])
+        assert tb.host_ip("h4") not in {t["host"] for t in cl.cache("h1")["tunnels"]}
+        # Its records stay (it could come back with its containers) until an operator forgets it.
+        forget = [XMASQ, "forget-host", "h4", "--etcd-endpoints", tb.etcd_endpoint]
+        out = subprocess.run(forget, capture_output=True, text=True, check=True).stdout
+        assert not [k for k, v in cl.kv.get_prefix(PREFIX).items() if "h4" in k or '"h4"' in v or v == "h4"]
+        report(f"h4 vanished (namespace deleted, processes killed): evicted on h1 after {waited:.1f} s "
+               f"(lease {TTL} s + grace {GRACE} s); xmasq forget-host: {out.strip()}")  # fmt: skip
+    finally:
+        if "h4" in tb.hosts:
+            tb.crash_host("h4")
+        cl.dk.pop("h4", None)
+
+
+def test_a_three_member_etcd_cluster_losing_a_member(standalone):
+    endpoints = standalone.start_etcd(members=3)
+    standalone.start(etcd_endpoints=endpoints)
+    create_network_and_endpoint(standalone)
+    standalone.kill_etcd(0)  # the driver's first endpoint
+    start = time.monotonic()
+    status, answer = standalone.call("/IpamDriver.RequestPool", {"Pool": "10.79.0.0/24"})
+    took = time.monotonic() - start
+    assert status == 200, answer
+    assert standalone.call("/IpamDriver.RequestAddress", {"PoolID": answer["PoolID"]})[0] == 200
+    status = standalone.call("/Xmasq.Status")[1]
+    assert standalone.host_id in status["cluster"]["hosts"]  # its lease lives on
+    delete_network_and_endpoint(standalone)
+    assert standalone.call("/IpamDriver.ReleasePool", {"PoolID": answer["PoolID"]})[0] == 200
+    keys = standalone.run("etcdctl", "--endpoints", endpoints.split(",", 1)[1], "get", "--prefix", "--keys-only",
+                          PREFIX, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}).stdout.split()  # fmt: skip
+    assert [k for k in keys if not k.startswith(f"{PREFIX}hosts/")] == [], keys
+    report(f"etcd 3-member cluster, first member killed: next request served in {took * 1000:.0f} ms, "
+           f"all records consistent on the 2 survivors")  # fmt: skip
