@@ -98,14 +98,9 @@ class Standalone:
 
     # -- driver -----------------------------------------------------------
     def env(self, **settings: str) -> dict[str, str]:
-        return dict(
-            os.environ,
-            XMASQ_SOCKET=self.socket,
-            XMASQ_STATE_DIR=os.path.join(self.tmp, "state"),
-            XMASQ_HOST_ID=self.host_id,
-            XMASQ_ETCD_TIMEOUT="1",
-            **{"XMASQ_" + k.upper(): v for k, v in settings.items()},
-        )
+        defaults = {"socket": self.socket, "state_dir": os.path.join(self.tmp, "state"), "host_id": self.host_id,
+                    "etcd_timeout": "1"}  # fmt: skip
+        return dict(os.environ, **{"XMASQ_" + k.upper(): v for k, v in {**defaults, **settings}.items()})
 
     def start(self, argv: list[str] | None = None, **settings: str) -> subprocess.Popen[bytes]:
         """Start the driver (`xmasq serve`, or argv) and wait until it answers Plugin.Activate."""
