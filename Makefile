@@ -2,7 +2,7 @@
 VENV   := .venv
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: run stop setup test lint unit e2e demo bench install units
+.PHONY: run stop setup test lint unit e2e demo bench install units plugin
 
 run:            ## set up the host and start the driver in the background
 	@scripts/run.sh
@@ -35,6 +35,9 @@ demo: run       ## two testbed hosts, one xmasq network across them, a ping (rem
 
 bench: run      ## benchmark: host/bridge vs fast path off vs on (QUICK=1: 3 x 2 s rounds; PIN=CPU: pinned)
 	$(VENV)/bin/python bench/run.py $(if $(QUICK),--quick) $(if $(PIN),--pin $(PIN))
+
+plugin:         ## build the image (Dockerfile) and create the managed plugin xmasq/xmasq:latest
+	@scripts/plugin.sh
 
 UNIT_DIR ?= /etc/systemd/system
 units:          ## render the systemd units into build/systemd (install copies them)

@@ -9,7 +9,8 @@ RUN_DIR=/run/xmasq
 LOG_DIR=/var/log/xmasq
 DATA_DIR=/var/lib/xmasq
 PACKAGES="docker.io etcd-server python3-bpfcc python3-venv clang llvm iproute2 iptables
-          linux-headers-amd64 busybox-static curl gcc libc6-dev iperf3 sockperf tcpdump openssl systemd"
+          linux-headers-amd64 busybox-static curl gcc libc6-dev iperf3 sockperf tcpdump openssl systemd
+          debootstrap"
 
 say() { echo "setup: $*"; }
 [ "$(id -u)" = 0 ] || { echo "setup: needs root (sudo make run)" >&2; exit 1; }

@@ -38,6 +38,7 @@ class Admin:
                 "reason": self.datapath.reason,
             },
             "cluster": cluster,
+            "discovered": list(self.network.discovered.values()),
             "networks": [
                 {
                     "id": nid[:12],

@@ -37,6 +37,10 @@ class Config:
         default="/sys/fs/bpf/xmasq", metadata={"help": "bpffs directory; maps are pinned in <dir>/<host id>"}
     )
     fastpath: str = field(default="on", metadata={"help": "eBPF fast path: on or off (global switch)"})
+    scope: str = field(
+        default="local",
+        metadata={"help": "scope told to Docker: local (standalone dockerds) or global (swarm, as a managed plugin)"},
+    )
     flow_max: int = field(default=262144, metadata={"help": "flow cache entries (LRU)"})
     remote_max: int = field(default=65536, metadata={"help": "remote endpoint cache entries"})
     bpf_src: str = field(default="", metadata={"help": "directory of the eBPF sources (default: bpf/ of this tree)"})

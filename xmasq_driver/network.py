@@ -8,6 +8,7 @@ their undo, and a failure part way rolls back what was done (`Undo`).
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import socket
 import threading
@@ -150,6 +151,7 @@ class NetworkDriver:
         self.scope = scope
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self.discovered: dict[str, Any] = {}  # DiscoverNew/Delete: nodes Docker told us about
 
     @contextmanager
     def _locked(self, network_id: str) -> Iterator[None]:
@@ -175,6 +177,12 @@ class NetworkDriver:
         return {"Scope": self.scope, "ConnectivityScope": "global"}
 
     def discover(self, req: p.DiscoveryRequest, new: bool) -> dict[str, Any]:
+        """Recorded and logged only: peers come from etcd, which also covers hosts outside swarm."""
+        key = json.dumps(req.discovery_data, sort_keys=True)
+        if new:
+            self.discovered[key] = {"type": req.discovery_type, "data": req.discovery_data}
+        else:
+            self.discovered.pop(key, None)
         _log.info("discovery " + ("new" if new else "delete"), type=req.discovery_type, data=req.discovery_data)
         return {}
 
@@ -258,7 +266,10 @@ class NetworkDriver:
         return {"Options": dict(options, **{OPT_VNI: str(vni)})}
 
     def free_network(self, req: p.NetworkIdRequest) -> dict[str, Any]:
-        """Swarm manager: the VNI is freed when the last host leaves the network."""
+        """Swarm manager: the network is gone. Its VNI goes now unless a host still has the network
+        (then the last host to leave releases it)."""
+        released = self.store.release_if_unused(req.network_id)
+        _log.info("network freed", network=req.network_id[:12], vni_released=released)
         return {}
 
     # -- endpoints --------------------------------------------------------

@@ -11,8 +11,10 @@ Every operation runs with a deadline and fails with a BackendError naming it.
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import ipaddress
 import socket
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -238,9 +240,20 @@ def _delete_links(ipr: IPRoute, *names: str) -> None:
                     raise
 
 
-def _write_sysctl(path: str, value: str) -> None:
+def _write_sysctl(path: str, value: str, retry: bool = True) -> None:
     try:
         with open(path, "w") as f:
             f.write(value)
     except OSError as e:
+        # A managed plugin's /proc/sys is a read-only bind mount; with CAP_SYS_ADMIN it can be
+        # made writable in the plugin's own mount namespace (the host's is not touched).
+        if e.errno == errno.EROFS and retry and _remount_proc_sys_rw():
+            return _write_sysctl(path, value, retry=False)
         raise BackendError(f"cannot set {path}: {e.strerror}")
+
+
+def _remount_proc_sys_rw() -> bool:
+    proc = subprocess.run(["mount", "-o", "remount,bind,rw", "/proc/sys"], capture_output=True, text=True, timeout=10)
+    if proc.returncode == 0:
+        _log.info("remounted /proc/sys read-write (it was read-only: running as a managed plugin?)")
+    return proc.returncode == 0

@@ -52,7 +52,7 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler]
     )
     datapath.load()
     firewall = Firewall()
-    network = NetworkDriver(store, state, overlay, firewall, datapath)
+    network = NetworkDriver(store, state, overlay, firewall, datapath, config.scope)
     reconciler = Reconciler(store, state, overlay, datapath, firewall, underlay.ip, config.host_ttl, config.host_grace)
     return network, IpamDriver(store), Admin(network, datapath), reconciler
 
@@ -111,6 +111,8 @@ def _start_tcp(name: str, host: str, port: int, tls: ssl.SSLContext | None, app:
 
 
 def serve(config: Config) -> None:
+    if config.scope not in ("local", "global"):
+        raise SystemExit(f"xmasq: XMASQ_SCOPE={config.scope!r} must be local or global")
     tcp = tcp_listeners(config)
     os.makedirs(os.path.dirname(config.socket), exist_ok=True)
     if os.path.exists(config.socket):

@@ -87,6 +87,16 @@ class ClusterStore:
         if self.kv.get(f"{PREFIX}vnis/{vni}") == net:
             self.kv.delete(f"{PREFIX}vnis/{vni}")
 
+    def release_if_unused(self, net: str) -> bool:
+        """Forget network `net` (its VNI, its record) unless some host still has it."""
+        if self.kv.get_prefix(f"{PREFIX}members/{net}/"):
+            return False
+        for key, owner in self.kv.get_prefix(f"{PREFIX}vnis/").items():
+            if owner == net:
+                self.kv.delete(key)
+        self.kv.delete(f"{PREFIX}networks/{net}")
+        return True
+
     def join_network(self, net: str) -> None:
         self.kv.put(f"{PREFIX}members/{net}/{self.host}", "1")
 

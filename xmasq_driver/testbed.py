@@ -204,7 +204,9 @@ class Testbed:
         os.makedirs("/run/docker/plugins", exist_ok=True)
         # A private mount namespace in which this host's plugin directory is the one dockerd reads.
         script = (
-            f"mount --bind {self.path(host, 'plugins')} /run/docker/plugins && exec dockerd"
+            # Swarm tasks use the image present here (no registry to pull from).
+            f"mount --bind {self.path(host, 'plugins')} /run/docker/plugins"
+            " && DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 exec dockerd"
             f" --data-root {root} --exec-root {self.path(host, 'exec')} -H {self.docker_host(host)}"
             f" --pidfile {self.path(host, 'docker.pid')} --cgroup-parent /xmtb-{host} --log-level warn"
         )
@@ -220,6 +222,49 @@ class Testbed:
         """Stop the host's dockerd cleanly (its containers stop) and start it again."""
         daemon.stop(self.path(host, "docker.pid"), wait=30)
         self._dockerd(host)
+
+    # -- swarm and the managed plugin ---------------------------------------
+    def swarm(self, manager: str, workers: list[str]) -> None:
+        """A swarm over the underlay: `manager` inits it, `workers` join."""
+        ip = self.host_ip(manager)
+        mgr = self.docker(manager)
+        mgr.swarm.init(advertise_addr=ip, listen_addr=f"{ip}:2377")
+        token = mgr.swarm.attrs["JoinTokens"]["Worker"]
+        for w in workers:
+            wip = self.host_ip(w)
+            self.docker(w).swarm.join([f"{ip}:2377"], token, listen_addr=f"{wip}:2377", advertise_addr=wip)
+
+    def install_plugin(self, host: str, build_dir: str, name: str) -> str:
+        """Create the managed plugin from a `make plugin` build in the host's dockerd and enable it
+        in place of the host's driver process (same host id, state and pinned maps); returns the
+        plugin's socket path as seen from here."""
+        self.stop_driver(host)
+        state = os.path.join(self.data_dir, host, "state")
+        os.makedirs(state, exist_ok=True)
+        client = self.docker(host)
+        plugin = client.plugins.create(name, build_dir)
+        plugin.configure(
+            {
+                "XMASQ_ETCD_ENDPOINTS": self.etcd_endpoint,
+                "XMASQ_HOST_ID": host,
+                "XMASQ_UNDERLAY_INTERFACE": "eth0",
+                "XMASQ_HOST_TTL": os.environ.get("XMASQ_HOST_TTL", "10"),
+                "XMASQ_HOST_GRACE": os.environ.get("XMASQ_HOST_GRACE", "5"),
+                "state.source": state,
+            }
+        )
+        plugin.enable(timeout=60)
+        plugin.reload()
+        return self.path(host, f"plugins/{plugin.id}/xmasq.sock")
+
+    def remove_plugin(self, host: str, name: str) -> None:
+        """Disable and remove the plugin; the host's driver process takes over again."""
+        with contextlib.suppress(Exception):
+            plugin = self.docker(host).plugins.get(name)
+            if plugin.enabled:
+                plugin.disable(force=True)
+            plugin.remove(force=True)
+        self.start_driver(host)
 
     # -- hosts coming and going (fault tests) ------------------------------
     def add_host(self, host: str, mtu: int = 1500) -> None:

@@ -7,6 +7,8 @@ the plugin protocol to its socket, as Docker would.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import subprocess
@@ -89,6 +91,13 @@ class Standalone:
         self._until("etcd healthy", lambda: self.run(*health).returncode == 0)
         return ",".join(clients)
 
+    def etcd_keys(self, endpoint: str, prefix: str) -> list[str]:
+        """Keys under prefix, read through etcd's JSON gateway from inside the namespace."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        body = json.dumps({"key": _b64(prefix), "range_end": _b64(end), "keys_only": True})
+        out = self.run("curl", "-sf", "-m", "5", "-X", "POST", "-d", body, f"{endpoint}/v3/kv/range", check=True)
+        return [base64.b64decode(kv["key"]).decode() for kv in json.loads(out.stdout).get("kvs", [])]
+
     def kill_etcd(self, index: int) -> None:
         proc = self.etcd[index]
         if proc is not None:
@@ -152,3 +161,7 @@ class Standalone:
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
         subprocess.run(["ip", "link", "del", self.link], capture_output=True)
         shutil.rmtree(f"/sys/fs/bpf/xmasq/{self.host_id}", ignore_errors=True)
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()

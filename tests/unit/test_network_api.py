@@ -353,8 +353,12 @@ def test_port_rules_roll_back_on_failure(h):
     assert h.state.endpoints[EP]["ports"] == []
 
 
-def test_discovery_is_accepted(h):
-    assert h.ok("/NetworkDriver.DiscoverNew", {"DiscoveryType": 1, "DiscoveryData": {"Address": "192.0.2.9"}}) == {}
+def test_discovery_is_recorded(h):
+    node = {"DiscoveryType": 1, "DiscoveryData": {"Address": "192.0.2.9", "self": False}}
+    assert h.ok("/NetworkDriver.DiscoverNew", node) == {}
+    assert h.ok("/Xmasq.Status")["discovered"] == [{"type": 1, "data": node["DiscoveryData"]}]
+    assert h.ok("/NetworkDriver.DiscoverDelete", node) == {}
+    assert h.ok("/Xmasq.Status")["discovered"] == []
     assert h.ok("/NetworkDriver.DiscoverDelete", {"DiscoveryType": 1, "DiscoveryData": None}) == {}
 
 
@@ -383,3 +387,19 @@ def test_restart_restores_networks_and_ports(tmp_path):
     assert second.firewall.networks == first.firewall.networks
     assert second.firewall.ports == first.firewall.ports
     assert second.ok("/NetworkDriver.Join", {"NetworkID": "n1", "EndpointID": EP})["Gateway"] == "10.1.0.1"
+
+
+def test_allocate_is_idempotent_with_its_own_output_and_free_releases_the_vni(h):
+    body = {"NetworkID": "s" * 25, "Options": {"a": "b"}, "IPv4Data": [{"Pool": "10.5.0.0/24"}]}
+    options = h.ok("/NetworkDriver.AllocateNetwork", body)["Options"]
+    again = h.ok("/NetworkDriver.AllocateNetwork", dict(body, Options=options))["Options"]
+    assert again == options and options["a"] == "b"
+    assert h.kv.data[f"/xmasq/v1/vnis/{options['xmasq.vni']}"] == "s" * 25
+    h.create_network("s" * 25, "10.5.0.0/24", "10.5.0.1/24", generic=options)  # a node creates it lazily
+    h.ok("/NetworkDriver.FreeNetwork", {"NetworkID": "s" * 25})
+    assert f"/xmasq/v1/vnis/{options['xmasq.vni']}" in h.kv.data  # still used by a node
+    h.ok("/NetworkDriver.DeleteNetwork", {"NetworkID": "s" * 25})
+    assert not [k for k in h.kv.data if "s" * 25 in k or k.startswith("/xmasq/v1/vnis/")]
+    h.ok("/NetworkDriver.AllocateNetwork", body)
+    h.ok("/NetworkDriver.FreeNetwork", {"NetworkID": "s" * 25})  # never deployed: freed at once
+    assert not [k for k in h.kv.data if k.startswith("/xmasq/v1/vnis/")]
