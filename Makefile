@@ -33,7 +33,7 @@ test:           ## the whole suite, against a driver restarted from this tree; C
 demo: run       ## two testbed hosts, one xmasq network across them, a ping (removes it all after)
 	$(VENV)/bin/python scripts/demo.py
 
-bench: run      ## benchmark: host/bridge vs fast path off vs on (QUICK=1: 3 x 2 s rounds; PIN=CPU: pinned)
+bench: run      ## benchmark vs host, Docker overlay and bridge (QUICK=1: 3 x 1 s rounds; PIN=CPU: pinned)
 	$(VENV)/bin/python bench/run.py $(if $(QUICK),--quick) $(if $(PIN),--pin $(PIN))
 
 plugin:         ## build the image (Dockerfile) and create the managed plugin xmasq/xmasq:latest

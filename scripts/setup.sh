@@ -10,7 +10,7 @@ LOG_DIR=/var/log/xmasq
 DATA_DIR=/var/lib/xmasq
 PACKAGES="docker.io etcd-server python3-bpfcc python3-venv clang llvm iproute2 iptables
           linux-headers-amd64 busybox-static curl gcc libc6-dev iperf3 sockperf tcpdump openssl systemd
-          debootstrap"
+          debootstrap nginx-light wrk"
 
 say() { echo "setup: $*"; }
 [ "$(id -u)" = 0 ] || { echo "setup: needs root (sudo make run)" >&2; exit 1; }
@@ -28,7 +28,11 @@ for p in $PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
     say "installing ${missing[*]}"
     apt-get update -qq
+    # Packages do not start their services (nginx would listen on the host's port 80): this
+    # script starts what the project needs itself.
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
 fi
 
 # 2. Kernel headers for bcc, only where the running kernel has none. Debian's

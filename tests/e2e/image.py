@@ -1,5 +1,6 @@
 """The containers' image, built offline: busybox-static, a static UDP echo tool, and the
-host's iperf3 and sockperf with the shared libraries they need (for traffic tests and benchmarks)."""
+host's iperf3, sockperf, nginx and wrk with the shared libraries they need (for traffic tests
+and benchmarks); nginx serves /www with image/nginx.conf."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ import docker
 REPO = "xmasq-test/busybox"
 HERE = os.path.dirname(__file__)
 BUSYBOX = "/bin/busybox"
-TOOLS = ("/usr/bin/iperf3", "/usr/bin/sockperf")
+TOOLS = ("/usr/bin/iperf3", "/usr/bin/sockperf", "/usr/sbin/nginx", "/usr/bin/wrk")
+NGINX_CONF = os.path.join(HERE, "image", "nginx.conf")
 
 
 def _digest() -> str:
     h = hashlib.sha256(b"PATH=/bin:/usr/bin")
-    for path in (BUSYBOX, os.path.join(HERE, "image", "udpecho.c"), *TOOLS):
+    for path in (BUSYBOX, os.path.join(HERE, "image", "udpecho.c"), NGINX_CONF, *TOOLS):
         with open(path, "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:12]
@@ -63,6 +65,11 @@ def _rootfs_tar() -> bytes:
                 shutil.copy(path, dest)
         with open(os.path.join(root, "www", "index.html"), "w") as f:
             f.write("hello from xmasq\n")
+        shutil.copy(NGINX_CONF, os.path.join(root, "etc", "nginx.conf"))
+        with open(os.path.join(root, "etc", "passwd"), "w") as f:
+            f.write("root:x:0:0:root:/:/bin/sh\n")
+        with open(os.path.join(root, "etc", "group"), "w") as f:
+            f.write("root:x:0:\n")
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             tar.add(root, arcname=".")

@@ -103,8 +103,9 @@ def test_service_across_the_swarm_with_the_fast_path(tb, swarm):
         tasks = _wait("4 tasks running on both nodes", spread_over_both, 120)
         spread = {h: len(c) for h, c in tasks.items()}
         here, there = tasks["h1"][0], tasks["h2"][0]
-        ips = sorted(_sh(here, "nslookup web 127.0.0.11 | awk '/^Address/ && !/127.0.0.11/ {print $NF}'").split())
-        assert len(ips) == 4, ips
+        lookup = "nslookup web 127.0.0.11 | awk '/^Address/ && !/127.0.0.11/ {print $NF}'"
+        # Docker's DNS learns the other node's tasks by gossip, a few seconds after they start.
+        ips = _wait("all 4 tasks in DNS", lambda: (lambda a: a if len(a) == 4 else None)(_sh(here, lookup).split()), 60)
         for name in ("web", there.name):
             _sh(here, f"ping -c 1 -W 2 {name}")
         there_ip = there.attrs["NetworkSettings"]["Networks"]["swnet"]["IPAddress"]

@@ -1,0 +1,28 @@
+"""The benchmark suite itself, so it cannot rot: quick mode's smallest scenario, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "run.py")
+
+
+def test_quick_mode_smallest_scenario(tb, tmp_path):
+    subprocess.run([sys.executable, BENCH, "--quick", "--scenarios", "xmasq-on", "--use-testbed",
+                    "--out", str(tmp_path)], check=True, capture_output=True, text=True, timeout=600)  # fmt: skip
+    record = json.loads((tmp_path / "bench-quick.json").read_text())
+    rounds = record["samples"]["xmasq-on"]
+    assert len(rounds) == 3 and record["machine"]["cpus"] == os.cpu_count()
+    for r in rounds:
+        assert r["tcp_gbps"] > 0 and r["tcp4_gbps"] > 0 and r["udp1400_gbps"] > 0 and r["cpu_s_per_gb"] > 0
+        assert r["tcp_rr_per_s"] > 0 and r["udp_rr_per_s"] > 0 and r["http_rps"] > 0
+    assert len(record["control"]["run_to_ping_s[xmasq-on]"]) == 5
+    assert "| tcp_gbps |" in (tmp_path / "bench-quick.md").read_text()
+    assert (tmp_path / "bench-quick-cross-host.png").stat().st_size > 1000
+    # Nothing of the benchmark is left on the testbed.
+    for h in ("h1", "h2"):
+        assert tb.docker(h).containers.list(all=True, filters={"name": "bench-"}) == []
+        assert [n.name for n in tb.docker(h).networks.list() if n.name.startswith("bench-")] == []
