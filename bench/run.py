@@ -46,7 +46,7 @@ CROSS = ("host", "overlay", "xmasq-off", "xmasq-on")
 SAME = ("bridge", "xmasq-off-local", "xmasq-on-local")
 SERVERS = (
     "iperf3 -s -D; sockperf server -p 11111 >/dev/null & sockperf server --tcp -p 11112 >/dev/null &"
-    " nginx -e /tmp/nginx-error.log -c /etc/nginx.conf & sleep 100000"
+    " /usr/sbin/nginx -e /tmp/nginx-error.log -c /etc/nginx.conf & sleep 100000"
 )
 PREFIX = "bench-"
 Runner = Callable[[list[str]], str]
@@ -67,6 +67,17 @@ def parse_wrk(out: str) -> dict[str, float]:
         raise RuntimeError(f"wrk output not understood:\n{out[-2000:]}")
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]
     return {"rps": float(rps.group(1)), "p99_ms": float(p99.group(1)) * scale}
+
+
+def parse_iperf(out: str) -> dict[str, Any]:
+    """iperf3's JSON report; warnings it prints first (stderr is merged in containers) are skipped."""
+    try:
+        report = json.loads(out[out.index("{") :])
+    except ValueError:
+        raise RuntimeError(f"iperf3 output not understood:\n{out[-2000:]}")
+    if "error" in report:
+        raise RuntimeError(f"iperf3: {report['error']}")
+    return report  # type: ignore[no-any-return]
 
 
 def busy_seconds() -> float:
@@ -151,10 +162,10 @@ class Bench:
 
         t = str(self.seconds)
         busy = busy_seconds()
-        tcp = json.loads(run(["iperf3", "-c", ip, "-t", t, "-J"]))
+        tcp = parse_iperf(run(["iperf3", "-c", ip, "-t", t, "-J"]))
         busy = busy_seconds() - busy
-        tcp4 = json.loads(run(["iperf3", "-c", ip, "-t", t, "-P", "4", "-J"]))
-        udp = json.loads(run(["iperf3", "-c", ip, "-t", t, "-u", "-b", "0", "-l", "1400", "-J"]))
+        tcp4 = parse_iperf(run(["iperf3", "-c", ip, "-t", t, "-P", "4", "-J"]))
+        udp = parse_iperf(run(["iperf3", "-c", ip, "-t", t, "-u", "-b", "0", "-l", "1400", "-J"]))
         tcp_rr = parse_sockperf(run(["sockperf", "ping-pong", "--tcp", "-i", ip, "-p", "11112", "-t", t]))
         udp_rr = parse_sockperf(run(["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", t]))
         http = parse_wrk(run(["wrk", "-t", "1", "-c", "8", "-d", f"{max(1, int(self.seconds))}s", "--latency",
