@@ -2,7 +2,7 @@
 VENV   := .venv
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: run stop setup test lint unit e2e demo bench install units plugin
+.PHONY: run stop setup test lint unit e2e demo bench profile install units plugin
 
 run:            ## set up the host and start the driver in the background
 	@scripts/run.sh
@@ -38,6 +38,9 @@ bench: run      ## benchmark vs host, Docker overlay and bridge (QUICK=1: 3 x 1 
 
 plugin:         ## build the image (Dockerfile) and create the managed plugin xmasq/xmasq:latest
 	@scripts/plugin.sh
+
+profile: run    ## ns per packet of each eBPF program during a cross-host flow (kernel BPF stats)
+	$(VENV)/bin/python bench/profile.py
 
 UNIT_DIR ?= /etc/systemd/system
 units:          ## render the systemd units into build/systemd (install copies them)

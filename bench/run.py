@@ -18,7 +18,7 @@ Writes a markdown table (ratios to host network, Docker's overlay, bridge), a JS
 raw sample and the machine, and PNG charts (bars with min-max whiskers). With --pin CPU every
 client and server runs on that CPU; without it they are unpinned: report both.
 --quick (make bench QUICK=1) measures host, xmasq-off and xmasq-on, 3 rounds of 1 s: a check of a
-change in under 3 minutes. The full run (make bench) takes about 16 minutes.
+change in under 3 minutes. The full run (make bench) takes about 20 minutes.
 """
 
 from __future__ import annotations
