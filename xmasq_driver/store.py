@@ -124,20 +124,13 @@ class ClusterStore:
             if kind == "members" and rest[-1] == self.host:
                 net = rest[0]
                 self.leave_network(net, json.loads(items.get(f"{PREFIX}networks/{net}", '{"vni": 0}'))["vni"])
-            elif (
-                kind == "endpoints"
-                and json.loads(value).get("host") == self.host
-                or kind == "ipam"
-                and rest[0] == "addresses"
-                and value == self.host
-            ):
-                self.kv.delete(key)
             elif kind == "ipam" and rest[0] == "holders" and rest[-1] == self.host:
                 self.kv.delete(key)
-                pool = "/".join(rest[1:-1])
-                if not self.kv.get_prefix(f"{PREFIX}ipam/holders/{pool}/"):
-                    for addr_key in self.kv.get_prefix(f"{PREFIX}ipam/addresses/{pool}/"):
-                        self.kv.delete(addr_key)
+                self._free_if_unheld("/".join(rest[1:-1]))
+            elif (kind == "endpoints" and json.loads(value).get("host") == self.host) or (
+                kind == "ipam" and rest[0] == "addresses" and value == self.host
+            ):
+                self.kv.delete(key)
         return before - len(self.kv.get_prefix(PREFIX))
 
     # -- endpoints --------------------------------------------------------
@@ -164,9 +157,13 @@ class ClusterStore:
             self.kv.put(key, str(count))
             return False
         self.kv.delete(key)
-        if self.kv.get_prefix(f"{PREFIX}ipam/holders/{pool_key(pool_id)}/"):
+        return self._free_if_unheld(pool_key(pool_id))
+
+    def _free_if_unheld(self, pool: str) -> bool:
+        """Free every address of the pool (by its key) once no host holds it."""
+        if self.kv.get_prefix(f"{PREFIX}ipam/holders/{pool}/"):
             return False
-        for addr_key in self.kv.get_prefix(f"{PREFIX}ipam/addresses/{pool_key(pool_id)}/"):
+        for addr_key in self.kv.get_prefix(f"{PREFIX}ipam/addresses/{pool}/"):
             self.kv.delete(addr_key)
         return True
 

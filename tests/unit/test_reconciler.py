@@ -111,3 +111,18 @@ def test_running_reconciler_follows_changes_quickly(cluster):
         assert "/xmasq/v1/hosts/host1" in h1.kv.data  # the heartbeat registered this host
     finally:
         r.stop()
+
+
+def test_forget_host_removes_exactly_its_records(cluster):
+    h1, h2, _ = cluster
+    pool = h2.ok("/IpamDriver.RequestPool", {"Pool": "10.9.0.0/24"})["PoolID"]
+    h2.ok("/IpamDriver.RequestAddress", {"PoolID": pool, "Address": "10.9.0.5"})
+    h2.create_endpoint("n2", "a" * 20, "10.1.0.2/24")
+    h1.create_endpoint("n1", "c" * 20, "10.1.0.4/24")
+    with pytest.raises(BackendError, match="registered"):
+        h2.store.forget_host()
+    h2.kv.expire(h2.lease)
+    assert h2.store.forget_host() > 0
+    left = [k for k in h1.kv.data if "host2" in k or "10.9.0." in k or k.endswith("/10.1.0.2")]
+    assert left == [], left  # its membership, endpoint, pool hold and the pool's addresses
+    assert "/xmasq/v1/endpoints/shared/10.1.0.4" in h1.kv.data  # host1's records stay
