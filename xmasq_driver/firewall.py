@@ -146,18 +146,17 @@ class Firewall:
     # -- cluster hosts ----------------------------------------------------
     def set_cluster_hosts(self, hosts: set[str]) -> None:
         """VXLAN is let in from exactly these underlay addresses, and nothing forwarded reaches them."""
-        have: dict[str, list[tuple[str, list[str]]]] = {}
+        have: dict[str, list[list[str]]] = {}  # host -> its rules (one per chain), as listed
         for _, line in self.owned_rules(HOST_OWNER):
             args = shlex.split(line)
-            for flag in ("-s", "-d"):
-                if flag in args:
-                    have.setdefault(args[args.index(flag) + 1].removesuffix("/32"), []).append((args[1], args))
+            flag = "-s" if "-s" in args else "-d"
+            have.setdefault(args[args.index(flag) + 1].removesuffix("/32"), []).append(args)
         tag = ["-m", "comment", "--comment", HOST_OWNER]
         for ip in sorted(set(hosts) - set(have)):
             self._iptables("-t", "filter", "-I", VXLAN_IN, "1", "-s", ip, *tag, "-j", "RETURN")
             self._iptables("-t", "filter", "-A", VXLAN_FWD, "-d", ip, *tag, "-j", "DROP")
         for ip in set(have) - set(hosts):
-            for _, args in have[ip]:
+            for args in have[ip]:
                 self._iptables("-t", "filter", "-D", *args[1:], check=False)
         if set(hosts) ^ set(have):
             _log.info("cluster hosts set for VXLAN", hosts=",".join(sorted(hosts)))

@@ -115,8 +115,9 @@ class Reconciler:
         networks = self.state.snapshot()["networks"]
         hosts, endpoints, revision = self.store.cluster_view(sorted({n["key"] for n in networks.values()}))
         live = self._live_hosts(hosts)
+        live_ips = set(live.values())
         try:  # first: a new peer's VXLAN must not meet the drop rule
-            self.firewall.set_cluster_hosts(set(live.values()))
+            self.firewall.set_cluster_hosts(live_ips)
         except BackendError as e:
             _log.warning("VXLAN source rules not updated", error=e)
         for nid, net in networks.items():
@@ -134,7 +135,7 @@ class Reconciler:
                 continue
             if changed:
                 _log.info("peers programmed", network=nid[:12], vni=net["vni"], peers=len(peers), changed=changed)
-        self.datapath.prune_tunnels(set(live.values()))
+        self.datapath.prune_tunnels(live_ips)
         return revision
 
     def _live_hosts(self, hosts: dict[str, str]) -> dict[str, str]:
