@@ -6,9 +6,11 @@ import contextlib
 import json
 import subprocess
 import threading
+import time
 from typing import Any
 
 import docker
+import pytest
 from docker.types import IPAMConfig, IPAMPool
 
 from tests.e2e.image import ensure_image
@@ -99,6 +101,25 @@ class Cluster:
 
     def cleanup(self) -> None:
         remove_all(self.containers, self.networks)
+
+
+def until(predicate, timeout: float, step: float = 0.02) -> float:  # type: ignore[no-untyped-def]
+    """Seconds until predicate() held; fails after timeout."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+def links(tb: Testbed, host: str) -> list[str]:
+    """Names of the links in a testbed host's namespace."""
+    out = subprocess.run(["ip", "-n", tb.netns(host), "-o", "link"], capture_output=True, text=True, check=True)
+    return [line.split(":")[1].strip().split("@")[0] for line in out.stdout.splitlines()]
+
+
+XMASQ_LINKS = ("xmbr", "xmvx", "xmh")  # bridges, vxlan devices, host ends of veths
 
 
 def remove_all(containers: list[Any], networks: list[Any]) -> None:

@@ -17,7 +17,7 @@ import docker
 import pytest
 from docker.types import IPAMConfig, IPAMPool
 
-from tests.e2e.cluster import GRACE, TTL, Cluster, remove_all
+from tests.e2e.cluster import GRACE, TTL, XMASQ_LINKS, Cluster, links, remove_all
 from tests.e2e.image import ensure_image
 from tests.e2e.standalone import Standalone
 from xmasq_driver import client as plugin
@@ -196,8 +196,8 @@ def cl(tb):
     finally:
         c.cleanup()
     for h in tb.hosts:  # nothing of the test's networks is left on any host, in its caches or in etcd
-        links = subprocess.run(["ip", "-n", tb.netns(h), "-o", "link"], capture_output=True, text=True).stdout
-        assert "xmbr" not in links and "xmvx" not in links and "xmh" not in links, links
+        names = links(tb, h)
+        assert not [n for n in names if any(p in n for p in XMASQ_LINKS)], (h, names)
         cache = c.cache(h)
         assert cache["local"] == [] and cache["remote"] == [] and cache["flows"] == [], (h, cache)
     leftover = [k for k in c.kv.get_prefix(PREFIX) if not k.startswith(f"{PREFIX}hosts/")]

@@ -12,26 +12,12 @@ import time
 import pytest
 
 from tests.conftest import report
-from tests.e2e.cluster import GRACE, TTL
+from tests.e2e.cluster import GRACE, TTL, links, until
 from tests.e2e.conftest import XMASQ
 from tests.e2e.test_access import create_network_and_endpoint, delete_network_and_endpoint
 from xmasq_driver.store import PREFIX
 
 SERVE = "udpecho serve 5001"
-
-
-def _until(predicate, timeout: float) -> float:  # type: ignore[no-untyped-def]
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(0.05)
-    return time.monotonic() - start
-
-
-def veths(tb, host: str) -> list[str]:  # type: ignore[no-untyped-def]
-    out = subprocess.run(["ip", "-n", tb.netns(host), "-o", "link"], capture_output=True, text=True).stdout
-    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ": xmh" in line]
 
 
 def test_dockerd_restart_with_running_containers(cl, tb):
@@ -41,7 +27,7 @@ def test_dockerd_restart_with_running_containers(cl, tb):
     stops = cl.run("h2", "dr-stops", net, SERVE)
     ip_keeps = cl.ip(keeps, net)
     cl.sh(a, f"udpecho wait {ip_keeps} 5001 5")
-    assert len(veths(tb, "h2")) == 2
+    assert len([n for n in links(tb, "h2") if n.startswith("xmh")]) == 2
     start = time.monotonic()
     tb.restart_dockerd("h2")
     # The restarted container gets a new endpoint (Docker deleted the old ones on the way down and
@@ -52,7 +38,7 @@ def test_dockerd_restart_with_running_containers(cl, tb):
     outage = time.monotonic() - start
     stops.reload()
     assert stops.status == "exited"
-    assert len(veths(tb, "h2")) == 1
+    assert len([n for n in links(tb, "h2") if n.startswith("xmh")]) == 1
     endpoints = {k.rsplit("/", 1)[1] for k in cl.kv.get_prefix(f"/xmasq/v1/endpoints/{net}/")}
     assert endpoints == {cl.ip(a, net), ip_keeps}, endpoints
     state = cl.stats("h2")  # the driver is still serving
@@ -77,7 +63,7 @@ def test_a_vanished_host_is_evicted_by_its_peers(cl, tb):
         cl.networks = [n for n in cl.networks if n.client is not cl.dk["h4"]]
         assert ip_gone in cl.peers("h1", vni)
         tb.crash_host("h4")
-        waited = _until(lambda: ip_gone not in cl.peers("h1", vni), TTL + GRACE + 10)
+        waited = until(lambda: ip_gone not in cl.peers("h1", vni), TTL + GRACE + 10)
         assert all(r["ip"] != ip_gone for r in cl.cache("h1")["remote"])
         assert tb.host_ip("h4") not in {t["host"] for t in cl.cache("h1")["tunnels"]}
         # Its records stay (it could come back with its containers) until an operator forgets it.

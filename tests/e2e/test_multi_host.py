@@ -15,20 +15,9 @@ import docker
 import pytest
 
 from tests.conftest import report
-from tests.e2e.cluster import GRACE, TTL
+from tests.e2e.cluster import GRACE, TTL, until
 from xmasq_driver import client as plugin
 from xmasq_driver.config import Config
-
-
-def _until(predicate, timeout: float, step: float = 0.02) -> float:  # type: ignore[no-untyped-def]
-    """Seconds until predicate() held; fails after timeout."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(step)
-    return time.monotonic() - start
-
 
 SERVE = "udpecho serve 5001 & httpd -f -p 8080 -h /www"
 
@@ -83,10 +72,10 @@ def test_removal_reaches_every_host_quickly(cl):
     gone = cl.run("h2", "gone", net)
     ip = cl.ip(gone, net)
     vni = cl.vni(net)
-    _until(lambda: ip in cl.peers("h1", vni) and ip in cl.peers("h3", vni), 5)
+    until(lambda: ip in cl.peers("h1", vni) and ip in cl.peers("h3", vni), 5)
     start = time.monotonic()
     cl.remove(gone)
-    waited = _until(lambda: ip not in cl.peers("h1", vni) and ip not in cl.peers("h3", vni), 2)
+    waited = until(lambda: ip not in cl.peers("h1", vni) and ip not in cl.peers("h3", vni), 2)
     report(f"container removed on h2 -> its entries gone on h1 and h3 after {waited * 1000:.0f} ms "
            f"({(time.monotonic() - start) * 1000:.0f} ms including docker rm)")  # fmt: skip
 
@@ -123,13 +112,13 @@ def test_dead_host_is_evicted_and_rejoins(cl, tb):
     cl.sh(probe, f"udpecho wait {ip} 5001 5")
     tb.stop_driver("h3", kill=True)
     try:
-        waited = _until(lambda: ip not in cl.peers("h1", vni) and ip not in cl.peers("h2", vni), TTL + GRACE + 10)
+        waited = until(lambda: ip not in cl.peers("h1", vni) and ip not in cl.peers("h2", vni), TTL + GRACE + 10)
         report(f"h3's driver SIGKILLed -> its endpoints evicted on h1 and h2 after {waited:.1f} s "
                f"(lease ttl {TTL} s + grace {GRACE} s)")  # fmt: skip
         assert waited >= TTL - 1, "evicted before the lease could have expired"
     finally:
         tb.start_driver("h3")
-    back = _until(lambda: ip in cl.peers("h1", vni), 10)
+    back = until(lambda: ip in cl.peers("h1", vni), 10)
     cl.sh(probe, f"udpecho wait {ip} 5001 5")
     report(f"h3's driver restarted -> its endpoints back on h1 after {back:.1f} s")
 

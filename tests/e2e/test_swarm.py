@@ -13,7 +13,7 @@ import pytest
 from docker.types import EndpointSpec, IPAMConfig, IPAMPool, ServiceMode
 
 from tests.conftest import report
-from tests.e2e.cluster import remove_all
+from tests.e2e.cluster import XMASQ_LINKS, links, remove_all
 from tests.e2e.image import ensure_image
 from xmasq_driver import client as plugin
 from xmasq_driver.config import Config
@@ -74,8 +74,8 @@ def _task_containers(tb, service: str) -> dict[str, list]:  # type: ignore[type-
 
 def _no_state_left(tb, socks) -> None:  # type: ignore[no-untyped-def]
     for h in HOSTS:
-        links = subprocess.run(["ip", "-n", tb.netns(h), "-o", "link"], capture_output=True, text=True).stdout
-        assert not any(f": {p}" in links for p in ("xmbr", "xmvx", "xmh")), (h, links)
+        names = links(tb, h)
+        assert not [n for n in names if n.startswith(XMASQ_LINKS)], (h, names)
         cache = plugin.call(socks[h], "/Xmasq.Cache")[1]
         assert cache["local"] == [] and cache["remote"] == [] and cache["flows"] == [], (h, cache)
         assert plugin.call(socks[h], "/Xmasq.Status")[1]["networks"] == []
