@@ -37,6 +37,13 @@ class Config:
         default="/sys/fs/bpf/xmasq", metadata={"help": "bpffs directory; maps are pinned in <dir>/<host id>"}
     )
     fastpath: str = field(default="on", metadata={"help": "eBPF fast path: on or off (global switch)"})
+    steer_flows: str = field(
+        default="on",
+        metadata={
+            "help": "on: each flow from a container is handled on one CPU (RPS on its veth), so TCP is"
+            " not reordered across CPUs; off: no cross-CPU hand-off, for latency over ordering"
+        },
+    )
     scope: str = field(
         default="local",
         metadata={"help": "scope told to Docker: local (standalone dockerds) or global (swarm, as a managed plugin)"},

@@ -4,7 +4,8 @@ Per network: bridge `xmbr<vni>` holding the gateway address with a MAC derived f
 it (the same on every host, so containers never ARP across hosts for it), and vxlan
 `xmvx<vni>` on it (UDP 4789, nolearning, proxy ARP, DF set, no UDP checksum, bound
 to the underlay). Per endpoint: veth `xmh<id12>` (host end, on the bridge) and
-`xmc<id12>` (handed to Docker, which moves it into the container).
+`xmc<id12>` (handed to Docker, which moves it into the container). With flow steering on
+(the default), the host end's receive queue hands each flow to one CPU by its hash (RPS).
 Every operation runs with a deadline and fails with a BackendError naming it.
 """
 
@@ -64,9 +65,21 @@ class Underlay:
     mtu: int
 
 
+def rps_mask(cpulist: str) -> str:
+    """The rps_cpus bitmap ("ffffffff,ffffffff" groups of 32) of a cpulist such as "0-3,6"."""
+    bits = 0
+    for part in cpulist.strip().split(","):
+        low, _, high = part.partition("-")
+        for cpu in range(int(low), int(high or low) + 1):
+            bits |= 1 << cpu
+    words = [f"{(bits >> shift) & 0xFFFFFFFF:08x}" for shift in range(0, max(bits.bit_length(), 1), 32)]
+    return ",".join(reversed(words))
+
+
 class Overlay:
-    def __init__(self, underlay_interface: str = "", timeout: float = 5.0):
+    def __init__(self, underlay_interface: str = "", timeout: float = 5.0, steer_flows: bool = True):
         self._underlay_ifname = underlay_interface
+        self._steer_flows = steer_flows
         self._underlay: Underlay | None = None
         self._timeout = timeout
         self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="netlink")
@@ -144,7 +157,7 @@ class Overlay:
         self._run(f"create network devices for vni {vni}", ensure)
         # Published ports are reachable from 127.0.0.1: DNAT'd loopback-sourced
         # packets may leave through this bridge (then masqueraded).
-        _write_sysctl(f"/proc/sys/net/ipv4/conf/{br}/route_localnet", "1")
+        _write_kernel_setting(f"/proc/sys/net/ipv4/conf/{br}/route_localnet", "1")
 
     def delete_network(self, vni: int) -> None:
         self._run(
@@ -223,7 +236,25 @@ class Overlay:
             ipr.fdb("replace", ifindex=host_index, lladdr=mac, master=br_index[0], state=NUD_NOARP, flags=NTF_MASTER)
 
         self._run(f"create veth {host}", create)
+        if self._steer_flows:
+            self._steer(host)
         return cont
+
+    def _steer(self, host: str) -> None:
+        """Spread the container's flows over all CPUs, each flow on one (RPS).
+
+        A veth queues what the container sends on the backlog of the CPU that sent it; a TCP
+        sender that transmits from two CPUs (its process, and softirq on the CPU that took an
+        ACK) has its segments processed out of order, and the receiver's SACKs make the sender
+        retransmit. Steering by flow hash keeps a flow's packets in one queue, in order. The
+        cost is a cross-CPU hand-off for packets sent from the other CPU (docs/design-notes.md).
+        """
+        with open("/sys/devices/system/cpu/online") as f:
+            mask = rps_mask(f.read())
+        try:
+            _write_kernel_setting(f"/sys/class/net/{host}/queues/rx-0/rps_cpus", mask)
+        except BackendError as e:  # a slower path, not a broken one: the endpoint still works
+            _log.warning("flow steering not set", link=host, error=e)
 
     def delete_veth(self, endpoint_id: str) -> None:
         host, cont = veth_names(endpoint_id)
@@ -240,20 +271,26 @@ def _delete_links(ipr: IPRoute, *names: str) -> None:
                     raise
 
 
-def _write_sysctl(path: str, value: str, retry: bool = True) -> None:
+# A managed plugin's /proc/sys and /sys are read-only; with CAP_SYS_ADMIN they can be made
+# writable in the plugin's own mount namespace (the host's mounts keep their flags). /proc/sys is
+# a read-only bind mount (its own flag changes); /sys a sysfs mounted read-only (the file system's).
+_REMOUNT = {"/proc/sys": "remount,bind,rw", "/sys": "remount,rw"}
+
+
+def _write_kernel_setting(path: str, value: str, retry: bool = True) -> None:
+    """Write a /proc/sys or /sys file."""
     try:
         with open(path, "w") as f:
             f.write(value)
     except OSError as e:
-        # A managed plugin's /proc/sys is a read-only bind mount; with CAP_SYS_ADMIN it can be
-        # made writable in the plugin's own mount namespace (the host's is not touched).
-        if e.errno == errno.EROFS and retry and _remount_proc_sys_rw():
-            return _write_sysctl(path, value, retry=False)
+        mount = "/proc/sys" if path.startswith("/proc/sys/") else "/sys"
+        if e.errno == errno.EROFS and retry and _remount_rw(mount):
+            return _write_kernel_setting(path, value, retry=False)
         raise BackendError(f"cannot set {path}: {e.strerror}")
 
 
-def _remount_proc_sys_rw() -> bool:
-    proc = subprocess.run(["mount", "-o", "remount,bind,rw", "/proc/sys"], capture_output=True, text=True, timeout=10)
+def _remount_rw(mount: str) -> bool:
+    proc = subprocess.run(["mount", "-o", _REMOUNT[mount], mount], capture_output=True, text=True, timeout=10)
     if proc.returncode == 0:
-        _log.info("remounted /proc/sys read-write (it was read-only: running as a managed plugin?)")
+        _log.info("remounted read-write (it was read-only: running as a managed plugin?)", mount=mount)
     return proc.returncode == 0

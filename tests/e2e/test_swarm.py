@@ -118,6 +118,13 @@ def test_service_across_the_swarm_with_the_fast_path(tb, swarm):
         after = plugin.call(swarm["h1"], "/Xmasq.Stats")[1]["counters"]
         encap = after["encap_pkts"] - before["encap_pkts"]
         assert encap >= 190, (before, after)
+        # The plugin's /sys is read-only in its container: it still steers each endpoint's flows.
+        for h in HOSTS:
+            for name in (n for n in links(tb, h) if n.startswith("xmh")):
+                rps = subprocess.run(["ip", "netns", "exec", tb.netns(h), "cat",  # its own /sys
+                                      f"/sys/class/net/{name}/queues/rx-0/rps_cpus"],
+                                     capture_output=True, text=True, check=True).stdout  # fmt: skip
+                assert int(rps.strip().replace(",", ""), 16) != 0, (h, name, rps)
         # A standalone container on the worker joins the same network.
         standalone = worker.containers.run(image["h2"], ["sh", "-c", "sleep 3600"], name="sw-standalone",
                                            network="swnet", detach=True)  # fmt: skip
