@@ -127,7 +127,7 @@ class Datapath:
     def _load(self) -> None:
         from bcc import BPF  # Debian's python3-bpfcc; absent -> ImportError -> slow path
 
-        _mount_bpffs()
+        mount_bpffs()
         maps_dir = os.path.join(self.pin_dir, "v" + self._layout())
         os.makedirs(maps_dir, exist_ok=True)
         cflags = [
@@ -319,7 +319,7 @@ def _port(be16: int) -> int:
     return int.from_bytes(be16.to_bytes(2, "little"), "big")
 
 
-def _mount_bpffs() -> None:
+def mount_bpffs() -> None:
     """Pinned maps need bpffs at /sys/fs/bpf; mount it where the host has not."""
     with open("/proc/mounts") as f:
         if any(line.split()[1:3] == ["/sys/fs/bpf", "bpf"] for line in f):

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 from . import daemon, log
+from .datapath import mount_bpffs
 
 RUN_DIR = "/run/xmasq-testbed"
 DATA_DIR = "/var/lib/xmasq-testbed"
@@ -188,10 +189,22 @@ class Testbed:
         _run("ip", "-n", ns, "route", "add", "default", "via", self.gateway)
 
     def start_driver(self, host: str) -> None:
+        """The host's driver, with the host's own /sys as on a real machine (the root namespace's
+        shows the root's links; flow steering writes under /sys/class/net), and the machine's
+        bpffs kept at /sys/fs/bpf so its pinned maps outlive it like a real host's."""
+        mount_bpffs()
+        keep = self.path(host, "bpffs")
+        os.makedirs(keep, exist_ok=True)
+        pid, logfile = self.path(host, "xmasq.pid"), self.path(host, "xmasq.log")
+        driver = shlex.join(
+            [sys.executable, "-m", "xmasq_driver", "daemon", "start", "--pidfile", pid, "--logfile", logfile]
+        )
+        script = (
+            f"mount --bind /sys/fs/bpf {keep} && mount -t sysfs sysfs /sys"
+            f" && mount --move {keep} /sys/fs/bpf && exec {driver}"
+        )
         self.in_host(
-            host,
-            [sys.executable, "-m", "xmasq_driver", "daemon", "start",
-             "--pidfile", self.path(host, "xmasq.pid"), "--logfile", self.path(host, "xmasq.log")],
+            host, ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
             env=self.driver_env(host), check=True, capture_output=True, timeout=60,
         )  # fmt: skip
 
