@@ -36,17 +36,23 @@ class Config:
     bpf_pin_dir: str = field(
         default="/sys/fs/bpf/xmasq", metadata={"help": "bpffs directory; maps are pinned in <dir>/<host id>"}
     )
-    fastpath: str = field(default="on", metadata={"help": "eBPF fast path: on or off (global switch)"})
+    fastpath: str = field(
+        default="on", metadata={"help": "eBPF fast path: on or off (global switch)", "choices": ("on", "off")}
+    )
     steer_flows: str = field(
         default="on",
         metadata={
             "help": "on: each flow from a container is handled on one CPU (RPS on its veth), so TCP is"
-            " not reordered across CPUs; off: no cross-CPU hand-off, for latency over ordering"
+            " not reordered across CPUs; off: no cross-CPU hand-off, for latency over ordering",
+            "choices": ("on", "off"),
         },
     )
     scope: str = field(
         default="local",
-        metadata={"help": "scope told to Docker: local (standalone dockerds) or global (swarm, as a managed plugin)"},
+        metadata={
+            "help": "scope told to Docker: local (standalone dockerds) or global (swarm, as a managed plugin)",
+            "choices": ("local", "global"),
+        },
     )
     flow_max: int = field(default=262144, metadata={"help": "flow cache entries (LRU)"})
     remote_max: int = field(default=65536, metadata={"help": "remote endpoint cache entries"})
@@ -80,9 +86,13 @@ class Config:
 def _coerce(f: dataclasses.Field, raw: str) -> Any:  # type: ignore[type-arg]
     kind: Any = type(f.default)
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
         raise SystemExit(f"xmasq: {_env_name(f.name)}={raw!r} is not a valid {kind.__name__}")
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise SystemExit(f"xmasq: {_env_name(f.name)}={raw!r} must be {' or '.join(choices)}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -111,8 +111,6 @@ def _start_tcp(name: str, host: str, port: int, tls: ssl.SSLContext | None, app:
 
 
 def serve(config: Config) -> None:
-    if config.scope not in ("local", "global"):
-        raise SystemExit(f"xmasq: XMASQ_SCOPE={config.scope!r} must be local or global")
     tcp = tcp_listeners(config)
     os.makedirs(os.path.dirname(config.socket), exist_ok=True)
     if os.path.exists(config.socket):

@@ -32,6 +32,16 @@ def test_bad_value_names_the_variable():
         config.load(_args(), environ={"XMASQ_THREADS": "many"})
 
 
+@pytest.mark.parametrize(("var", "value", "choices"), [
+    ("XMASQ_FASTPATH", "yes", "on or off"),
+    ("XMASQ_STEER_FLOWS", "On", "on or off"),
+    ("XMASQ_SCOPE", "swarm", "local or global"),
+])  # fmt: skip
+def test_a_setting_with_choices_refuses_anything_else(var, value, choices):
+    with pytest.raises(SystemExit, match=f"{var}='{value}' must be {choices}"):
+        config.load(_args(), environ={var: value})
+
+
 def test_logs_are_structured_and_redact_secrets(capsys):
     log.setup("INFO")
     log.get("test").info("network created", network="abc", etcd_key="/etc/xmasq/key.pem", subnet="10.0.0.0/24")
