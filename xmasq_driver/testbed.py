@@ -38,6 +38,20 @@ RULE_TAG = "xmasq-testbed"
 _log = log.get("testbed")
 
 
+def with_own_sys(argv: list[str], keep: str) -> list[str]:
+    """argv (run in a network namespace) with that namespace's own /sys, as on a real host (the
+    root namespace's shows the root's links; flow steering writes under /sys/class/net), and the
+    machine's bpffs kept at /sys/fs/bpf, so pinned maps outlive the driver as on a real host.
+    `keep` is an empty directory for the move."""
+    mount_bpffs()
+    os.makedirs(keep, exist_ok=True)
+    script = (
+        f"mount --bind /sys/fs/bpf {keep} && mount -t sysfs sysfs /sys"
+        f" && mount --move {keep} /sys/fs/bpf && exec {shlex.join(argv)}"
+    )
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+
+
 def _run(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
@@ -189,24 +203,10 @@ class Testbed:
         _run("ip", "-n", ns, "route", "add", "default", "via", self.gateway)
 
     def start_driver(self, host: str) -> None:
-        """The host's driver, with the host's own /sys as on a real machine (the root namespace's
-        shows the root's links; flow steering writes under /sys/class/net), and the machine's
-        bpffs kept at /sys/fs/bpf so its pinned maps outlive it like a real host's."""
-        mount_bpffs()
-        keep = self.path(host, "bpffs")
-        os.makedirs(keep, exist_ok=True)
         pid, logfile = self.path(host, "xmasq.pid"), self.path(host, "xmasq.log")
-        driver = shlex.join(
-            [sys.executable, "-m", "xmasq_driver", "daemon", "start", "--pidfile", pid, "--logfile", logfile]
-        )
-        script = (
-            f"mount --bind /sys/fs/bpf {keep} && mount -t sysfs sysfs /sys"
-            f" && mount --move {keep} /sys/fs/bpf && exec {driver}"
-        )
-        self.in_host(
-            host, ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-            env=self.driver_env(host), check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
+        driver = [sys.executable, "-m", "xmasq_driver", "daemon", "start", "--pidfile", pid, "--logfile", logfile]
+        self.in_host(host, with_own_sys(driver, self.path(host, "bpffs")),
+                     env=self.driver_env(host), check=True, capture_output=True, timeout=60)  # fmt: skip
 
     def stop_driver(self, host: str, kill: bool = False) -> None:
         daemon.stop(self.path(host, "xmasq.pid"), signal.SIGKILL if kill else signal.SIGTERM)

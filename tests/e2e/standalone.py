@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from xmasq_driver import client as plugin
+from xmasq_driver.testbed import with_own_sys
 
 ETCD_CLIENT, ETCD_PEER = 2479, 2480  # + 10 * member index, on the namespace's loopback
 
@@ -115,6 +116,7 @@ class Standalone:
         """Start the driver (`xmasq serve`, or argv) and wait until it answers Plugin.Activate."""
         argv = argv or [sys.executable, "-m", "xmasq_driver", "serve"]
         with open(self.logfile, "ab") as logf:
+            argv = with_own_sys(argv, os.path.join(self.tmp, "bpffs"))
             self.driver = self.popen(argv, env=self.env(**settings), stdout=logf, stderr=logf)
 
         def activated() -> bool:
