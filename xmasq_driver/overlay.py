@@ -249,11 +249,11 @@ class Overlay:
         retransmit. Steering by flow hash keeps a flow's packets in one queue, in order. The
         cost is a cross-CPU hand-off for packets sent from the other CPU (docs/design-notes.md).
         """
-        with open("/sys/devices/system/cpu/online") as f:
-            mask = rps_mask(f.read())
         try:
+            with open("/sys/devices/system/cpu/online") as f:
+                mask = rps_mask(f.read())
             _write_kernel_setting(f"/sys/class/net/{host}/queues/rx-0/rps_cpus", mask)
-        except BackendError as e:  # a slower path, not a broken one: the endpoint still works
+        except (OSError, BackendError) as e:  # a slower path, not a broken one: the endpoint works
             _log.warning("flow steering not set", link=host, error=e)
 
     def delete_veth(self, endpoint_id: str) -> None:
