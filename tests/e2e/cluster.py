@@ -119,6 +119,11 @@ def links(tb: Testbed, host: str) -> list[str]:
     return [line.split(":")[1].strip().split("@")[0] for line in out.stdout.splitlines()]
 
 
+def mask_bits(mask: str) -> int:
+    """A kernel CPU bitmap as written or read back ("ffffffff,ffffffff", "3") as an int."""
+    return int(mask.strip().replace(",", ""), 16)
+
+
 XMASQ_LINKS = ("xmbr", "xmvx", "xmh")  # bridges, vxlan devices, host ends of veths
 
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 
 from tests.conftest import report
-from tests.e2e.cluster import udp_at_once
+from tests.e2e.cluster import mask_bits, udp_at_once
 from xmasq_driver import client as plugin
 from xmasq_driver.overlay import rps_mask, veth_names
 
@@ -101,9 +101,9 @@ def test_tcp_through_the_redirect_retransmits_no_more_than_through_dockers_bridg
     a.reload()
     host_veth = veth_names(a.attrs["NetworkSettings"]["Networks"][net.name]["EndpointID"])[0]
     with open("/sys/devices/system/cpu/online") as f:
-        online = int(rps_mask(f.read()).replace(",", ""), 16)
+        online = mask_bits(rps_mask(f.read()))
     with open(f"/sys/class/net/{host_veth}/queues/rx-0/rps_cpus") as f:
-        assert int(f.read().strip().replace(",", ""), 16) == online  # every CPU, a flow on one
+        assert mask_bits(f.read()) == online  # every CPU, a flow on one
     bridge = env.dk.networks.create("xmt-order-bridge", driver="bridge")
     env.networks.append(bridge)
     bc = env.run("order-bc", bridge.name)
