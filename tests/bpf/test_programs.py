@@ -233,6 +233,8 @@ def test_with_the_fast_path_disabled_only_the_guard_runs():
     pin = f"/sys/fs/bpf/xmasq/test-off-{os.getpid()}"
     _ip("link", "add", "xmtboff0", "type", "veth", "peer", "name", "xmtboff1")
     _ip("link", "add", "xmhtestoff0", "type", "veth", "peer", "name", "xmhtestoff1")
+    _ip("link", "add", "xmhtestoff2", "type", "veth", "peer", "name", "xmhtestoff3")
+    neighbour = "10.9.0.4"  # a container on this host
     try:
         on = Datapath(pin, "xmtboff0", sizes={"FLOW_MAX": 1024, "REMOTE_MAX": 1024})
         assert on.load(), on.reason
@@ -241,18 +243,20 @@ def test_with_the_fast_path_disabled_only_the_guard_runs():
         assert off.load() and off.reason == "disabled by configuration (anti-spoofing only)"
         assert "xmasq_" not in _filters("xmtboff0")  # the NIC hooks of the earlier run are gone
         off.add_local("xmhtestoff0", VNI, ME, mac_for_ip(ipaddress.IPv4Address(ME)))
+        off.add_local("xmhtestoff2", VNI, neighbour, mac_for_ip(ipaddress.IPv4Address(neighbour)))
         off.set_remote(VNI, {PEER: (mac_for_ip(ipaddress.IPv4Address(PEER)), REMOTE_HOST)})
         assert off.cache()["remote"] == []  # nothing to encapsulate to
         lxc = int(Path("/sys/class/net/xmhtestoff0/ifindex").read_text())
         assert "xmasq_from_container" in _filters("xmhtestoff0")
         run(off, "to_container", frame(PEER, ME, 5001, 40000), lxc)
-        assert off.cache()["flows"] == []  # nothing learned
-        packet = frame(ME, PEER)
-        assert run(off, "from_container", packet, lxc) == (TC_ACT_OK, packet)
+        run(off, "to_container", frame(neighbour, ME, 5001, 40000), lxc)
+        assert off.cache()["flows"] == []  # nothing learned, across hosts or on this one
+        for packet in (frame(ME, PEER), frame(ME, neighbour, 40000, 5001)):
+            assert run(off, "from_container", packet, lxc) == (TC_ACT_OK, packet)
         assert run(off, "from_container", frame(STRANGER, PEER), lxc)[0] == TC_ACT_SHOT
         assert off.stats()["drop_spoofed"] == 1
     finally:
-        for name in ("xmtboff0", "xmhtestoff0"):
+        for name in ("xmtboff0", "xmhtestoff0", "xmhtestoff2"):
             subprocess.run(["ip", "link", "del", name], capture_output=True)
         shutil.rmtree(pin, ignore_errors=True)
 

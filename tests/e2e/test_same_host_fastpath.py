@@ -26,9 +26,9 @@ def redirect_share(d: dict[str, int]) -> float:
     return d["local_pkts"] / total if total else 0.0
 
 
-def pair(env, name: str, subnet: str) -> tuple:  # type: ignore[no-untyped-def, type-arg]
+def pair(env, name: str, subnet: str, options: dict[str, str] | None = None) -> tuple:  # type: ignore[no-untyped-def, type-arg]
     """A client and a server on one new network of this host; the server answers."""
-    net = env.network(name, subnet)
+    net = env.network(name, subnet, options)
     a = env.run("a", net.name)
     b = env.run("b", net.name, SERVE)
     ip = env.ip(b, net)
@@ -48,6 +48,18 @@ def test_tcp_udp_icmp_take_the_redirect(env, cfg):
         d = delta(cfg, before)
         report(f"same-host redirect, {name}: {d['local_pkts']} packets redirected ({redirect_share(d):.2%})")
         assert redirect_share(d) >= 0.99, (name, d)
+
+
+def test_the_network_switch_keeps_same_host_pairs_on_the_bridge(env, cfg):
+    net, a, _, ip = pair(env, "bridged", "10.212.6.0/24", {"xmasq.fastpath": "off"})
+    before = stats(cfg)
+    assert "replies=200/200" in env.sh(a, f"udpecho send {ip} 5002 200")[1]
+    env.sh(a, f"ping -c 20 -i 0.01 -W 1 {ip}")
+    d = delta(cfg, before)
+    assert d["local_pkts"] == 0 and d["local_miss_not_established"] == 0, d  # not even tried
+    ips = {env.ip(a, net), ip}
+    flows = plugin.call(cfg.socket, "/Xmasq.Cache")[1]["flows"]
+    assert not [f for f in flows if f["local"].split(":")[0] in ips], flows  # nothing learned
 
 
 def test_two_networks_with_the_same_addresses_on_one_host_stay_apart(env):
