@@ -91,6 +91,7 @@ class FakeOverlay:
         self.veths: dict[str, tuple[int, str, int]] = {}
         self.peers: dict[int, dict[str, tuple[str, str]]] = {}
         self.fail_veth = False
+        self.steered: list[str] = []
         self._mtu = mtu
 
     def underlay(self) -> Underlay:
@@ -112,6 +113,9 @@ class FakeOverlay:
 
     def delete_veth(self, endpoint_id: str) -> None:
         self.veths.pop(endpoint_id, None)
+
+    def steer(self, host: str) -> None:
+        self.steered.append(host)
 
     def set_peers(self, vni: int, peers: dict[str, tuple[str, str]]) -> int:
         if vni not in self.networks:

@@ -37,6 +37,7 @@ class OverlayBackend(Protocol):
     def delete_network(self, vni: int) -> None: ...
     def create_veth(self, endpoint_id: str, vni: int, mac: str, mtu: int) -> str: ...
     def delete_veth(self, endpoint_id: str) -> None: ...
+    def steer(self, host: str) -> None: ...
 
 
 class DatapathBackend(Protocol):
@@ -442,6 +443,7 @@ class NetworkDriver:
         for eid, ep, net in endpoints:
             ip = str(ipaddress.IPv4Interface(ep["address"]).ip)
             self.datapath.add_local(veth_names(eid)[0], net["vni"], ip, ep["mac"], net["fastpath"])
+            self.overlay.steer(veth_names(eid)[0])
             if ep["ports"]:
                 self.firewall.add_ports(eid, bridge_name(net["vni"]), [PortMapping(**m) for m in ep["ports"]])
         try:

@@ -236,12 +236,12 @@ class Overlay:
             ipr.fdb("replace", ifindex=host_index, lladdr=mac, master=br_index[0], state=NUD_NOARP, flags=NTF_MASTER)
 
         self._run(f"create veth {host}", create)
-        if self._steer_flows:
-            self._steer(host)
+        self.steer(host)
         return cont
 
-    def _steer(self, host: str) -> None:
-        """Spread the container's flows over all CPUs, each flow on one (RPS).
+    def steer(self, host: str) -> None:
+        """Spread the container's flows over all CPUs, each flow on one (RPS), if configured.
+        Also run for every endpoint at start, so veths made by an older driver get it too.
 
         A veth queues what the container sends on the backlog of the CPU that sent it; a TCP
         sender that transmits from two CPUs (its process, and softirq on the CPU that took an
@@ -249,6 +249,8 @@ class Overlay:
         retransmit. Steering by flow hash keeps a flow's packets in one queue, in order. The
         cost is a cross-CPU hand-off for packets sent from the other CPU (docs/design-notes.md).
         """
+        if not self._steer_flows:
+            return
         try:
             with open("/sys/devices/system/cpu/online") as f:
                 mask = rps_mask(f.read())

@@ -7,6 +7,7 @@ import subprocess
 
 from tests.conftest import report
 from tests.e2e.cluster import mask_bits, udp_at_once
+from tests.e2e.conftest import XMASQ
 from xmasq_driver import client as plugin
 from xmasq_driver.overlay import rps_mask, veth_names
 
@@ -24,6 +25,16 @@ def delta(cfg, before: dict[str, int]) -> dict[str, int]:  # type: ignore[no-unt
 def redirect_share(d: dict[str, int]) -> float:
     total = d["local_pkts"] + d["local_miss_not_established"]
     return d["local_pkts"] / total if total else 0.0
+
+
+def host_veth(container, net) -> str:  # type: ignore[no-untyped-def]
+    container.reload()
+    return veth_names(container.attrs["NetworkSettings"]["Networks"][net.name]["EndpointID"])[0]
+
+
+def online_cpus() -> int:
+    with open("/sys/devices/system/cpu/online") as f:
+        return mask_bits(rps_mask(f.read()))
 
 
 def pair(env, name: str, subnet: str, options: dict[str, str] | None = None) -> tuple:  # type: ignore[no-untyped-def, type-arg]
@@ -105,17 +116,25 @@ def test_a_new_container_reusing_an_address_gets_no_old_flow(env, cfg):
     assert delta(cfg, before)["local_miss_not_established"] >= 1  # it started over on the bridge
 
 
+def test_a_restart_steers_the_veths_made_before_it(env, cfg):
+    net, a, _, ip = pair(env, "steer", "10.212.7.0/24")
+    rps = f"/sys/class/net/{host_veth(a, net)}/queues/rx-0/rps_cpus"
+    with open(rps, "w") as f:
+        f.write("0")  # as a driver without flow steering left it
+    subprocess.run([XMASQ, "daemon", "stop", "--kill"], check=True)
+    subprocess.run([XMASQ, "daemon", "start"], check=True)
+    with open(rps) as f:
+        assert mask_bits(f.read()) == online_cpus()
+    env.sh(a, f"udpecho send {ip} 5001 20")
+
+
 def test_tcp_through_the_redirect_retransmits_no_more_than_through_dockers_bridge(env, cfg):
     """Unpinned on this machine's CPUs, a sender's segments used to be reordered at its veth (the
     backlog of whichever CPU sent each one) and the redirect path showed ~10x the bridge's spurious
     retransmits; each container veth now hands a flow to one CPU (XMASQ_STEER_FLOWS)."""
     net, a, _, ip = pair(env, "order", "10.212.5.0/24")
-    a.reload()
-    host_veth = veth_names(a.attrs["NetworkSettings"]["Networks"][net.name]["EndpointID"])[0]
-    with open("/sys/devices/system/cpu/online") as f:
-        online = mask_bits(rps_mask(f.read()))
-    with open(f"/sys/class/net/{host_veth}/queues/rx-0/rps_cpus") as f:
-        assert mask_bits(f.read()) == online  # every CPU, a flow on one
+    with open(f"/sys/class/net/{host_veth(a, net)}/queues/rx-0/rps_cpus") as f:
+        assert mask_bits(f.read()) == online_cpus()  # every CPU, a flow on one
     bridge = env.dk.networks.create("xmt-order-bridge", driver="bridge")
     env.networks.append(bridge)
     bc = env.run("order-bc", bridge.name)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.unit.conftest import Harness
+from xmasq_driver.overlay import veth_names
 
 EP = "e1" * 10
 PORTMAP = "com.docker.network.portmap"
@@ -386,6 +387,7 @@ def test_restart_restores_networks_and_ports(tmp_path):
     assert second.overlay.networks == first.overlay.networks
     assert second.firewall.networks == first.firewall.networks
     assert second.firewall.ports == first.firewall.ports
+    assert second.overlay.steered == [veth_names(EP)[0]]  # also a veth an older driver made
     assert second.ok("/NetworkDriver.Join", {"NetworkID": "n1", "EndpointID": EP})["Gateway"] == "10.1.0.1"
 
 
