@@ -263,6 +263,16 @@ def summary(samples: list[dict[str, float]], metric: str) -> tuple[float, float,
     return statistics.median(values), min(values), max(values)
 
 
+def ratio(on: list[dict[str, float]], ref: list[dict[str, float]], metric: str) -> str:
+    """Ratio of the medians, and (min-max) of the ratios within each round: a round measures every
+    scenario back to back, so its ratio is the least touched by the machine's drift."""
+    if not statistics.median(s[metric] for s in ref):
+        return "-"
+    rounds = [a[metric] / b[metric] for a, b in zip(on, ref, strict=False) if b[metric]]
+    medians = summary(on, metric)[0] / summary(ref, metric)[0]
+    return f"{medians:.2f} ({min(rounds):.2f}-{max(rounds):.2f})"
+
+
 def table(samples: dict[str, list[dict[str, float]]], group: tuple[str, ...], baselines: tuple[str, ...]) -> str:
     """Medians (min-max) of each scenario, and xmasq-on's ratio to each baseline and to xmasq-off."""
     group = tuple(s for s in group if samples.get(s))
@@ -275,7 +285,7 @@ def table(samples: dict[str, list[dict[str, float]]], group: tuple[str, ...], ba
     for metric in samples[group[0]][0]:
         med = {s: summary(samples[s], metric) for s in group}
         cells = [f"{m:.3g} ({lo:.3g}-{hi:.3g})" for m, lo, hi in med.values()]
-        ratios = [f"{med[on][0] / med[r][0]:.2f}" if on and med[r][0] else "-" for r in refs if on]
+        ratios = [ratio(samples[on], samples[r], metric) for r in refs if on]
         lines.append(f"| {metric} | " + " | ".join(cells + ratios) + " |")
     return "\n".join(lines)
 
@@ -377,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(args.out, f"bench-{name}.md"), "w") as f:
         images = "".join(f"![]({os.path.basename(p)})\n" for p in pngs)
         f.write(f"{rounds} rounds x {seconds:g} s, {pinning}, {stamp}, kernel {platform.release()}, "
-                f"{os.cpu_count()} CPUs\n\n{md}\n\n{images}")  # fmt: skip
+                f"{os.cpu_count()} CPUs; ratios: of the medians (min-max of the per-round ratios)\n\n{md}\n\n"
+                f"{images}")  # fmt: skip
     return 0
 
 
