@@ -266,11 +266,11 @@ def summary(samples: list[dict[str, float]], metric: str) -> tuple[float, float,
 def ratio(on: list[dict[str, float]], ref: list[dict[str, float]], metric: str) -> str:
     """Ratio of the medians, and (min-max) of the ratios within each round: a round measures every
     scenario back to back, so its ratio is the least touched by the machine's drift."""
-    if not statistics.median(s[metric] for s in ref):
+    base = summary(ref, metric)[0]
+    if not base:
         return "-"
     rounds = [a[metric] / b[metric] for a, b in zip(on, ref, strict=False) if b[metric]]
-    medians = summary(on, metric)[0] / summary(ref, metric)[0]
-    return f"{medians:.2f} ({min(rounds):.2f}-{max(rounds):.2f})"
+    return f"{summary(on, metric)[0] / base:.2f} ({min(rounds):.2f}-{max(rounds):.2f})"
 
 
 def table(samples: dict[str, list[dict[str, float]]], group: tuple[str, ...], baselines: tuple[str, ...]) -> str:
