@@ -441,9 +441,9 @@ class NetworkDriver:
             if ep["network_id"] in networks
         ]
         for eid, ep, net in endpoints:
-            ip = str(ipaddress.IPv4Interface(ep["address"]).ip)
-            self.datapath.add_local(veth_names(eid)[0], net["vni"], ip, ep["mac"], net["fastpath"])
-            self.overlay.steer(veth_names(eid)[0])
+            ip, host_veth = str(ipaddress.IPv4Interface(ep["address"]).ip), veth_names(eid)[0]
+            self.datapath.add_local(host_veth, net["vni"], ip, ep["mac"], net["fastpath"])
+            self.overlay.steer(host_veth)
             if ep["ports"]:
                 self.firewall.add_ports(eid, bridge_name(net["vni"]), [PortMapping(**m) for m in ep["ports"]])
         try:
