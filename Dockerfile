@@ -3,6 +3,8 @@
 # packages. Python packages come from build/wheels, downloaded on the host by scripts/plugin.sh:
 # the build itself needs only Debian's mirror.
 FROM debian:bookworm-slim
+# scripts/plugin.sh prunes this image's untagged predecessors by this label
+LABEL org.xmasq.image=driver
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       python3 python3-venv python3-bpfcc iproute2 iptables ca-certificates \

@@ -15,7 +15,10 @@ build() {
     echo "plugin: downloading the Python wheels; building $IMAGE"
     rm -rf build/wheels
     .venv/bin/pip download -q -r requirements.txt -d build/wheels
-    DOCKER_HOST= docker build -q -t "$IMAGE" . >/dev/null
+    # --force-rm: a failed step leaves no container behind; the prune removes earlier builds that
+    # this one untagged (the Dockerfile's label marks them), ~600 MB each, and nobody else's images
+    DOCKER_HOST= docker build -q --force-rm -t "$IMAGE" . >/dev/null
+    DOCKER_HOST= docker image prune -f --filter label=org.xmasq.image=driver >/dev/null
     rm -rf "$DIR"
     mkdir -p "$DIR/rootfs"
     cid=$(DOCKER_HOST= docker create "$IMAGE")

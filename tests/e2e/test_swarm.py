@@ -4,6 +4,7 @@ The plugin takes the place of each host's driver process (same host id, state an
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import subprocess
 import time
@@ -23,14 +24,21 @@ from xmasq_driver.store import PREFIX
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 NAME = "xmasq/xmasq:latest"
 HOSTS = ("h1", "h2")
+DRIVER_LABEL = "org.xmasq.image=driver"  # the Dockerfile's
 
 
 @pytest.fixture(scope="module")
-def swarm(tb, dk):
+def swarm(tb, dk, image):
+    # An earlier build that a rebuild untagged: `make plugin` must not leave it behind.
+    stale, _ = dk.images.build(fileobj=io.BytesIO(f"FROM {image}\nLABEL {DRIVER_LABEL}\n".encode()), rm=True)
+    containers = {c.id for c in dk.containers.list(all=True)}
     start = time.monotonic()
     subprocess.run(["make", "-s", "-C", ROOT, "plugin"], check=True, capture_output=True, timeout=1200)
     built = time.monotonic() - start
     assert dk.plugins.get(NAME).enabled is False  # `make plugin` created it, disabled, in this dockerd
+    assert stale.id not in {i.id for i in dk.images.list(all=True)}
+    assert not dk.images.list(filters={"dangling": True, "label": DRIVER_LABEL})
+    assert {c.id for c in dk.containers.list(all=True)} == containers  # none left by the build
     dk.plugins.get(NAME).remove(force=True)
     socks = {}
     try:
