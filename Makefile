@@ -39,7 +39,7 @@ bench: run      ## benchmark vs host, Docker overlay and bridge (QUICK=1: 3 x 1 
 plugin:         ## build the image (Dockerfile) and create the managed plugin xmasq/xmasq:latest
 	@scripts/plugin.sh
 
-profile: run    ## ns per packet of each eBPF program during a cross-host flow (kernel BPF stats)
+profile: run    ## ns per packet of each eBPF program; CPU per round trip by kernel area vs the host network (perf)
 	$(VENV)/bin/python bench/profile.py
 
 UNIT_DIR ?= /etc/systemd/system

@@ -1,10 +1,18 @@
-"""Per-packet cost of each eBPF program during a cross-host flow, from the kernel's BPF run-time
-statistics (kernel.bpf_stats_enabled): where the fast path spends its time.
+"""Where the fast path spends its time, against the host network, on a 2-host testbed.
 
-    sudo .venv/bin/python bench/profile.py [--seconds S]
+    sudo .venv/bin/python bench/profile.py [--seconds S] [--pairs N] [--cpu CPU]
 
-Brings up a 2-host testbed, runs iperf3 (TCP) and sockperf (UDP ping-pong) between containers on
-the fast path, and prints runs and ns/run per program and host. Removes everything afterwards.
+1. Per packet, each eBPF program (the kernel's BPF run-time statistics, kernel.bpf_stats_enabled)
+   during an iperf3 TCP flow and a sockperf UDP ping-pong between containers on the fast path.
+2. Per UDP round trip, the CPU by kernel area (perf, cpu-clock, all CPUs, idle left out) for the
+   host network and for the fast path, in N interleaved pairs. Clients and servers run on one CPU,
+   so a round trip is CPU work, not waiting for another CPU to wake up; only the measurement's own
+   processes count (sockperf, softirqs on idle CPUs, ksoftirqd). Needs perf (Debian: linux-perf).
+   Flow steering (XMASQ_STEER_FLOWS, on by default; the testbed's drivers take this environment)
+   hands each flow's packets to the CPU its hash picks: when that is not CPU, a fast-path round
+   trip also pays the hand-off both ways, and the pairs differ (see their ratios). With
+   XMASQ_STEER_FLOWS=off the figures are the data path's work alone.
+Removes everything afterwards.
 """
 
 from __future__ import annotations
@@ -12,56 +20,144 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from typing import Any
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
-from tests.e2e.image import ensure_image  # noqa: E402
+import run as bench  # noqa: E402  (bench/run.py: the benchmark's scenarios; puts the project on the path)
+
 from xmasq_driver.testbed import Testbed  # noqa: E402
 
 PROGRAMS = ("from_container", "to_container", "to_nic", "from_nic")
+SCENARIOS = ("host", "xmasq-on")
+FREQ = 4999  # perf samples per second and CPU
+COMMS = re.compile(r"^(sockperf|swapper|ksoftirqd/\d+)$")
+IDLE = re.compile(r"halt|idle")
+# (area, kernel symbol pattern): the first match wins. A reading aid, not an exact accounting.
+AREAS = (
+    ("eBPF and tc", r"^bpf_|htab|lookup_nulls|_redirect|^tc_run|cls_bpf|tcf_classify|dev_get_by_index|veth_peer_dev"),
+    ("netfilter", r"^nf_|^nft_|conntrack|^ipt_|br_nf"),
+    (
+        "devices and queues",
+        r"veth|dev_queue_xmit|^netif_|napi|backlog|net_rx_action|validate_xmit|skb_features|"
+        r"dev_hard_start|eth_type_trans|softirq|^br_",
+    ),  # fmt: skip
+    ("scheduling", r"sched|switch|wake|enqueue|dequeue|update_curr|pick_|psi_|select_task|cgroup|ttwu|call_function"),
+    ("syscalls and seccomp", r"seccomp|syscall|entry_SYSCALL|rseq|x64_sys"),
+    ("IP, UDP, sockets", r"^_*ip_|udp|sock|skb|fib_|route|dst_|csum|inet"),
+)
 
 
-def stats() -> dict[int, dict[str, Any]]:
+def bpf_stats() -> dict[int, dict[str, Any]]:
     out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True, check=True).stdout
     return {p["id"]: p for p in json.loads(out) if p.get("name") in PROGRAMS}
 
 
+def per_program(runner: bench.Runner, ip: str, seconds: int) -> None:
+    t = str(seconds)
+    for what, argv in ((f"iperf3 TCP, {t} s", ["iperf3", "-c", ip, "-t", t]),
+                       (f"sockperf UDP ping-pong, {t} s", ["sockperf", "ping-pong", "-i", ip, "-p", "11111",
+                                                           "-t", t])):  # fmt: skip
+        before = bpf_stats()
+        runner(argv)
+        print(what)
+        for pid, prog in sorted(bpf_stats().items()):
+            runs = prog.get("run_cnt", 0) - before.get(pid, {}).get("run_cnt", 0)
+            ns = prog.get("run_time_ns", 0) - before.get(pid, {}).get("run_time_ns", 0)
+            if runs:
+                print(f"  prog {pid:5d} {prog['name']:15s} {runs:9d} runs {ns / runs:7.0f} ns/run")
+
+
+def parse_perf(report: str) -> dict[str, float]:
+    """Samples by area from `perf report --sort comm,sym -n`, the measurement's processes only."""
+    areas: dict[str, float] = {}
+    for line in report.splitlines():
+        m = re.match(r"\s+[\d.]+%\s+(\d+)\s+(\S+)\s+\[(.)\]\s+(\S+)", line)
+        if not m or not COMMS.match(m.group(2)) or IDLE.search(m.group(4)):
+            continue
+        sym = m.group(4)
+        area = "user space" if m.group(3) == "." else next((a for a, p in AREAS if re.search(p, sym)), "other kernel")
+        areas[area] = areas.get(area, 0) + int(m.group(1))
+    return areas
+
+
+def us_per_round_trip(samples: dict[str, float], seconds: float, rate: float) -> dict[str, float]:
+    return {area: n / FREQ / (rate * seconds) * 1e6 for area, n in samples.items()}
+
+
+def round_trip_cpu(runner: bench.Runner, ip: str, seconds: int, tmp: str) -> tuple[float, dict[str, float]]:
+    """Round trips per second, and CPU microseconds per round trip by area, of one ping-pong."""
+    out: list[str] = []
+    client = threading.Thread(target=lambda: out.append(
+        runner(["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", str(seconds + 2)])))  # fmt: skip
+    client.start()
+    time.sleep(1)  # past the client's start
+    data = os.path.join(tmp, "perf.data")
+    subprocess.run(["perf", "record", "-q", "-a", "-F", str(FREQ), "-o", data, "--", "sleep", str(seconds)],
+                   check=True, capture_output=True)  # fmt: skip
+    client.join()
+    report = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "-n", "--sort", "comm,sym"],
+                            check=True, capture_output=True, text=True).stdout  # fmt: skip
+    rate = bench.parse_sockperf(out[0])["rate"]
+    return rate, us_per_round_trip(parse_perf(report), seconds, rate)
+
+
+def breakdown_table(pairs: list[dict[str, tuple[float, dict[str, float]]]]) -> str:
+    """Medians over the pairs: CPU us per round trip by area, host network against the fast path."""
+    areas = sorted({a for p in pairs for _, by in p.values() for a in by})
+
+    def med(scenario: str, area: str | None = None) -> float:  # area None: the total
+        by_pair = [p[scenario][1] for p in pairs]
+        return statistics.median(sum(by.values()) if area is None else by.get(area, 0.0) for by in by_pair)
+
+    diff = {a: med("xmasq-on", a) - med("host", a) for a in areas}
+    rows = [f"| {a} | {med('host', a):.2f} | {med('xmasq-on', a):.2f} | {diff[a]:+.2f} |"
+            for a in sorted(areas, key=lambda a: -diff[a])]  # fmt: skip
+    h, x = med("host"), med("xmasq-on")
+    rates = " ".join(f"{p['xmasq-on'][0] / p['host'][0]:.2f}" for p in pairs)
+    header = ["| area | host | xmasq-on | difference |", "|---|---|---|---|"]
+    total = f"| total | {h:.1f} | {x:.1f} | {x - h:+.1f} |"
+    return "\n".join([*header, *rows, total, f"round trips/s, xmasq-on / host per pair: {rates}"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=5, help="seconds per measurement")
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved host / fast-path pairs for part 2")
+    parser.add_argument("--cpu", type=int, default=1, help="the CPU that clients and servers run on")
     args = parser.parse_args()
     tb = Testbed.up(2)
+    bed = bench.Bench(tb, args.seconds, SCENARIOS, args.cpu)
+    tmp = tempfile.mkdtemp(prefix="xmasq-profile-")
     subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
     try:
-        for h in tb.hosts:
-            tb.docker(h).networks.create("profile", driver="xmasq", options={"xmasq.network": "profile"},
-                                         ipam={"Driver": "xmasq", "Config": [{"Subnet": "10.253.0.0/24"}]})  # fmt: skip
-        servers = "iperf3 -s -D; sockperf server -p 11111 >/dev/null & sleep 100000"
-        server = tb.docker("h2").containers.run(ensure_image(tb.docker("h2")), ["sh", "-c", servers],
-                                                name="profile-server", network="profile", detach=True)  # fmt: skip
-        client = tb.docker("h1").containers.run(ensure_image(tb.docker("h1")), ["sleep", "100000"],
-                                                name="profile-client", network="profile", detach=True)  # fmt: skip
-        server.reload()
-        ip = server.attrs["NetworkSettings"]["Networks"]["profile"]["IPAddress"]
-        client.exec_run(["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", "1"])  # learn the flows
-        t = str(args.seconds)
-        for what, argv in ((f"iperf3 TCP, {t} s", ["iperf3", "-c", ip, "-t", t]),
-                           (f"sockperf UDP ping-pong, {t} s", ["sockperf", "ping-pong", "-i", ip, "-p", "11111",
-                                                               "-t", t])):  # fmt: skip
-            before = stats()
-            client.exec_run(argv)
-            print(what)
-            for pid, prog in sorted(stats().items()):
-                runs = prog.get("run_cnt", 0) - before.get(pid, {}).get("run_cnt", 0)
-                ns = prog.get("run_time_ns", 0) - before.get(pid, {}).get("run_time_ns", 0)
-                if runs:
-                    print(f"  prog {pid:5d} {prog['name']:15s} {runs:9d} runs {ns / runs:7.0f} ns/run")
+        bed.setup()
+        runner, ip = bed.targets["xmasq-on"]
+        per_program(runner, ip, args.seconds)
+        subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=True)  # its clock reads cost too
+        if not shutil.which("perf"):
+            print("CPU per round trip: skipped, perf is not installed (Debian: apt-get install linux-perf)")
+            return 0
+        pairs = []
+        for i in range(args.pairs):
+            print(f"[profile] pair {i + 1}/{args.pairs}", file=sys.stderr, flush=True)
+            pairs.append({s: round_trip_cpu(lambda argv, s=s: bed.targets[s][0]([*bed.pin, *argv]),
+                                            bed.targets[s][1], args.seconds, tmp) for s in SCENARIOS})  # fmt: skip
+        print(f"CPU per UDP round trip (us), clients and servers on CPU {args.cpu}, medians of {args.pairs} pairs")
+        print(breakdown_table(pairs))
     finally:
         subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=False)
+        bed.close()
         tb.down()
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from typing import Any
 
-_spec = importlib.util.spec_from_file_location(
-    "bench_run", os.path.join(os.path.dirname(__file__), "..", "..", "bench", "run.py")
-)
-assert _spec and _spec.loader
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+
+def _load(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(os.path.dirname(__file__), "..", "..", "bench", name)
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench, profile = _load("run.py"), _load("profile.py")
 
 
 def test_ratios_show_the_medians_and_the_range_within_rounds() -> None:
@@ -28,3 +35,41 @@ def test_ratios_show_the_medians_and_the_range_within_rounds() -> None:
 def test_a_baseline_of_zero_gives_no_ratio() -> None:
     samples = {"xmasq-off": [{"retr": 0.0}] * 2, "xmasq-on": [{"retr": 3.0}] * 2}
     assert bench.table(samples, ("xmasq-off", "xmasq-on"), ()).splitlines()[2] == "| retr | 0 (0-0) | 3 (3-3) | - |"
+
+
+PERF_REPORT = """
+# Overhead       Samples  Command          Symbol
+    40.00%          4000  swapper          [k] pv_native_safe_halt
+    10.00%          1000  sockperf         [k] finish_task_switch.isra.0
+     5.00%           500  sockperf         [k] bpf_prog_9867017c2da7ae62_from_container
+     4.00%           400  swapper          [k] nf_conntrack_in
+     3.00%           300  sockperf         [.] __libc_sendto
+     2.00%           200  dockerd          [k] nf_hook_slow
+     1.00%           100  ksoftirqd/1      [k] veth_xmit
+     0.50%            50  sockperf         [k] memcpy_orig
+"""
+
+
+def test_the_profile_counts_only_the_measurement_and_never_idle() -> None:
+    assert profile.parse_perf(PERF_REPORT) == {
+        "scheduling": 1000, "eBPF and tc": 500, "netfilter": 400, "user space": 300, "devices and queues": 100,
+        "other kernel": 50,
+    }  # fmt: skip
+
+
+def test_the_profile_gives_microseconds_per_round_trip_and_their_difference() -> None:
+    # FREQ samples are 1 s of CPU: 2 s of CPU over 2 s at 1000 round trips/s is 1000 us each.
+    assert profile.us_per_round_trip({"netfilter": 2 * profile.FREQ}, 2, 1000) == {"netfilter": 1000.0}
+    host = [(100.0, {"netfilter": 4.0, "other kernel": 10.0}), (90.0, {"netfilter": 5.0, "other kernel": 10.0})]
+    fast = [(80.0, {"netfilter": 4.0, "eBPF and tc": 2.0, "other kernel": 11.0}),
+            (81.0, {"netfilter": 5.0, "eBPF and tc": 3.0, "other kernel": 12.0})]  # fmt: skip
+    pairs = [{"host": h, "xmasq-on": x} for h, x in zip(host, fast, strict=True)]
+    lines = profile.breakdown_table(pairs).splitlines()
+    assert lines[:3] == [
+        "| area | host | xmasq-on | difference |",
+        "|---|---|---|---|",
+        "| eBPF and tc | 0.00 | 2.50 | +2.50 |",
+    ]
+    assert "| other kernel | 10.00 | 11.50 | +1.50 |" in lines
+    assert "| total | 14.5 | 18.5 | +4.0 |" in lines
+    assert lines[-1] == "round trips/s, xmasq-on / host per pair: 0.80 0.90"
