@@ -9,7 +9,7 @@
    so a round trip is CPU work, not waiting for another CPU to wake up; only the measurement's own
    processes count (sockperf, softirqs on idle CPUs, ksoftirqd). Needs perf (Debian: linux-perf).
    Flow steering (XMASQ_STEER_FLOWS, on by default; the testbed's drivers take this environment)
-   hands each flow's packets to the CPU its hash picks: when that is not CPU, a fast-path round
+   hands each flow's packets to the CPU its hash picks: when that is not the CPU, a fast-path round
    trip also pays the hand-off both ways, and the pairs differ (see their ratios). With
    XMASQ_STEER_FLOWS=off the figures are the data path's work alone.
 Removes everything afterwards.
@@ -18,6 +18,7 @@ Removes everything afterwards.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import re
@@ -26,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import Any
 
@@ -49,7 +49,7 @@ AREAS = (
         "devices and queues",
         r"veth|dev_queue_xmit|^netif_|napi|backlog|net_rx_action|validate_xmit|skb_features|"
         r"dev_hard_start|eth_type_trans|softirq|^br_",
-    ),  # fmt: skip
+    ),
     ("scheduling", r"sched|switch|wake|enqueue|dequeue|update_curr|pick_|psi_|select_task|cgroup|ttwu|call_function"),
     ("syscalls and seccomp", r"seccomp|syscall|entry_SYSCALL|rseq|x64_sys"),
     ("IP, UDP, sockets", r"^_*ip_|udp|sock|skb|fib_|route|dst_|csum|inet"),
@@ -95,18 +95,15 @@ def us_per_round_trip(samples: dict[str, float], seconds: float, rate: float) ->
 
 def round_trip_cpu(runner: bench.Runner, ip: str, seconds: int, tmp: str) -> tuple[float, dict[str, float]]:
     """Round trips per second, and CPU microseconds per round trip by area, of one ping-pong."""
-    out: list[str] = []
-    client = threading.Thread(target=lambda: out.append(
-        runner(["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", str(seconds + 2)])))  # fmt: skip
-    client.start()
-    time.sleep(1)  # past the client's start
     data = os.path.join(tmp, "perf.data")
-    subprocess.run(["perf", "record", "-q", "-a", "-F", str(FREQ), "-o", data, "--", "sleep", str(seconds)],
-                   check=True, capture_output=True)  # fmt: skip
-    client.join()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        client = pool.submit(runner, ["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", str(seconds + 2)])
+        time.sleep(1)  # past the client's start
+        subprocess.run(["perf", "record", "-q", "-a", "-F", str(FREQ), "-o", data, "--", "sleep", str(seconds)],
+                       check=True, capture_output=True)  # fmt: skip
+        rate = bench.parse_sockperf(client.result())["rate"]
     report = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "-n", "--sort", "comm,sym"],
                             check=True, capture_output=True, text=True).stdout  # fmt: skip
-    rate = bench.parse_sockperf(out[0])["rate"]
     return rate, us_per_round_trip(parse_perf(report), seconds, rate)
 
 
