@@ -33,10 +33,14 @@ def swarm(tb, dk, image):
     stale, _ = dk.images.build(fileobj=io.BytesIO(f"FROM {image}\nLABEL {DRIVER_LABEL}\n".encode()), rm=True)
     containers = {c.id for c in dk.containers.list(all=True)}
     start = time.monotonic()
-    subprocess.run(["make", "-s", "-C", ROOT, "plugin"], check=True, capture_output=True, timeout=1200)
+    try:
+        subprocess.run(["make", "-s", "-C", ROOT, "plugin"], check=True, capture_output=True, timeout=1200)
+        assert stale.id not in {i.id for i in dk.images.list(all=True)}
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            dk.images.remove(stale.id, force=True)
     built = time.monotonic() - start
     assert dk.plugins.get(NAME).enabled is False  # `make plugin` created it, disabled, in this dockerd
-    assert stale.id not in {i.id for i in dk.images.list(all=True)}
     assert not dk.images.list(filters={"dangling": True, "label": DRIVER_LABEL})
     assert {c.id for c in dk.containers.list(all=True)} == containers  # none left by the build
     dk.plugins.get(NAME).remove(force=True)
