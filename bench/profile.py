@@ -146,8 +146,7 @@ def main() -> int:
         pairs = []
         for i in range(args.pairs):
             print(f"[profile] pair {i + 1}/{args.pairs}", file=sys.stderr, flush=True)
-            pairs.append({s: round_trip_cpu(lambda argv, s=s: bed.targets[s][0]([*bed.pin, *argv]),
-                                            bed.targets[s][1], args.seconds, tmp) for s in SCENARIOS})  # fmt: skip
+            pairs.append({s: round_trip_cpu(*bed.client(s), args.seconds, tmp) for s in SCENARIOS})
         print(f"CPU per UDP round trip (us), clients and servers on CPU {args.cpu}, medians of {args.pairs} pairs")
         print(breakdown_table(pairs))
     finally:

@@ -169,12 +169,17 @@ class Bench:
         return run
 
     # -- one round of one scenario -----------------------------------------
-    def measure(self, scenario: str) -> dict[str, float]:
+    def client(self, scenario: str) -> tuple[Runner, str]:
+        """Run a command at the scenario's client (on the pinned CPU, if any); the server's address."""
         target, ip = self.targets[scenario]
 
         def run(argv: list[str]) -> str:
             return target([*self.pin, *argv])
 
+        return run, ip
+
+    def measure(self, scenario: str) -> dict[str, float]:
+        run, ip = self.client(scenario)
         t = str(self.seconds)
         busy = busy_seconds()
         tcp = parse_iperf(run(["iperf3", "-c", ip, "-t", t, "-J"]))

@@ -27,9 +27,11 @@ def redirect_share(d: dict[str, int]) -> float:
     return d["local_pkts"] / total if total else 0.0
 
 
-def host_veth(container, net) -> str:  # type: ignore[no-untyped-def]
+def rps_cpus_file(container, net) -> str:  # type: ignore[no-untyped-def]
+    """The flow-steering setting (RPS) of the container's host veth."""
     container.reload()
-    return veth_names(container.attrs["NetworkSettings"]["Networks"][net.name]["EndpointID"])[0]
+    host = veth_names(container.attrs["NetworkSettings"]["Networks"][net.name]["EndpointID"])[0]
+    return f"/sys/class/net/{host}/queues/rx-0/rps_cpus"
 
 
 def online_cpus() -> int:
@@ -118,7 +120,7 @@ def test_a_new_container_reusing_an_address_gets_no_old_flow(env, cfg):
 
 def test_a_restart_steers_the_veths_made_before_it(env, cfg):
     net, a, _, ip = pair(env, "steer", "10.212.7.0/24")
-    rps = f"/sys/class/net/{host_veth(a, net)}/queues/rx-0/rps_cpus"
+    rps = rps_cpus_file(a, net)
     with open(rps, "w") as f:
         f.write("0")  # as a driver without flow steering left it
     subprocess.run([XMASQ, "daemon", "stop", "--kill"], check=True)
@@ -133,7 +135,7 @@ def test_tcp_through_the_redirect_retransmits_no_more_than_through_dockers_bridg
     backlog of whichever CPU sent each one) and the redirect path showed ~10x the bridge's spurious
     retransmits; each container veth now hands a flow to one CPU (XMASQ_STEER_FLOWS)."""
     net, a, _, ip = pair(env, "order", "10.212.5.0/24")
-    with open(f"/sys/class/net/{host_veth(a, net)}/queues/rx-0/rps_cpus") as f:
+    with open(rps_cpus_file(a, net)) as f:
         assert mask_bits(f.read()) == online_cpus()  # every CPU, a flow on one
     bridge = env.dk.networks.create("xmt-order-bridge", driver="bridge")
     env.networks.append(bridge)
