@@ -8,10 +8,10 @@
    host network and for the fast path, in N interleaved pairs. Clients and servers run on one CPU,
    so a round trip is CPU work, not waiting for another CPU to wake up; only the measurement's own
    processes count (sockperf, softirqs on idle CPUs, ksoftirqd). Needs perf (Debian: linux-perf).
-   Flow steering (XMASQ_STEER_FLOWS, on by default; the testbed's drivers take this environment)
-   hands each flow's packets to the CPU its hash picks: when that is not the CPU, a fast-path round
-   trip also pays the hand-off both ways, and the pairs differ (see their ratios). With
-   XMASQ_STEER_FLOWS=off the figures are the data path's work alone.
+   With the default flow steering (XMASQ_STEER_FLOWS=rfs; the testbed's drivers take this
+   environment) a pinned flow stays on its CPU, so the figures are the data path's work alone;
+   with rps each flow's packets go to the CPU its hash picks, and a round trip also pays the
+   hand-off both ways when that is not the pinned CPU.
 Removes everything afterwards.
 """
 
@@ -146,7 +146,7 @@ def main() -> int:
         pairs = []
         for i in range(args.pairs):
             print(f"[profile] pair {i + 1}/{args.pairs}", file=sys.stderr, flush=True)
-            pairs.append({s: round_trip_cpu(*bed.client(s), args.seconds, tmp) for s in SCENARIOS})
+            pairs.append({s: round_trip_cpu(*bed.client(s, pinned=True), args.seconds, tmp) for s in SCENARIOS})
         print(f"CPU per UDP round trip (us), clients and servers on CPU {args.cpu}, medians of {args.pairs} pairs")
         print(breakdown_table(pairs))
     finally:

@@ -23,10 +23,15 @@ struct arp_eth {
 
 static __always_inline int same_host(struct __sk_buff *skb, struct local_ep *peer, struct flow_key *key)
 {
-    if (!flow_established(key)) {
+    struct flow *f = established(key);
+    if (!f) {
         count(STAT_LOCAL_MISS_NOT_ESTABLISHED, 1);
         return TC_ACT_OK;
     }
+    remember_hash(f, skb);
+    struct flow_key back;
+    reverse(key, &back);
+    hash_for_receiver(flows.lookup(&back), skb);
     count(STAT_LOCAL_PKTS, 1);
     count(STAT_LOCAL_BYTES, skb->len);
     return bpf_redirect_peer(peer->ifindex, 0);
@@ -35,30 +40,35 @@ static __always_inline int same_host(struct __sk_buff *skb, struct local_ep *pee
 static __always_inline int encap(struct __sk_buff *skb, struct lxc_info *me, struct remote_ep *peer,
                                  struct flow_key *key)
 {
-    struct flow *f = flows.lookup(key);
-    if (!f || !f->seen_out || !f->seen_in) {
+    struct flow *f = established(key);
+    if (!f) {
         count(STAT_MISS_NOT_ESTABLISHED, 1);
         return TC_ACT_OK;
     }
+    remember_hash(f, skb);
     struct tunnel_key tk = {.host = peer->host, .vni = me->vni};
     struct tunnel *t = tunnels.lookup(&tk);
     if (!t) {
         count(STAT_MISS_NO_TUNNEL, 1);
         return TC_ACT_OK;
     }
-    /* The 50 bytes go in after the container's Ethernet header; writing 64 bytes at 0 puts the
-     * outer headers in front and the container's own Ethernet header back as the inner one. */
-    __u8 hdr[OUTER_LEN + ETH_HLEN];
-    __builtin_memcpy(hdr, t->hdr, OUTER_LEN);
-    if (bpf_skb_load_bytes(skb, 0, hdr + OUTER_LEN, ETH_HLEN))
-        return TC_ACT_OK;
     __u32 len = skb->len;
     __be16 sport = f->sport;
     if (bpf_skb_adjust_room(skb, OUTER_LEN, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS)) {
         count(STAT_ERR_ADJUST_ROOM, 1);
         return TC_ACT_OK;
     }
-    struct iphdr *ip = (void *)(hdr + ETH_HLEN);
+    /* The 50 bytes went in after the container's Ethernet header: that header moves behind
+     * them as the inner one, and the outer headers go in front. Written in place (the helper
+     * calls of load/store_bytes cost more than the copy). */
+    void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+    if (data + OUTER_LEN + ETH_HLEN > data_end) {
+        count(STAT_ERR_ADJUST_ROOM, 1);
+        return TC_ACT_SHOT; /* the room is in, the headers are not: never send that */
+    }
+    __builtin_memcpy(data + OUTER_LEN, data, ETH_HLEN);
+    __builtin_memcpy(data, t->hdr, OUTER_LEN);
+    struct iphdr *ip = data + ETH_HLEN;
     struct udphdr *udp = (void *)(ip + 1);
     ip->tot_len = bpf_htons(len + OUTER_LEN - ETH_HLEN);
     ip->check = 0;
@@ -66,10 +76,6 @@ static __always_inline int encap(struct __sk_buff *skb, struct lxc_info *me, str
     udp->len = bpf_htons(len + OUTER_LEN - ETH_HLEN - sizeof(struct iphdr));
     udp->source = sport;
     udp->check = 0;
-    if (bpf_skb_store_bytes(skb, 0, hdr, sizeof(hdr), 0)) {
-        count(STAT_ERR_ADJUST_ROOM, 1);
-        return TC_ACT_SHOT; /* the room is in, the headers are not: never send that */
-    }
     skb->mark = FASTPATH_MARK; /* so the NIC's learn hook skips it */
     count(STAT_ENCAP_PKTS, 1);
     count(STAT_ENCAP_BYTES, len);
@@ -152,13 +158,11 @@ int to_container(struct __sk_buff *skb)
         f->seen_in = 1;
         count(STAT_LEARN_IN, 1);
     }
+    hash_for_receiver(f, skb);
     if (!from_remote) {
         /* Same host: delivered here means it also left its sender past the firewall. */
-        struct flow_key back = key;
-        back.local = key.remote;
-        back.remote = key.local;
-        back.lport = key.rport;
-        back.rport = key.lport;
+        struct flow_key back;
+        reverse(&key, &back);
         struct flow *b = flows.lookup_or_try_init(&back, &zero);
         if (b && !b->seen_out) {
             b->seen_out = 1;

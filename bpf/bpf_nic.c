@@ -69,7 +69,8 @@ int from_nic(struct __sk_buff *skb)
         count(STAT_INGRESS_MISS_UNKNOWN_DEST, 1);
         return TC_ACT_OK;
     }
-    if (!flow_established(&key)) {
+    struct flow *f = established(&key);
+    if (!f) {
         count(STAT_INGRESS_MISS_NOT_ESTABLISHED, 1);
         return TC_ACT_OK;
     }
@@ -86,6 +87,7 @@ int from_nic(struct __sk_buff *skb)
         count(STAT_ERR_ADJUST_ROOM, 1);
         return TC_ACT_SHOT;
     }
+    hash_for_receiver(f, skb);
     count(STAT_DECAP_PKTS, 1);
     count(STAT_DECAP_BYTES, skb->len);
     return bpf_redirect_peer(ifindex, 0);

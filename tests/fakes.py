@@ -91,7 +91,7 @@ class FakeOverlay:
         self.veths: dict[str, tuple[int, str, int]] = {}
         self.peers: dict[int, dict[str, tuple[str, str]]] = {}
         self.fail_veth = False
-        self.steered: list[str] = []
+        self.steered: list[tuple[str, str | None]] = []  # (host veth, the network's own mode)
         self._mtu = mtu
 
     def underlay(self) -> Underlay:
@@ -114,8 +114,8 @@ class FakeOverlay:
     def delete_veth(self, endpoint_id: str) -> None:
         self.veths.pop(endpoint_id, None)
 
-    def steer(self, host: str) -> None:
-        self.steered.append(host)
+    def steer(self, host: str, mode: str | None = None) -> None:
+        self.steered.append((host, mode))
 
     def set_peers(self, vni: int, peers: dict[str, tuple[str, str]]) -> int:
         if vni not in self.networks:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+STEER_MODES = ("rfs", "rps", "off")
+
 
 def _env_name(name: str) -> str:
     return "XMASQ_" + name.upper()
@@ -40,11 +42,15 @@ class Config:
         default="on", metadata={"help": "eBPF fast path: on or off (global switch)", "choices": ("on", "off")}
     )
     steer_flows: str = field(
-        default="on",
+        default="rfs",
         metadata={
-            "help": "on: each flow from a container is handled on one CPU (RPS on its veth), so TCP is"
-            " not reordered across CPUs; off: no cross-CPU hand-off, for latency over ordering",
-            "choices": ("on", "off"),
+            "help": "how a container's packets are spread over CPUs (default for networks without"
+            " xmasq.steer): rfs: on the CPU its socket runs on, moving only once the old CPU has"
+            " drained the flow (in order, no hand-off); rps: each flow on one CPU by its hash (in"
+            " order, a hand-off when that is not the sender's); off: where sent (TCP can be reordered);"
+            " 'on' is the former name of rps",
+            "choices": STEER_MODES,
+            "aliases": {"on": "rps"},
         },
     )
     scope: str = field(
@@ -85,13 +91,14 @@ class Config:
 
 def _coerce(f: dataclasses.Field, raw: str) -> Any:  # type: ignore[type-arg]
     kind: Any = type(f.default)
+    raw = f.metadata.get("aliases", {}).get(raw, raw)
     try:
         value = kind(raw)
     except ValueError:
         raise SystemExit(f"xmasq: {_env_name(f.name)}={raw!r} is not a valid {kind.__name__}")
     choices = f.metadata.get("choices")
     if choices and value not in choices:
-        raise SystemExit(f"xmasq: {_env_name(f.name)}={raw!r} must be {' or '.join(choices)}")
+        raise SystemExit(f"xmasq: {_env_name(f.name)}={raw!r} must be {', '.join(choices[:-1])} or {choices[-1]}")
     return value
 
 

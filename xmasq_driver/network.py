@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from . import log
 from . import protocol as p
+from .config import STEER_MODES
 from .errors import BackendError, DriverError, NotFound
 from .firewall import PortMapping, proto_name
 from .overlay import VXLAN_OVERHEAD, Underlay, bridge_name, mac_for_ip, veth_names
@@ -27,8 +28,8 @@ from .store import VNI_LAST, ClusterStore
 _log = log.get("network")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-OPT_VNI, OPT_NETWORK, OPT_FASTPATH = "xmasq.vni", "xmasq.network", "xmasq.fastpath"
-_KNOWN_OPTIONS = {OPT_VNI, OPT_NETWORK, OPT_FASTPATH}
+OPT_VNI, OPT_NETWORK, OPT_FASTPATH, OPT_STEER = "xmasq.vni", "xmasq.network", "xmasq.fastpath", "xmasq.steer"
+_KNOWN_OPTIONS = {OPT_VNI, OPT_NETWORK, OPT_FASTPATH, OPT_STEER}
 
 
 class OverlayBackend(Protocol):
@@ -37,7 +38,7 @@ class OverlayBackend(Protocol):
     def delete_network(self, vni: int) -> None: ...
     def create_veth(self, endpoint_id: str, vni: int, mac: str, mtu: int) -> str: ...
     def delete_veth(self, endpoint_id: str) -> None: ...
-    def steer(self, host: str) -> None: ...
+    def steer(self, host: str, mode: str | None = None) -> None: ...
 
 
 class DatapathBackend(Protocol):
@@ -99,6 +100,9 @@ def parse_network_options(options: dict[str, Any], network_id: str, underlay_mtu
     fastpath = str(options.get(OPT_FASTPATH, "on")).lower()
     if fastpath not in ("on", "off"):
         raise DriverError(f"option {OPT_FASTPATH}={fastpath!r} must be on or off")
+    steer = options.get(OPT_STEER)
+    if steer is not None and str(steer) not in STEER_MODES:
+        raise DriverError(f"option {OPT_STEER}={steer!r} must be one of {', '.join(STEER_MODES)}")
     max_mtu = underlay_mtu - VXLAN_OVERHEAD
     mtu = _int_option(options, p.MTU, 68, max_mtu) or max_mtu
     return {
@@ -304,6 +308,7 @@ class NetworkDriver:
             with undo.guard():
                 undo.add("delete veth", lambda: self.overlay.delete_veth(req.endpoint_id))
                 ifname = self.overlay.create_veth(req.endpoint_id, net["vni"], mac, net["mtu"])
+                self.overlay.steer(veth_names(req.endpoint_id)[0], _steering(net))
                 undo.add("remove from eBPF maps", lambda: self.datapath.remove_local(net["vni"], str(ip.ip)))
                 self.datapath.add_local(veth_names(req.endpoint_id)[0], net["vni"], str(ip.ip), mac, net["fastpath"])
                 undo.add("delete endpoint in etcd", lambda: self.store.delete_endpoint(net["key"], str(ip.ip)))
@@ -443,7 +448,7 @@ class NetworkDriver:
         for eid, ep, net in endpoints:
             ip, host_veth = str(ipaddress.IPv4Interface(ep["address"]).ip), veth_names(eid)[0]
             self.datapath.add_local(host_veth, net["vni"], ip, ep["mac"], net["fastpath"])
-            self.overlay.steer(host_veth)
+            self.overlay.steer(host_veth, _steering(net))
             if ep["ports"]:
                 self.firewall.add_ports(eid, bridge_name(net["vni"]), [PortMapping(**m) for m in ep["ports"]])
         try:
@@ -456,6 +461,11 @@ class NetworkDriver:
             _log.warning(
                 "cluster state not refreshed at start (etcd unreachable); local networking is unaffected", error=e
             )
+
+
+def _steering(net: dict[str, Any]) -> str | None:
+    """The network's own flow steering (`-o xmasq.steer`), else None: the driver's setting."""
+    return net["options"].get(OPT_STEER)
 
 
 def _free_port(proto: str) -> int:

@@ -4,8 +4,8 @@ Per network: bridge `xmbr<vni>` holding the gateway address with a MAC derived f
 it (the same on every host, so containers never ARP across hosts for it), and vxlan
 `xmvx<vni>` on it (UDP 4789, nolearning, proxy ARP, DF set, no UDP checksum, bound
 to the underlay). Per endpoint: veth `xmh<id12>` (host end, on the bridge) and
-`xmc<id12>` (handed to Docker, which moves it into the container). With flow steering on
-(the default), the host end's receive queue hands each flow to one CPU by its hash (RPS).
+`xmc<id12>` (handed to Docker, which moves it into the container). Flow steering sets how
+the host end's receive queue spreads what the container sends over the CPUs (see `steer`).
 Every operation runs with a deadline and fails with a BackendError naming it.
 """
 
@@ -33,6 +33,9 @@ NTF_MASTER = 0x04  # an FDB entry of the bridge the port belongs to
 NUD_PERMANENT = 0x80
 NUD_NOARP = 0x40  # "static" in bridge(8) terms
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
+RFS_SOCK_FLOWS = 32768  # net.core.rps_sock_flow_entries the host is raised to for rfs (never lowered)
+RFS_VETH_FLOWS = 1024  # rps_flow_cnt of each container veth for rfs
+SOCK_FLOWS_SYSCTL = "/proc/sys/net/core/rps_sock_flow_entries"
 _log = log.get("overlay")
 
 
@@ -77,9 +80,10 @@ def rps_mask(cpulist: str) -> str:
 
 
 class Overlay:
-    def __init__(self, underlay_interface: str = "", timeout: float = 5.0, steer_flows: bool = True):
+    def __init__(self, underlay_interface: str = "", timeout: float = 5.0, steer_flows: str = "rfs"):
         self._underlay_ifname = underlay_interface
         self._steer_flows = steer_flows
+        self._sock_flows_checked = False
         self._underlay: Underlay | None = None
         self._timeout = timeout
         self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="netlink")
@@ -236,27 +240,47 @@ class Overlay:
             ipr.fdb("replace", ifindex=host_index, lladdr=mac, master=br_index[0], state=NUD_NOARP, flags=NTF_MASTER)
 
         self._run(f"create veth {host}", create)
-        self.steer(host)
         return cont
 
-    def steer(self, host: str) -> None:
-        """Spread the container's flows over all CPUs, each flow on one (RPS), if configured.
-        Also run for every endpoint at start, so veths made by an older driver get it too.
+    def steer(self, host: str, mode: str | None = None) -> None:
+        """Set how the host end of a container's veth spreads what the container sends over the
+        CPUs: `mode`, else the driver's setting. Also run for every endpoint at start, so a
+        changed setting reaches the veths made before it.
 
         A veth queues what the container sends on the backlog of the CPU that sent it; a TCP
         sender that transmits from two CPUs (its process, and softirq on the CPU that took an
         ACK) has its segments processed out of order, and the receiver's SACKs make the sender
-        retransmit. Steering by flow hash keeps a flow's packets in one queue, in order. The
-        cost is a cross-CPU hand-off for packets sent from the other CPU (docs/design-notes.md).
+        retransmit. rps hashes each flow to one CPU's backlog (in order, but a hand-off when the
+        hash picks the other CPU); rfs (Receive Flow Steering) puts it on the CPU recorded for
+        the flow, which the eBPF programs make the sending socket's own, and moves it only once
+        the old CPU has drained it; off leaves it where it was sent (docs/design-notes.md).
         """
-        if not self._steer_flows:
-            return
+        mode = mode or self._steer_flows
         try:
-            with open("/sys/devices/system/cpu/online") as f:
-                mask = rps_mask(f.read())
-            _write_kernel_setting(f"/sys/class/net/{host}/queues/rx-0/rps_cpus", mask)
+            if mode == "rfs":
+                self._ensure_sock_flows()
+            cpus = "0"
+            if mode == "rps":
+                with open("/sys/devices/system/cpu/online") as f:
+                    cpus = rps_mask(f.read())
+            queue = f"/sys/class/net/{host}/queues/rx-0"
+            _write_kernel_setting(f"{queue}/rps_cpus", cpus)
+            _write_kernel_setting(f"{queue}/rps_flow_cnt", str(RFS_VETH_FLOWS if mode == "rfs" else 0))
         except (OSError, BackendError) as e:  # a slower path, not a broken one: the endpoint works
-            _log.warning("flow steering not set", link=host, error=e)
+            _log.warning("flow steering not set", link=host, mode=mode, error=e)
+
+    def _ensure_sock_flows(self) -> None:
+        if self._sock_flows_checked:
+            return
+        self._sock_flows_checked = True
+        try:
+            ensure_sock_flow_table()
+        except FileNotFoundError:
+            _log.warning(
+                "flow steering: rps_sock_flow_entries is not visible in this network namespace;"
+                " rfs steers only where the host sets it",
+                sysctl=SOCK_FLOWS_SYSCTL,
+            )
 
     def delete_veth(self, endpoint_id: str) -> None:
         host, cont = veth_names(endpoint_id)
@@ -271,6 +295,18 @@ def _delete_links(ipr: IPRoute, *names: str) -> None:
             except NetlinkError as e:
                 if e.code != 19:  # ENODEV: gone with its peer already
                     raise
+
+
+def ensure_sock_flow_table() -> None:
+    """RFS needs the host's socket flow table: one per host, seen only in the initial network
+    namespace (FileNotFoundError elsewhere). Raised to RFS_SOCK_FLOWS if smaller, never lowered."""
+    with open(SOCK_FLOWS_SYSCTL) as f:
+        entries = int(f.read())
+    if entries < RFS_SOCK_FLOWS:
+        _write_kernel_setting(SOCK_FLOWS_SYSCTL, str(RFS_SOCK_FLOWS))
+        _log.info(
+            "flow steering: raised the socket flow table", sysctl=SOCK_FLOWS_SYSCTL, old=entries, new=RFS_SOCK_FLOWS
+        )
 
 
 # A managed plugin's /proc/sys and /sys are read-only; with CAP_SYS_ADMIN they can be made

@@ -41,7 +41,7 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler]
     host = config.host_id or socket.gethostname()
     store = ClusterStore(EtcdKV(config), host)
     state = LocalState(os.path.join(config.state_dir, "state.json"))
-    overlay = Overlay(config.underlay_interface, config.netlink_timeout, config.steer_flows == "on")
+    overlay = Overlay(config.underlay_interface, config.netlink_timeout, config.steer_flows)
     underlay = overlay.underlay()
     datapath = Datapath(
         os.path.join(config.bpf_pin_dir, host),

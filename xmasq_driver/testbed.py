@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from . import daemon, log
 from .datapath import mount_bpffs
+from .overlay import ensure_sock_flow_table
 
 RUN_DIR = "/run/xmasq-testbed"
 DATA_DIR = "/var/lib/xmasq-testbed"
@@ -129,6 +130,9 @@ class Testbed:
         os.makedirs(tb.run_dir, exist_ok=True)
         tb._save()  # first, so `down` finds everything even if `up` fails half way
         try:
+            # The hosts' drivers see only their own namespaces' settings: the machine's socket flow
+            # table, which their flow steering (rfs) needs, is raised here as on a real host.
+            ensure_sock_flow_table()
             tb._underlay(mtu)
             tb._etcd()
             for host in tb.hosts:

@@ -72,6 +72,7 @@ struct flow {
     __u8 seen_out; /* the slow path carried it out of this host (past the firewall) */
     __u8 seen_in;  /* the slow path delivered it to the local container */
     __be16 sport; /* outer UDP source port the kernel's vxlan chose for it */
+    __u32 hash;   /* skb->hash of what the local container sends on it (its socket's txhash) */
 };
 
 /* Counters; datapath.py reads the names from this enum. */
@@ -119,10 +120,41 @@ static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
     return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5];
 }
 
-static __always_inline int flow_established(struct flow_key *key)
+/* The same flow seen from its other end (both ends local: same-host traffic). */
+static __always_inline void reverse(struct flow_key *key, struct flow_key *back)
+{
+    *back = *key;
+    back->local = key->remote;
+    back->remote = key->local;
+    back->lport = key->rport;
+    back->rport = key->lport;
+}
+
+/* The flow, if the slow path carried it both ways; else NULL. */
+static __always_inline struct flow *established(struct flow_key *key)
 {
     struct flow *f = flows.lookup(key);
-    return f && f->seen_out && f->seen_in;
+    return f && f->seen_out && f->seen_in ? f : NULL;
+}
+
+/* Flow steering (RFS) puts a packet on the CPU recorded for its hash, and a socket records its
+ * CPU under the hash of what it receives. Packets a container sends carry its socket's txhash;
+ * giving what it receives on the flow that same hash makes RFS steer the container's packets
+ * to the CPU its socket runs on: where they were sent, and in order when that CPU changes.
+ * While that hash is unknown (it has sent nothing on the flow yet) what it receives carries
+ * none, so that it never records its own CPU for its peer's packets. */
+static __always_inline void remember_hash(struct flow *f, struct __sk_buff *skb)
+{
+    if (f->hash != skb->hash)
+        f->hash = skb->hash;
+}
+
+static __always_inline void hash_for_receiver(struct flow *f, struct __sk_buff *skb)
+{
+    if (f && f->hash)
+        bpf_set_hash(skb, f->hash);
+    else
+        bpf_set_hash_invalid(skb);
 }
 
 #endif

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 from tests.conftest import report
 from tests.e2e.cluster import mask_bits, udp_at_once
 from tests.e2e.conftest import XMASQ
 from xmasq_driver import client as plugin
-from xmasq_driver.overlay import rps_mask, veth_names
+from xmasq_driver.overlay import RFS_SOCK_FLOWS, RFS_VETH_FLOWS, SOCK_FLOWS_SYSCTL, rps_mask, veth_names
 
 SERVE = "udpecho serve 5001 & udpecho serve 5002 & iperf3 -s -D >/dev/null; sleep 3600"
 
@@ -27,23 +28,48 @@ def redirect_share(d: dict[str, int]) -> float:
     return d["local_pkts"] / total if total else 0.0
 
 
-def rps_cpus_file(container, net) -> str:  # type: ignore[no-untyped-def]
-    """The flow-steering setting (RPS) of the container's host veth."""
+def queue(container, net) -> str:  # type: ignore[no-untyped-def]
+    """The receive queue of the container's host veth, where flow steering is set."""
     container.reload()
     host = veth_names(container.attrs["NetworkSettings"]["Networks"][net.name]["EndpointID"])[0]
-    return f"/sys/class/net/{host}/queues/rx-0/rps_cpus"
+    return f"/sys/class/net/{host}/queues/rx-0"
 
 
-def online_cpus() -> int:
+def steering(container, net) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """(RPS: the CPUs a flow may be hashed to, RFS: the flow table's entries) of its host veth."""
+    with open(f"{queue(container, net)}/rps_cpus") as cpus, open(f"{queue(container, net)}/rps_flow_cnt") as flows:
+        return mask_bits(cpus.read()), int(flows.read())
+
+
+def online_mask() -> str:
     with open("/sys/devices/system/cpu/online") as f:
-        return mask_bits(rps_mask(f.read()))
+        return rps_mask(f.read())
+
+
+RFS = (0, RFS_VETH_FLOWS)  # the default: no hashing, a flow on its socket's CPU
+
+
+def restart_driver(**env: str) -> None:
+    subprocess.run([XMASQ, "daemon", "stop", "--kill"], check=True)
+    subprocess.run([XMASQ, "daemon", "start"], check=True, env=dict(os.environ, **env))
+
+
+def pin(container, cpu: int) -> None:  # type: ignore[no-untyped-def]
+    for row in container.top(ps_args="-o pid")["Processes"]:
+        subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), row[0]], check=True, capture_output=True)
+
+
+def rps_ipis(cpu: int) -> int:
+    """Packets handed to this CPU by another one for processing (softnet_stat's received_rps)."""
+    with open("/proc/net/softnet_stat") as f:
+        return int(f.readlines()[cpu].split()[9], 16)
 
 
 def pair(env, name: str, subnet: str, options: dict[str, str] | None = None) -> tuple:  # type: ignore[no-untyped-def, type-arg]
     """A client and a server on one new network of this host; the server answers."""
     net = env.network(name, subnet, options)
-    a = env.run("a", net.name)
-    b = env.run("b", net.name, SERVE)
+    a = env.run(f"{name}-a", net.name)
+    b = env.run(f"{name}-b", net.name, SERVE)
     ip = env.ip(b, net)
     env.sh(a, f"udpecho wait {ip} 5001 10")
     return net, a, b, ip
@@ -118,25 +144,58 @@ def test_a_new_container_reusing_an_address_gets_no_old_flow(env, cfg):
     assert delta(cfg, before)["local_miss_not_established"] >= 1  # it started over on the bridge
 
 
-def test_a_restart_steers_the_veths_made_before_it(env, cfg):
+def test_a_restart_applies_the_steering_setting_to_every_veth(env, cfg):
     net, a, _, ip = pair(env, "steer", "10.212.7.0/24")
-    rps = rps_cpus_file(a, net)
-    with open(rps, "w") as f:
-        f.write("0")  # as a driver without flow steering left it
-    subprocess.run([XMASQ, "daemon", "stop", "--kill"], check=True)
-    subprocess.run([XMASQ, "daemon", "start"], check=True)
-    with open(rps) as f:
-        assert mask_bits(f.read()) == online_cpus()
-    env.sh(a, f"udpecho send {ip} 5001 20")
+    assert steering(a, net) == RFS
+    with open(SOCK_FLOWS_SYSCTL) as f:
+        assert int(f.read()) >= RFS_SOCK_FLOWS  # the host's socket flow table, which RFS needs
+    with open(f"{queue(a, net)}/rps_cpus", "w") as f:
+        f.write(online_mask())  # as an older driver's rps left it
+    with open(f"{queue(a, net)}/rps_flow_cnt", "w") as f:
+        f.write("0")
+    try:
+        restart_driver()
+        assert steering(a, net) == RFS
+        restart_driver(XMASQ_STEER_FLOWS="rps")  # a switch to another setting takes effect on existing veths
+        assert steering(a, net) == (mask_bits(online_mask()), 0)
+        restart_driver(XMASQ_STEER_FLOWS="off")
+        assert steering(a, net) == (0, 0)
+    finally:
+        restart_driver()
+    assert steering(a, net) == RFS
+    assert "replies=20/20" in env.sh(a, f"udpecho send {ip} 5001 20")[1]
+
+
+def test_pinned_to_one_cpu_a_flow_is_never_handed_to_another(env, cfg):
+    """#15: hashing each flow to a CPU (rps) handed a pinned client's packets to the other CPU
+    whenever the hash picked it, a wake-up per packet that cost more than the round trip; the
+    default (rfs) keeps a flow on the CPU its socket runs on. Counted by the kernel's own
+    cross-CPU hand-offs, on a network with the default and one with `-o xmasq.steer=rps`."""
+    cpus = sorted(os.sched_getaffinity(0))
+    assert len(cpus) >= 2, "needs two CPUs: one to pin to, one to watch"
+    other = cpus[0]
+    handed = {}
+    for name, options in (("rfs", None), ("rps", {"xmasq.steer": "rps"})):
+        net, a, b, ip = pair(env, f"pin{name}", f"10.212.{8 if name == 'rfs' else 9}.0/24", options)
+        pin(a, cpus[1])
+        pin(b, cpus[1])
+        before = rps_ipis(other)
+        for _ in range(8):  # 8 flows (a new source port each), so rps's hash picks the other CPU for some
+            assert "replies=300/300" in env.sh(a, f"taskset -c {cpus[1]} udpecho send {ip} 5002 300")[1]
+        handed[name] = rps_ipis(other) - before
+    counts = f"rfs (default) {handed['rfs']}, rps {handed['rps']}"
+    report(f"pinned to CPU {cpus[1]}, 8 x 300 UDP request-responses: packets handed to CPU {other}: {counts}")
+    assert handed["rps"] > 100, handed  # the measurement sees hand-offs where there are some
+    assert handed["rfs"] <= 24, handed  # under 0.5 % of the 4,800 packets
 
 
 def test_tcp_through_the_redirect_retransmits_no_more_than_through_dockers_bridge(env, cfg):
     """Unpinned on this machine's CPUs, a sender's segments used to be reordered at its veth (the
     backlog of whichever CPU sent each one) and the redirect path showed ~10x the bridge's spurious
-    retransmits; each container veth now hands a flow to one CPU (XMASQ_STEER_FLOWS)."""
+    retransmits; flow steering (XMASQ_STEER_FLOWS, default rfs) keeps a flow's packets on one
+    CPU's backlog, moving it only once that backlog has drained."""
     net, a, _, ip = pair(env, "order", "10.212.5.0/24")
-    with open(rps_cpus_file(a, net)) as f:
-        assert mask_bits(f.read()) == online_cpus()  # every CPU, a flow on one
+    assert steering(a, net) == RFS
     bridge = env.dk.networks.create("xmt-order-bridge", driver="bridge")
     env.networks.append(bridge)
     bc = env.run("order-bc", bridge.name)

@@ -14,11 +14,12 @@ import pytest
 from docker.types import EndpointSpec, IPAMConfig, IPAMPool, ServiceMode
 
 from tests.conftest import report
-from tests.e2e.cluster import XMASQ_LINKS, links, mask_bits, remove_all
+from tests.e2e.cluster import XMASQ_LINKS, links, remove_all
 from tests.e2e.image import ensure_image
 from xmasq_driver import client as plugin
 from xmasq_driver.config import Config
 from xmasq_driver.kv import EtcdKV
+from xmasq_driver.overlay import RFS_VETH_FLOWS
 from xmasq_driver.store import PREFIX
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -133,10 +134,9 @@ def test_service_across_the_swarm_with_the_fast_path(tb, swarm):
         # The plugin's /sys is read-only in its container: it still steers each endpoint's flows.
         for h in HOSTS:
             for name in (n for n in links(tb, h) if n.startswith("xmh")):
-                rps = subprocess.run(["ip", "netns", "exec", tb.netns(h), "cat",  # its own /sys
-                                      f"/sys/class/net/{name}/queues/rx-0/rps_cpus"],
-                                     capture_output=True, text=True, check=True).stdout  # fmt: skip
-                assert mask_bits(rps) != 0, (h, name, rps)
+                argv = ["ip", "netns", "exec", tb.netns(h), "cat", f"/sys/class/net/{name}/queues/rx-0/rps_flow_cnt"]
+                flows = subprocess.run(argv, capture_output=True, text=True, check=True).stdout  # its own /sys
+                assert int(flows) == RFS_VETH_FLOWS, (h, name, flows)
         # A standalone container on the worker joins the same network.
         standalone = worker.containers.run(image["h2"], ["sh", "-c", "sleep 3600"], name="sw-standalone",
                                            network="swnet", detach=True)  # fmt: skip

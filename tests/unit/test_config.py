@@ -34,12 +34,17 @@ def test_bad_value_names_the_variable():
 
 @pytest.mark.parametrize(("var", "value", "choices"), [
     ("XMASQ_FASTPATH", "yes", "on or off"),
-    ("XMASQ_STEER_FLOWS", "On", "on or off"),
+    ("XMASQ_STEER_FLOWS", "On", "rfs, rps or off"),
     ("XMASQ_SCOPE", "swarm", "local or global"),
 ])  # fmt: skip
 def test_a_setting_with_choices_refuses_anything_else(var, value, choices):
     with pytest.raises(SystemExit, match=f"{var}='{value}' must be {choices}"):
         config.load(_args(), environ={var: value})
+
+
+def test_a_former_name_of_a_choice_still_means_it():
+    assert config.load(_args(), environ={"XMASQ_STEER_FLOWS": "on"}).steer_flows == "rps"
+    assert config.load(_args(), environ={}).steer_flows == "rfs"
 
 
 def test_logs_are_structured_and_redact_secrets(capsys):

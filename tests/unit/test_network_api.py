@@ -123,6 +123,7 @@ def test_create_network_bad_requests(h, body, message):
         ({"xmasq.vni": "0"}, "out of range"),
         ({"xmasq.vni": "16777216"}, "out of range"),
         ({"xmasq.fastpath": "maybe"}, "must be on or off"),
+        ({"xmasq.steer": "on"}, "option xmasq.steer='on' must be one of rfs, rps, off"),
         ({"xmasq.network": "bad/name"}, "xmasq.network"),
         ({"xmasq.typo": "1"}, "unknown option xmasq.typo"),
         ({"com.docker.network.driver.mtu": "9000"}, "out of range 68..1350"),
@@ -210,6 +211,18 @@ def test_every_endpoint_is_guarded_and_the_switch_decides_the_fast_path(h):
     vni1, vni2 = (h.state.networks[n]["vni"] for n in ("n1", "n2"))
     assert h.datapath.local[(vni1, "10.1.0.2")][2] is True
     assert h.datapath.local[(vni2, "10.2.0.2")][2] is False  # anti-spoofing still applies
+
+
+def test_a_network_can_choose_its_own_flow_steering(h, tmp_path):
+    h.create_network()
+    h.create_network("n2", "10.2.0.0/24", "10.2.0.1/24", generic={"xmasq.steer": "off"})
+    h.create_endpoint()
+    h.create_endpoint("n2", "e2" * 10, "10.2.0.2/24")
+    chosen = [(veth_names("e1" * 10)[0], None), (veth_names("e2" * 10)[0], "off")]  # None: the driver's setting
+    assert h.overlay.steered == chosen
+    h.overlay.steered.clear()
+    h.network.restore()  # at start too, so a changed setting reaches existing veths
+    assert sorted(h.overlay.steered) == chosen
 
 
 @pytest.mark.parametrize(
@@ -387,7 +400,7 @@ def test_restart_restores_networks_and_ports(tmp_path):
     assert second.overlay.networks == first.overlay.networks
     assert second.firewall.networks == first.firewall.networks
     assert second.firewall.ports == first.firewall.ports
-    assert second.overlay.steered == [veth_names(EP)[0]]  # also a veth an older driver made
+    assert second.overlay.steered == [(veth_names(EP)[0], None)]  # also a veth an older driver made
     assert second.ok("/NetworkDriver.Join", {"NetworkID": "n1", "EndpointID": EP})["Gateway"] == "10.1.0.1"
 
 
