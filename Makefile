@@ -33,8 +33,8 @@ test:           ## the whole suite, against a driver restarted from this tree; C
 demo: run       ## two testbed hosts, one xmasq network across them, a ping (removes it all after)
 	$(VENV)/bin/python scripts/demo.py
 
-bench: run      ## benchmark vs host, Docker overlay and bridge (QUICK=1: 3 x 1 s rounds; PIN=CPU: pinned)
-	$(VENV)/bin/python bench/run.py $(if $(QUICK),--quick) $(if $(PIN),--pin $(PIN))
+bench: run      ## benchmark vs host, Docker overlay and bridge, unpinned and pinned (QUICK=1: 2 x 1 s; PIN=CPU; MODES=)
+	$(VENV)/bin/python bench/run.py $(if $(QUICK),--quick) $(if $(PIN),--pin $(PIN)) $(if $(MODES),--modes $(MODES))
 
 plugin:         ## build the image (Dockerfile) and create the managed plugin xmasq/xmasq:latest
 	@scripts/plugin.sh

@@ -1,24 +1,29 @@
 """Benchmark on the testbed: xmasq against host networking, Docker's overlay and bridge drivers.
 
-    sudo .venv/bin/python bench/run.py [--quick] [--rounds N] [--seconds S] [--pin CPU] [--out results/]
+    sudo .venv/bin/python bench/run.py [--quick] [--rounds N] [--seconds S] [--modes M] [--pin CPU] [--out results/]
 
 Two testbed hosts (network namespaces on a veth underlay on this machine, so absolute numbers
 are not NIC numbers), which also form a swarm for Docker's overlay driver. Cross-host (client on
 h1, server on h2): the host network between the two host namespaces (the ceiling), Docker's
-overlay (an attachable swarm network), xmasq with the fast path off (its standard overlay), and
-on. Same host (client and server on h2): Docker's bridge driver, xmasq off, on. Every scenario is
-measured in the same run with rounds interleaved (A B C ..., A B C ..., ...); each figure is the
-median over rounds with min and max.
+overlay (an attachable swarm network), xmasq with the fast path off (its standard overlay), on
+(the default flow steering), and on without flow steering (`-o xmasq.steer=off`, the setting the
+default trades against). Same host (client and server on h2): the host network (both in h2's
+namespace), Docker's bridge driver, and the same three xmasq networks. Every scenario runs in two
+modes, unpinned and with client and server pinned to one CPU (--pin, default 1), in one run:
+each round measures every mode and scenario back to back, and each figure is the median over
+rounds with min and max.
 Metrics: TCP throughput with 1 and 4 streams and retransmits (iperf3), CPU seconds per GB moved
 (the whole machine's busy time from /proc/stat during the 1-stream run), UDP throughput with
 1400-byte datagrams, TCP and UDP request-response rate and latency p50/p99 (sockperf ping-pong),
-and nginx serving a small file to wrk (requests/s, p99). Control plane: docker run -> first ping
-from the other host, and 50 containers starting at once on one host (xmasq vs bridge).
-Writes a markdown table (ratios to host network, Docker's overlay, bridge), a JSON file with every
-raw sample and the machine, and PNG charts (bars with min-max whiskers). With --pin CPU every
-client and server runs on that CPU; without it they are unpinned: report both.
---quick (make bench QUICK=1) measures host, xmasq-off and xmasq-on, 3 rounds of 1 s: a check of a
-change in under 3 minutes. The full run (make bench) takes about 20 minutes.
+and applications with their own clients: nginx serving a small file to wrk (requests/s, p99),
+redis GET from redis-benchmark and memcached from memaslap, each with 1 and with 50 connections.
+Control plane: docker run -> first ping from the other host, and 50 containers starting at once
+on one host (xmasq vs bridge).
+Writes a markdown table per mode (ratios of xmasq-on to each alternative), a JSON file with every
+raw sample and the machine, and PNG charts: the ratios at a glance (> 1: xmasq better) and each
+metric's values (bars with min-max whiskers).
+--quick (make bench QUICK=1) measures host and xmasq-on in both modes, 2 rounds of 1 s:
+a check of a change in under 4 minutes. The full run (make bench) takes about 45 minutes.
 """
 
 from __future__ import annotations
@@ -46,13 +51,21 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from tests.e2e.image import NGINX_CONF, ensure_image  # noqa: E402
 from xmasq_driver.testbed import Testbed  # noqa: E402
 
-CROSS = ("host", "overlay", "xmasq-off", "xmasq-on")
-SAME = ("bridge", "xmasq-off-local", "xmasq-on-local")
-QUICK = ("host", "xmasq-off", "xmasq-on")  # a change check in under 3 minutes
+CROSS = ("host", "overlay", "xmasq-off", "xmasq-on", "xmasq-nosteer")
+SAME = ("host-local", "bridge", "xmasq-off-local", "xmasq-on-local", "xmasq-nosteer-local")
+QUICK = ("host", "xmasq-on")  # a change check in under 4 minutes
+MODES = ("unpinned", "pinned")
+# xmasq networks: the fast path's setting and flow steering (None: the driver's default)
+XMASQ = {"off": ("off", None, "10.250.0.0/24"), "on": ("on", None, "10.251.0.0/24"),
+         "nosteer": ("on", "off", "10.253.0.0/24")}  # fmt: skip
 SERVERS = (
     "iperf3 -s -D; sockperf server -p 11111 >/dev/null & sockperf server --tcp -p 11112 >/dev/null &"
-    " /usr/sbin/nginx -e /tmp/nginx-error.log -c /etc/nginx.conf & sleep 100000"
+    " /usr/sbin/nginx -e /tmp/nginx-error.log -c /etc/nginx.conf &"
+    " redis-server --port 6379 --protected-mode no --save '' --appendonly no >/dev/null &"
+    " memcached -u root -p 11211 >/dev/null & sleep 100000"
 )
+SERVER_COMMS = ("iperf3", "sockperf", "nginx", "redis-server", "memcached")
+LOWER_IS_BETTER = ("_us", "_ms", "cpu_s_per_gb", "retransmits")
 PREFIX = "bench-"
 Runner = Callable[[list[str]], str]
 
@@ -85,6 +98,22 @@ def parse_iperf(out: str) -> dict[str, Any]:
     return report  # type: ignore[no-any-return]
 
 
+def parse_redis(out: str) -> float:
+    """GET requests per second from `redis-benchmark -q`."""
+    m = re.search(r"GET: ([\d.]+) requests per second", out)
+    if not m:
+        raise RuntimeError(f"redis-benchmark output not understood:\n{out[-2000:]}")
+    return float(m.group(1))
+
+
+def parse_memaslap(out: str) -> float:
+    """Operations per second (gets and sets) from memaslap's final report."""
+    m = re.findall(r"TPS: (\d+)", out)
+    if not m:
+        raise RuntimeError(f"memaslap output not understood:\n{out[-2000:]}")
+    return float(m[-1])
+
+
 def busy_seconds() -> float:
     """CPU time this machine spent busy (all CPUs, every mode but idle and iowait)."""
     with open("/proc/stat") as f:
@@ -93,11 +122,10 @@ def busy_seconds() -> float:
 
 
 class Bench:
-    def __init__(self, tb: Testbed, seconds: float, scenarios: tuple[str, ...], pin: int | None = None):
-        self.tb, self.seconds, self.scenarios = tb, seconds, scenarios
-        self.pin = ["taskset", "-c", str(pin)] if pin is not None else []
-        self.servers = f"{' '.join(self.pin)} sh -c '{SERVERS}'" if pin is not None else SERVERS
+    def __init__(self, tb: Testbed, seconds: float, scenarios: tuple[str, ...], pin: int = 1):
+        self.tb, self.seconds, self.scenarios, self.pin = tb, seconds, scenarios, pin
         self.targets: dict[str, tuple[Runner, str]] = {}  # scenario -> (run a command at the client, server)
+        self.servers: dict[str, Callable[[], list[int]]] = {}  # scenario -> the server's processes
         self.containers: dict[str, Any] = {}  # (name) -> container, on every host
         self.networks: list[Any] = []
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -106,8 +134,8 @@ class Bench:
 
     # -- setup ------------------------------------------------------------
     def setup(self) -> None:
-        if "host" in self.scenarios:
-            # nginx in the host namespace: the image's configuration, with a root and pid file here.
+        if {"host", "host-local"} & set(self.scenarios):
+            # The servers in h2's namespace: nginx with the image's configuration, its root and pid file here.
             with open(NGINX_CONF) as f:
                 conf = f.read().replace("/www", f"{self.tmp}/www").replace("/tmp/nginx", f"{self.tmp}/nginx")
             os.makedirs(f"{self.tmp}/www")
@@ -115,24 +143,30 @@ class Bench:
                 f.write("hello from xmasq\n")
             with open(f"{self.tmp}/nginx.conf", "w") as f:
                 f.write(conf)
-            servers = self.servers.replace("/etc/nginx.conf", f"{self.tmp}/nginx.conf")
+            servers = SERVERS.replace("/etc/nginx.conf", f"{self.tmp}/nginx.conf")
             argv = ["ip", "netns", "exec", self.tb.netns("h2"), "sh", "-c", servers]
             quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
             self.processes.append(subprocess.Popen(argv, **quiet, start_new_session=True))  # type: ignore[call-overload]
-            self.targets["host"] = (self._in_netns("h1"), self.tb.host_ip("h2"))
-        for fastpath in ("off", "on"):
-            if f"xmasq-{fastpath}" in self.scenarios or f"xmasq-{fastpath}-local" in self.scenarios:
-                net = f"{PREFIX}{fastpath}"
-                subnet = {"off": "10.250.0.0/24", "on": "10.251.0.0/24"}[fastpath]
+            for scenario, client in (("host", "h1"), ("host-local", "h2")):
+                self.targets[scenario] = (self._in_netns(client), self.tb.host_ip("h2"))
+                self.servers[scenario] = self._host_servers
+        for name, (fastpath, steer, subnet) in XMASQ.items():
+            if f"xmasq-{name}" in self.scenarios or f"xmasq-{name}-local" in self.scenarios:
+                net = f"{PREFIX}{name}"
+                options = {
+                    "xmasq.network": net,
+                    "xmasq.fastpath": fastpath,
+                    **({"xmasq.steer": steer} if steer else {}),
+                }
                 for host in ("h1", "h2"):
-                    self._network(host, net, driver="xmasq", options={"xmasq.network": net, "xmasq.fastpath": fastpath},
-                                  ipam={"Driver": "xmasq", "Config": [{"Subnet": subnet}]})  # fmt: skip
-                self._pair(f"xmasq-{fastpath}", net)
+                    ipam = {"Driver": "xmasq", "Config": [{"Subnet": subnet}]}
+                    self._network(host, net, driver="xmasq", options=options, ipam=ipam)
+                self._pair(f"xmasq-{name}", net)
         if "overlay" in self.scenarios:
             self.tb.swarm("h1", ["h2"])
             self.swarm = True
-            self._network("h1", f"{PREFIX}overlay", driver="overlay", attachable=True,
-                          ipam={"Config": [{"Subnet": "10.252.0.0/24"}]})  # fmt: skip
+            ipam = {"Config": [{"Subnet": "10.252.0.0/24"}]}
+            self._network("h1", f"{PREFIX}overlay", driver="overlay", attachable=True, ipam=ipam)
             self._pair("overlay", f"{PREFIX}overlay")
         if "bridge" in self.scenarios:
             self._network("h2", f"{PREFIX}bridge", driver="bridge")
@@ -147,13 +181,16 @@ class Bench:
 
     def _pair(self, scenario: str, net: str, same_host_only: bool = False) -> None:
         """A server on h2, a client on h1 (scenario) and one on h2 (scenario-local)."""
-        server = self._run("h2", f"{PREFIX}{scenario}-server", net, self.servers)
+        server = self._run("h2", f"{PREFIX}{scenario}-server", net, SERVERS)
         ip = _address(server, net)
         if not same_host_only:
             client = self._run("h1", f"{PREFIX}{scenario}-client", net, "sleep 100000")
             self.targets[scenario] = (lambda argv, c=client: _exec(c, argv), ip)
+            self.servers[scenario] = lambda c=server: _container_pids(c)
         local = self._run("h2", f"{PREFIX}{scenario}-local", net, "sleep 100000")
-        self.targets[scenario if same_host_only else f"{scenario}-local"] = (lambda argv, c=local: _exec(c, argv), ip)
+        name = scenario if same_host_only else f"{scenario}-local"
+        self.targets[name] = (lambda argv, c=local: _exec(c, argv), ip)
+        self.servers[name] = lambda c=server: _container_pids(c)
 
     def _run(self, host: str, name: str, net: str, command: str) -> Any:
         dk = self.tb.docker(host)
@@ -163,33 +200,45 @@ class Bench:
 
     def _in_netns(self, host: str) -> Runner:
         def run(argv: list[str]) -> str:
-            return subprocess.run(["ip", "netns", "exec", self.tb.netns(host), *argv], capture_output=True,
-                                  text=True, timeout=self.seconds + 60).stdout  # fmt: skip
+            argv = ["ip", "netns", "exec", self.tb.netns(host), *argv]
+            return subprocess.run(argv, capture_output=True, text=True, timeout=self.seconds + 60).stdout
 
         return run
 
+    def _host_servers(self) -> list[int]:
+        """The servers started in h2's namespace for the host scenarios."""
+        pids = subprocess.run(["ip", "netns", "pids", self.tb.netns("h2")], capture_output=True, text=True)
+        return [int(pid) for pid in pids.stdout.split() if _comm(int(pid)) in SERVER_COMMS]
+
     # -- one round of one scenario -----------------------------------------
-    def client(self, scenario: str) -> tuple[Runner, str]:
-        """Run a command at the scenario's client (on the pinned CPU, if any); the server's address."""
+    def client(self, scenario: str, pinned: bool) -> tuple[Runner, str]:
+        """Run a command at the scenario's client (pinned: on the pinned CPU, as its server is then);
+        the server's address."""
         target, ip = self.targets[scenario]
+        cpus = str(self.pin) if pinned else ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+        for pid in self.servers[scenario]():
+            subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], capture_output=True)
+        prefix = ["taskset", "-c", str(self.pin)] if pinned else []
 
         def run(argv: list[str]) -> str:
-            return target([*self.pin, *argv])
+            return target([*prefix, *argv])
 
         return run, ip
 
-    def measure(self, scenario: str) -> dict[str, float]:
-        run, ip = self.client(scenario)
+    def measure(self, scenario: str, pinned: bool) -> dict[str, float]:
+        run, ip = self.client(scenario, pinned)
         t = str(self.seconds)
         busy = busy_seconds()
         tcp = parse_iperf(run(["iperf3", "-c", ip, "-t", t, "-J"]))
         busy = busy_seconds() - busy
         tcp4 = parse_iperf(run(["iperf3", "-c", ip, "-t", t, "-P", "4", "-J"]))
         udp = parse_iperf(run(["iperf3", "-c", ip, "-t", t, "-u", "-b", "0", "-l", "1400", "-J"]))
-        tcp_rr = parse_sockperf(run(["sockperf", "ping-pong", "--tcp", "-i", ip, "-p", "11112", "-t", t]))
-        udp_rr = parse_sockperf(run(["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", t]))
-        http = parse_wrk(run(["wrk", "-t", "1", "-c", "8", "-d", f"{max(1, int(self.seconds))}s", "--latency",
-                              f"http://{ip}:8080/index.html"]))  # fmt: skip
+        pingpong = ["sockperf", "ping-pong", "--pre-warmup-wait", "1", "-i", ip, "-t", t]
+        tcp_rr = parse_sockperf(run([*pingpong, "--tcp", "-p", "11112"]))
+        udp_rr = parse_sockperf(run([*pingpong, "-p", "11111"]))
+        whole = f"{max(1, round(self.seconds))}s"
+        url = f"http://{ip}:8080/index.html"
+        http = parse_wrk(run(["wrk", "-t", "1", "-c", "8", "-d", whole, "--latency", url]))
         moved_gb = tcp["end"]["sum_received"]["bytes"] / 1e9
         return {
             "tcp_gbps": tcp["end"]["sum_received"]["bits_per_second"] / 1e9,
@@ -205,7 +254,23 @@ class Bench:
             "udp_rr_p99_us": udp_rr["p99_us"],
             "http_rps": http["rps"],
             "http_p99_ms": http["p99_ms"],
+            "redis_c1_per_s": self._redis(run, ip, 1),
+            "redis_c50_per_s": self._redis(run, ip, 50),
+            "memcached_c1_per_s": self._memcached(run, ip, 1, whole),
+            "memcached_c50_per_s": self._memcached(run, ip, 50, whole),
         }
+
+    def _redis(self, run: Runner, ip: str, connections: int) -> float:
+        """GETs per second over `connections` connections, for about the measurement's seconds
+        (redis-benchmark counts requests, not time: a short run sizes the real one)."""
+        argv = ["redis-benchmark", "-h", ip, "-p", "6379", "-t", "get", "-c", str(connections), "-q", "-n"]
+        rate = parse_redis(run([*argv, str(1000 + 200 * connections)]))
+        return parse_redis(run([*argv, str(max(1000, int(rate * self.seconds)))]))
+
+    @staticmethod
+    def _memcached(run: Runner, ip: str, connections: int, seconds: str) -> float:
+        argv = ["memcaslap", "-s", f"{ip}:11211", "-T", "1", "-c", str(connections), "-t", seconds]
+        return parse_memaslap(run(argv))
 
     # -- control plane -----------------------------------------------------
     def run_to_ping(self, net: str, count: int) -> list[float]:
@@ -241,12 +306,10 @@ class Bench:
             n.remove()
         for p in self.processes:
             p.kill()
-        if self.processes:  # the host scenario's servers (iperf3 daemonizes itself)
-            pids = subprocess.run(["ip", "netns", "pids", self.tb.netns("h2")], capture_output=True, text=True)
-            for pid in pids.stdout.split():
-                with contextlib.suppress(OSError), open(f"/proc/{pid}/comm") as f:
-                    if f.read().strip() in ("iperf3", "sockperf", "nginx"):
-                        os.kill(int(pid), signal.SIGKILL)
+        if self.processes:  # the host scenarios' servers (iperf3 daemonizes itself)
+            for pid in self._host_servers():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
         if self.swarm:
             for h in ("h2", "h1"):
                 self.tb.docker(h).swarm.leave(force=True)
@@ -262,105 +325,195 @@ def _exec(container: Any, argv: list[str]) -> str:
     return container.exec_run(argv)[1].decode(errors="replace")
 
 
+def _container_pids(container: Any) -> list[int]:
+    """The container's processes, as this machine's pids."""
+    top = container.top(ps_args="-o pid")
+    return [int(row[0]) for row in top["Processes"]]
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 # -- reporting ------------------------------------------------------------
+Samples = dict[str, list[dict[str, float]]]  # scenario -> one dict of metrics per round
+
+
 def summary(samples: list[dict[str, float]], metric: str) -> tuple[float, float, float]:
     values = [s[metric] for s in samples]
     return statistics.median(values), min(values), max(values)
 
 
-def ratio(on: list[dict[str, float]], ref: list[dict[str, float]], metric: str) -> str:
-    """Ratio of the medians, and (min-max) of the ratios within each round: a round measures every
-    scenario back to back, so its ratio is the least touched by the machine's drift."""
+def ratios(on: list[dict[str, float]], ref: list[dict[str, float]], metric: str) -> tuple[float, float, float] | None:
+    """Ratio of the medians, and the min and max of the ratios within each round (a round measures
+    every scenario back to back, so its ratio is the least touched by the machine's drift); None
+    where the baseline is 0."""
     base = summary(ref, metric)[0]
     if not base:
-        return "-"
+        return None
     rounds = [a[metric] / b[metric] for a, b in zip(on, ref, strict=False) if b[metric]]
-    return f"{summary(on, metric)[0] / base:.2f} ({min(rounds):.2f}-{max(rounds):.2f})"
+    return summary(on, metric)[0] / base, min(rounds), max(rounds)
 
 
-def table(samples: dict[str, list[dict[str, float]]], group: tuple[str, ...], baselines: tuple[str, ...]) -> str:
-    """Medians (min-max) of each scenario, and xmasq-on's ratio to each baseline and to xmasq-off."""
+def ratio(on: list[dict[str, float]], ref: list[dict[str, float]], metric: str) -> str:
+    r = ratios(on, ref, metric)
+    return "-" if r is None else f"{r[0]:.2f} ({r[1]:.2f}-{r[2]:.2f})"
+
+
+def compared(samples: Samples, group: tuple[str, ...]) -> tuple[tuple[str, ...], str | None, list[str]]:
+    """The group's measured scenarios, its xmasq-on scenario and what that is compared with."""
     group = tuple(s for s in group if samples.get(s))
     on = next((s for s in group if s.startswith("xmasq-on")), None)
-    refs = [s for s in (*baselines, next((s for s in group if s.startswith("xmasq-off")), None)) if s in group]
+    return group, on, [s for s in group if s != on] if on else []
+
+
+def table(samples: Samples, group: tuple[str, ...]) -> str:
+    """Medians (min-max) of each scenario, and xmasq-on's ratio to each of the others."""
+    group, on, refs = compared(samples, group)
     if not group:
         return "(no scenario measured)"
-    head = [*group, *(f"on / {r.replace('-local', '')}" for r in refs if on)]
+    head = [*group, *(f"on / {r.replace('-local', '')}" for r in refs)]
     lines = ["| metric | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for metric in samples[group[0]][0]:
         med = {s: summary(samples[s], metric) for s in group}
         cells = [f"{m:.3g} ({lo:.3g}-{hi:.3g})" for m, lo, hi in med.values()]
-        ratios = [ratio(samples[on], samples[r], metric) for r in refs if on]
-        lines.append(f"| {metric} | " + " | ".join(cells + ratios) + " |")
+        cells += [ratio(samples[on], samples[r], metric) for r in refs if on]
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def charts(
-    samples: dict[str, list[dict[str, float]]], groups: dict[str, tuple[str, ...]], out: str, name: str
-) -> list[str]:
-    """One PNG per group: a panel per metric, a bar per scenario (median) with min-max whiskers."""
+def advantage(samples: Samples, on: str, ref: str, metric: str) -> tuple[float, float, float] | None:
+    """How many times better xmasq-on is than ref (> 1: better), with the per-round range: the ratio
+    for rates, its inverse where lower is better (latency, CPU per GB). None without a ratio."""
+    r = ratios(samples[on], samples[ref], metric)
+    if r is None or not all(r):
+        return None
+    if metric.endswith(LOWER_IS_BETTER):
+        return 1 / r[0], 1 / r[2], 1 / r[1]
+    return r
+
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
-    for title, group in groups.items():
-        group = tuple(s for s in group if samples.get(s))
-        if not group:
-            continue
-        metrics = list(samples[group[0]][0])
-        cols = 4
-        fig, axes = plt.subplots((len(metrics) + cols - 1) // cols, cols, figsize=(16, 3.2 * ((len(metrics) + 3) // 4)))
-        for ax, metric in zip(axes.flat, metrics, strict=False):
-            med = [summary(samples[s], metric) for s in group]
-            err = [[m - lo for m, lo, _ in med], [hi - m for m, _, hi in med]]
-            ax.bar(range(len(group)), [m for m, _, _ in med], yerr=err, capsize=4,
-                   color=["#999999" if not s.startswith("xmasq-on") else "#2a7ab0" for s in group])  # fmt: skip
-            ax.set_xticks(range(len(group)), [s.replace("-local", "") for s in group], rotation=20, fontsize=8)
-            ax.set_title(metric, fontsize=9)
-        for ax in list(axes.flat)[len(metrics) :]:
-            ax.axis("off")
-        fig.suptitle(title)
-        fig.tight_layout()
-        path = os.path.join(out, f"bench-{name}-{title.split()[0].lower()}.png")
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        written.append(path)
-    return written
+    return plt
+
+
+def ratio_chart(by_mode: dict[str, Samples], groups: dict[str, tuple[str, ...]], path: str) -> str | None:
+    """One panel per mode and group: for every metric, xmasq-on's advantage over each alternative
+    (a bar, with the per-round range as whiskers, on a log scale around 1)."""
+    panels = [(mode, title, *compared(samples, group)) for mode, samples in by_mode.items()
+              for title, group in groups.items()]  # fmt: skip
+    panels = [p for p in panels if p[3]]
+    if not panels:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 9), squeeze=False)
+    for ax, (mode, title, _, on, refs) in zip(axes[0], panels, strict=True):
+        samples = by_mode[mode]
+        metrics = [m for m in samples[on][0] if not m.endswith("retransmits")]
+        height = 0.8 / max(1, len(refs))
+        for i, ref in enumerate(refs):
+            for j, metric in enumerate(metrics):
+                adv = advantage(samples, on, ref, metric)
+                if adv is None:
+                    continue
+                y = j + i * height
+                ax.barh(y, adv[0] - 1, left=1, height=height, color=f"C{i}", label=ref if j == 0 else None,
+                        xerr=[[adv[0] - adv[1]], [adv[2] - adv[0]]], error_kw={"lw": 0.8})  # fmt: skip
+        ax.axvline(1, color="black", lw=1)
+        ax.set_xscale("log")
+        ax.set_yticks([j + 0.4 - height / 2 for j in range(len(metrics))], metrics, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(f"{title}, {mode}: xmasq-on vs", fontsize=10)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.set_xlabel("times better (> 1: xmasq wins; whiskers: per-round range)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def value_chart(samples: Samples, group: tuple[str, ...], title: str, path: str) -> str | None:
+    """A panel per metric, a bar per scenario (median) with min-max whiskers."""
+    group = compared(samples, group)[0]
+    if not group:
+        return None
+    plt = _pyplot()
+    metrics = list(samples[group[0]][0])
+    cols = 4
+    rows = (len(metrics) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(16, 3.2 * rows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        med = [summary(samples[s], metric) for s in group]
+        err = [[m - lo for m, lo, _ in med], [hi - m for m, _, hi in med]]
+        colors = ["#2a7ab0" if s.startswith("xmasq-on") else "#999999" for s in group]
+        ax.bar(range(len(group)), [m for m, _, _ in med], yerr=err, capsize=4, color=colors)
+        ax.set_xticks(range(len(group)), [s.replace("-local", "") for s in group], rotation=20, fontsize=8)
+        ax.set_title(metric, fontsize=9)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def report(by_mode: dict[str, Samples], control: dict[str, Any], pin: int) -> str:
+    parts = []
+    for mode, samples in by_mode.items():
+        heading = "unpinned" if mode == "unpinned" else f"client and server pinned to CPU {pin}"
+        parts.append(f"### Cross-host, {heading} (client on h1, server on h2)\n\n{table(samples, CROSS)}")
+        parts.append(f"### Same host, {heading} (client and server on h2)\n\n{table(samples, SAME)}")
+    return "\n\n".join([*parts, f"### Control plane\n\n{control_table(control)}"])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help=f"3 rounds of 1 s of {','.join(QUICK)}, 3 containers for the control plane")  # fmt: skip
+                        help=f"2 rounds of 1 s of {','.join(QUICK)}, 3 containers for the control plane")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5, help="seconds per measurement")
-    parser.add_argument("--pin", type=int, default=None, metavar="CPU", help="run clients and servers on this CPU")
+    parser.add_argument("--seconds", type=float, default=3, help="seconds per measurement")
+    parser.add_argument("--modes", default=",".join(MODES), help="unpinned, pinned or both (comma-separated)")
+    parser.add_argument("--pin", type=int, default=1, metavar="CPU", help="the CPU of the pinned mode")
     parser.add_argument("--scenarios", default="", help="comma-separated subset (default: all; --quick: fewer)")
     parser.add_argument("--containers", type=int, default=50, help="containers for the control-plane figures")
     parser.add_argument("--use-testbed", action="store_true", help="use the testbed that is up (else make one)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "results"))
     args = parser.parse_args(argv)
-    rounds, seconds, containers = (3, 1.0, 3) if args.quick else (args.rounds, args.seconds, args.containers)
+    rounds, seconds, containers = (2, 1.0, 3) if args.quick else (args.rounds, args.seconds, args.containers)
     wanted = args.scenarios.split(",") if args.scenarios else QUICK if args.quick else CROSS + SAME
     scenarios = tuple(s for s in CROSS + SAME if s in wanted)
+    modes = tuple(m for m in MODES if m in args.modes.split(","))
+    if not modes:
+        parser.error(f"--modes: one or both of {', '.join(MODES)}")
     tb = Testbed.load() if args.use_testbed else None
     own = tb is None
     tb = tb or Testbed.up(2)
     bench = Bench(tb, seconds, scenarios, args.pin)
-    samples: dict[str, list[dict[str, float]]] = {s: [] for s in scenarios}
+    by_mode: dict[str, Samples] = {m: {s: [] for s in scenarios} for m in modes}
     control: dict[str, Any] = {}
     started = time.monotonic()
     try:
         bench.setup()
-        total = rounds * len(scenarios)
+        steps = [(m, s) for m in modes for s in scenarios]
+        total = rounds * len(steps)
         for r in range(rounds):
-            for i, scenario in enumerate(scenarios):
-                done = r * len(scenarios) + i
+            for i, (mode, scenario) in enumerate(steps):
+                done = r * len(steps) + i
                 eta = (time.monotonic() - started) / done * (total - done) if done else 0
-                print(f"[bench] round {r + 1}/{rounds} {scenario} (ETA {eta:.0f} s)", file=sys.stderr, flush=True)
-                samples[scenario].append(bench.measure(scenario))
+                print(
+                    f"[bench] round {r + 1}/{rounds} {mode} {scenario} (ETA {eta:.0f} s)", file=sys.stderr, flush=True
+                )
+                by_mode[mode][scenario].append(bench.measure(scenario, mode == "pinned"))
         print(f"[bench] control plane ({containers} containers)", file=sys.stderr, flush=True)
         for net, key in ((f"{PREFIX}on", "xmasq-on"), (f"{PREFIX}overlay", "overlay")):
             if key in scenarios:
@@ -372,26 +525,26 @@ def main(argv: list[str] | None = None) -> int:
         bench.close()
         if own:
             tb.down()
-    md = (
-        "Cross-host (client on h1, server on h2)\n\n" + table(samples, CROSS, ("host", "overlay"))
-        + "\n\nSame host (client and server on h2)\n\n" + table(samples, SAME, ("bridge",))
-        + "\n\nControl plane\n\n" + control_table(control)
-    )  # fmt: skip
+    md = report(by_mode, control, args.pin)
     print(md)
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    name = ("quick" if args.quick else "full") + (f"-pinned{args.pin}" if args.pin is not None else "")
+    name = "quick" if args.quick else "full"
     record = {
-        "when": stamp, "rounds": rounds, "seconds": seconds, "pin": args.pin, "samples": samples, "control": control,
+        "when": stamp, "rounds": rounds, "seconds": seconds, "pin": args.pin, "samples": by_mode, "control": control,
         "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "testbed": "2 hosts, veth underlay"},
     }  # fmt: skip
     with open(os.path.join(args.out, f"bench-{name}.json"), "w") as f:
         json.dump(record, f, indent=1)
-    pngs = charts(samples, {"Cross-host": CROSS, "Same host": SAME}, args.out, name)
-    pinning = f"pinned to CPU {args.pin}" if args.pin is not None else "unpinned"
+    groups = {"Cross-host": CROSS, "Same host": SAME}
+    pngs = [ratio_chart(by_mode, groups, os.path.join(args.out, f"bench-{name}-ratios.png"))]
+    for mode, samples in by_mode.items():
+        for title, group in groups.items():
+            path = os.path.join(args.out, f"bench-{name}-{mode}-{title.split()[0].lower()}.png")
+            pngs.append(value_chart(samples, group, f"{title}, {mode}", path))
     with open(os.path.join(args.out, f"bench-{name}.md"), "w") as f:
-        images = "".join(f"![]({os.path.basename(p)})\n" for p in pngs)
-        f.write(f"{rounds} rounds x {seconds:g} s, {pinning}, {stamp}, kernel {platform.release()}, "
+        images = "".join(f"![]({os.path.basename(p)})\n" for p in pngs if p)
+        f.write(f"{rounds} rounds x {seconds:g} s, modes: {', '.join(modes)}, {stamp}, kernel {platform.release()}, "
                 f"{os.cpu_count()} CPUs; ratios: of the medians (min-max of the per-round ratios)\n\n{md}\n\n"
                 f"{images}")  # fmt: skip
     return 0

@@ -10,7 +10,8 @@ LOG_DIR=/var/log/xmasq
 DATA_DIR=/var/lib/xmasq
 PACKAGES="docker.io etcd-server python3-bpfcc python3-venv clang llvm iproute2 iptables
           linux-headers-amd64 busybox-static curl gcc libc6-dev iperf3 sockperf tcpdump openssl systemd
-          debootstrap nginx-light wrk"
+          debootstrap nginx-light wrk redis-server redis-tools memcached libmemcached-tools bpftool linux-perf"
+SERVICES="nginx-light:nginx redis-server:redis-server memcached:memcached"  # package:unit the benchmark runs itself
 
 say() { echo "setup: $*"; }
 [ "$(id -u)" = 0 ] || { echo "setup: needs root (sudo make run)" >&2; exit 1; }
@@ -33,6 +34,11 @@ if ((${#missing[@]})); then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     rm -f /usr/sbin/policy-rc.d
+    if [ -d /run/systemd/system ]; then  # nor at the next boot, where this script installed them
+        for pair in $SERVICES; do
+            [[ " ${missing[*]} " == *" ${pair%%:*} "* ]] && systemctl disable --quiet "${pair#*:}" || true
+        done
+    fi
 fi
 
 # 2. Kernel headers for bcc, only where the running kernel has none. Debian's

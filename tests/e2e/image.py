@@ -1,6 +1,7 @@
 """The containers' image, built offline: busybox-static, a static UDP echo tool, and the
-host's iperf3, sockperf, nginx and wrk with the shared libraries they need (for traffic tests
-and benchmarks); nginx serves /www with image/nginx.conf."""
+host's iperf3, sockperf, nginx, wrk, redis and memcached (servers and benchmark clients) with
+the shared libraries they need (for traffic tests and benchmarks); nginx serves /www with
+image/nginx.conf."""
 
 from __future__ import annotations
 
@@ -18,7 +19,16 @@ import docker
 REPO = "xmasq-test/busybox"
 HERE = os.path.dirname(__file__)
 BUSYBOX = "/bin/busybox"
-TOOLS = ("/usr/bin/iperf3", "/usr/bin/sockperf", "/usr/sbin/nginx", "/usr/bin/wrk")
+TOOLS = (
+    "/usr/bin/iperf3",
+    "/usr/bin/sockperf",
+    "/usr/sbin/nginx",
+    "/usr/bin/wrk",
+    "/usr/bin/redis-server",
+    "/usr/bin/redis-benchmark",
+    "/usr/bin/memcached",
+    "/usr/bin/memcaslap",
+)
 NGINX_CONF = os.path.join(HERE, "image", "nginx.conf")
 
 

@@ -15,14 +15,19 @@ def test_quick_mode_smallest_scenario(tb, tmp_path):
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((tmp_path / "bench-quick.json").read_text())
-    rounds = record["samples"]["xmasq-on"]
-    assert len(rounds) == 3 and record["machine"]["cpus"] == os.cpu_count()
-    for r in rounds:
-        assert r["tcp_gbps"] > 0 and r["tcp4_gbps"] > 0 and r["udp1400_gbps"] > 0 and r["cpu_s_per_gb"] > 0
-        assert r["tcp_rr_per_s"] > 0 and r["udp_rr_per_s"] > 0 and r["http_rps"] > 0
+    assert record["machine"]["cpus"] == os.cpu_count()
+    for mode in ("unpinned", "pinned"):  # both in one run
+        rounds = record["samples"][mode]["xmasq-on"]
+        assert len(rounds) == 2
+        for r in rounds:
+            assert r["tcp_gbps"] > 0 and r["tcp4_gbps"] > 0 and r["udp1400_gbps"] > 0 and r["cpu_s_per_gb"] > 0
+            assert r["tcp_rr_per_s"] > 0 and r["udp_rr_per_s"] > 0 and r["http_rps"] > 0
+            assert r["redis_c1_per_s"] > 0 and r["redis_c50_per_s"] > 0
+            assert r["memcached_c1_per_s"] > 0 and r["memcached_c50_per_s"] > 0
+        assert (tmp_path / f"bench-quick-{mode}-cross-host.png").stat().st_size > 1000
     assert len(record["control"]["run_to_ping_s[xmasq-on]"]) == 3
-    assert "| tcp_gbps |" in (tmp_path / "bench-quick.md").read_text()
-    assert (tmp_path / "bench-quick-cross-host.png").stat().st_size > 1000
+    report = (tmp_path / "bench-quick.md").read_text()
+    assert "| tcp_gbps |" in report and "| redis_c1_per_s |" in report and "pinned to CPU 1" in report
     # Nothing of the benchmark is left on the testbed.
     for h in ("h1", "h2"):
         assert tb.docker(h).containers.list(all=True, filters={"name": "bench-"}) == []
