@@ -467,13 +467,59 @@ def value_chart(samples: Samples, group: tuple[str, ...], title: str, path: str)
     return path
 
 
+APPS_RR = ("tcp_rr_per_s", "udp_rr_per_s", "http_rps", "redis_c1_per_s", "redis_c50_per_s", "memcached_c1_per_s",
+           "memcached_c50_per_s")  # fmt: skip
+# (group, alternative, metrics (None: every one but retransmits), xmasq-on's least advantage over it)
+TARGETS = (
+    ("cross", "overlay", APPS_RR, 1.1),
+    ("cross", "host", APPS_RR, 0.9),
+    ("cross", "host", ("tcp_gbps",), 0.95),
+    ("cross", "overlay", ("cpu_s_per_gb",), 1.0),
+    ("same", "bridge", None, 1.0),
+)
+
+
+def targets(by_mode: dict[str, Samples]) -> str:
+    """Issue 15's targets, each against what this run measured: xmasq-on's advantage (> 1: better)
+    over the alternative, median and per-round range. Also every figure where the default steering
+    lost to no steering in every round (slower by more than the spread)."""
+    lines = ["| mode | group | vs | metric | needed | measured | |", "|---|---|---|---|---|---|---|"]
+    losses = []
+    for mode, samples in by_mode.items():
+        for group, alternative, metrics, least in TARGETS:
+            on, ref = ("xmasq-on", alternative) if group == "cross" else ("xmasq-on-local", alternative)
+            if not (samples.get(on) and samples.get(ref)):
+                continue
+            measured = samples[on][0]
+            for metric in [m for m in metrics or measured if m in measured and not m.endswith("retransmits")]:
+                adv = advantage(samples, on, ref, metric)
+                if adv is not None:
+                    met = "met" if adv[0] >= least else "missed"
+                    value = f"{adv[0]:.2f} ({adv[1]:.2f}-{adv[2]:.2f})"
+                    lines.append(f"| {mode} | {group} | {ref} | {metric} | >= {least} | {value} | {met} |")
+            if group == "same" and "tcp_retransmits" in samples[on][0]:
+                mine, theirs = (summary(samples[s], "tcp_retransmits")[0] for s in (on, ref))
+                met = "met" if mine <= theirs else "missed"
+                lines.append(f"| {mode} | same | {ref} | tcp_retransmits | <= {theirs:g} | {mine:g} | {met} |")
+        for on, off in (("xmasq-on", "xmasq-nosteer"), ("xmasq-on-local", "xmasq-nosteer-local")):
+            if samples.get(on) and samples.get(off):
+                for metric in samples[on][0]:
+                    adv = advantage(samples, on, off, metric)
+                    if adv is not None and adv[2] < 1 and not metric.endswith("retransmits"):
+                        losses.append(f"{mode} {on}: {metric} {adv[0]:.2f} ({adv[1]:.2f}-{adv[2]:.2f})")
+    steering = "; ".join(losses) if losses else "none"
+    return "\n".join([*lines, "", f"Default steering slower than none in every round: {steering}"])
+
+
 def report(by_mode: dict[str, Samples], control: dict[str, Any], pin: int) -> str:
     parts = []
     for mode, samples in by_mode.items():
         heading = "unpinned" if mode == "unpinned" else f"client and server pinned to CPU {pin}"
         parts.append(f"### Cross-host, {heading} (client on h1, server on h2)\n\n{table(samples, CROSS)}")
         parts.append(f"### Same host, {heading} (client and server on h2)\n\n{table(samples, SAME)}")
-    return "\n\n".join([*parts, f"### Control plane\n\n{control_table(control)}"])
+    return "\n\n".join(
+        [*parts, f"### Control plane\n\n{control_table(control)}", f"### Targets (issue 15)\n\n{targets(by_mode)}"]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -488,7 +534,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--containers", type=int, default=50, help="containers for the control-plane figures")
     parser.add_argument("--use-testbed", action="store_true", help="use the testbed that is up (else make one)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "results"))
+    parser.add_argument("--render", metavar="JSON", help="only write the report and charts of a recorded run")
     args = parser.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            name = os.path.basename(args.render).removeprefix("bench-").removesuffix(".json")
+            print(write_report(json.load(f), os.path.dirname(args.render) or ".", name))
+        return 0
     rounds, seconds, containers = (2, 1.0, 3) if args.quick else (args.rounds, args.seconds, args.containers)
     wanted = args.scenarios.split(",") if args.scenarios else QUICK if args.quick else CROSS + SAME
     scenarios = tuple(s for s in CROSS + SAME if s in wanted)
@@ -525,29 +577,38 @@ def main(argv: list[str] | None = None) -> int:
         bench.close()
         if own:
             tb.down()
-    md = report(by_mode, control, args.pin)
-    print(md)
-    os.makedirs(args.out, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    name = "quick" if args.quick else "full"
     record = {
         "when": stamp, "rounds": rounds, "seconds": seconds, "pin": args.pin, "samples": by_mode, "control": control,
         "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "testbed": "2 hosts, veth underlay"},
     }  # fmt: skip
+    name = "quick" if args.quick else "full"
+    os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"bench-{name}.json"), "w") as f:
         json.dump(record, f, indent=1)
+    print(write_report(record, args.out, name))
+    return 0
+
+
+def write_report(record: dict[str, Any], out: str, name: str) -> str:
+    """The markdown report and the charts of a run's record (bench-NAME.md, bench-NAME-*.png)."""
+    by_mode = record["samples"]
+    md = report(by_mode, record["control"], record["pin"])
     groups = {"Cross-host": CROSS, "Same host": SAME}
-    pngs = [ratio_chart(by_mode, groups, os.path.join(args.out, f"bench-{name}-ratios.png"))]
+    pngs = [ratio_chart(by_mode, groups, os.path.join(out, f"bench-{name}-ratios.png"))]
     for mode, samples in by_mode.items():
         for title, group in groups.items():
-            path = os.path.join(args.out, f"bench-{name}-{mode}-{title.split()[0].lower()}.png")
+            path = os.path.join(out, f"bench-{name}-{mode}-{title.split()[0].lower()}.png")
             pngs.append(value_chart(samples, group, f"{title}, {mode}", path))
-    with open(os.path.join(args.out, f"bench-{name}.md"), "w") as f:
+    machine = record["machine"]
+    head = (
+        f"{record['rounds']} rounds x {record['seconds']:g} s, modes: {', '.join(by_mode)}, {record['when']}, "
+        f"kernel {machine['kernel']}, {machine['cpus']} CPUs; ratios: of the medians (min-max of the per-round ratios)"
+    )
+    with open(os.path.join(out, f"bench-{name}.md"), "w") as f:
         images = "".join(f"![]({os.path.basename(p)})\n" for p in pngs if p)
-        f.write(f"{rounds} rounds x {seconds:g} s, modes: {', '.join(modes)}, {stamp}, kernel {platform.release()}, "
-                f"{os.cpu_count()} CPUs; ratios: of the medians (min-max of the per-round ratios)\n\n{md}\n\n"
-                f"{images}")  # fmt: skip
-    return 0
+        f.write(f"{head}\n\n{md}\n\n{images}")
+    return md
 
 
 def control_table(control: dict[str, Any]) -> str:

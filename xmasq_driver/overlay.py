@@ -281,6 +281,8 @@ class Overlay:
                 " rfs steers only where the host sets it",
                 sysctl=SOCK_FLOWS_SYSCTL,
             )
+        except (OSError, BackendError) as e:  # without it RFS leaves each packet where it was sent
+            _log.warning("flow steering: cannot raise the socket flow table", sysctl=SOCK_FLOWS_SYSCTL, error=e)
 
     def delete_veth(self, endpoint_id: str) -> None:
         host, cont = veth_names(endpoint_id)

@@ -98,3 +98,17 @@ def test_the_profile_gives_microseconds_per_round_trip_and_their_difference() ->
     assert "| other kernel | 10.00 | 11.50 | +1.50 |" in lines
     assert "| total | 14.5 | 18.5 | +4.0 |" in lines
     assert lines[-1] == "round trips/s, xmasq-on / host per pair: 0.80 0.90"
+
+
+def test_the_targets_say_what_was_met_and_where_the_default_lost_to_no_steering() -> None:
+    rounds = [{"http_rps": 120.0, "tcp_gbps": 9.0}, {"http_rps": 130.0, "tcp_gbps": 9.5}]
+    samples = {
+        "host": [{"http_rps": 100.0, "tcp_gbps": 10.0}] * 2,
+        "overlay": [{"http_rps": 100.0, "tcp_gbps": 5.0}] * 2,
+        "xmasq-on": rounds,
+        "xmasq-nosteer": [{"http_rps": 140.0, "tcp_gbps": 9.0}] * 2,  # http: faster without steering, every round
+    }
+    lines = bench.targets({"pinned": samples}).splitlines()
+    assert "| pinned | cross | overlay | http_rps | >= 1.1 | 1.25 (1.20-1.30) | met |" in lines
+    assert "| pinned | cross | host | tcp_gbps | >= 0.95 | 0.93 (0.90-0.95) | missed |" in lines
+    assert lines[-1] == "Default steering slower than none in every round: pinned xmasq-on: http_rps 0.89 (0.86-0.93)"
