@@ -30,6 +30,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 OPT_VNI, OPT_NETWORK, OPT_FASTPATH, OPT_STEER = "xmasq.vni", "xmasq.network", "xmasq.fastpath", "xmasq.steer"
 _KNOWN_OPTIONS = {OPT_VNI, OPT_NETWORK, OPT_FASTPATH, OPT_STEER}
+OPT_ENCRYPTED = "encrypted"  # Docker's overlay: IPsec between hosts
 
 
 class OverlayBackend(Protocol):
@@ -89,11 +90,22 @@ def _int_option(options: dict[str, Any], key: str, low: int, high: int) -> int |
     return value
 
 
-def parse_network_options(options: dict[str, Any], network_id: str, underlay_mtu: int) -> dict[str, Any]:
-    """Validate the user's `-o` options; returns {key, vni, mtu, fastpath, options}."""
+def _refuse_what_cannot_be_honoured(options: dict[str, Any]) -> None:
+    """Unknown xmasq options, and encryption: accepted, it would mean plaintext on the underlay
+    where the user asked for it to be encrypted."""
+    if OPT_ENCRYPTED in options:
+        raise DriverError(
+            "option encrypted is not supported: xmasq does not encrypt traffic between hosts (no IPsec or"
+            " WireGuard), so the network is not created rather than carrying it in plaintext"
+        )
     for k in options:
         if k.startswith("xmasq.") and k not in _KNOWN_OPTIONS:
             raise DriverError(f"unknown option {k} (known: {', '.join(sorted(_KNOWN_OPTIONS))})")
+
+
+def parse_network_options(options: dict[str, Any], network_id: str, underlay_mtu: int) -> dict[str, Any]:
+    """Validate the user's `-o` options; returns {key, vni, mtu, fastpath, options}."""
+    _refuse_what_cannot_be_honoured(options)
     key = str(options.get(OPT_NETWORK) or network_id)
     if not _NAME.match(key):
         raise DriverError(f"option {OPT_NETWORK}={key!r} must be 1-64 of A-Z a-z 0-9 _ . -")
@@ -261,9 +273,7 @@ class NetworkDriver:
     def allocate_network(self, req: p.NetworkRequest) -> dict[str, Any]:
         """Swarm manager: claim the VNI cluster-wide; echo the options plus what was allocated."""
         options = {str(k): str(v) for k, v in req.options.items()}
-        for k in options:
-            if k.startswith("xmasq.") and k not in _KNOWN_OPTIONS:
-                raise DriverError(f"unknown option {k}")
+        _refuse_what_cannot_be_honoured(options)
         key = options.get(OPT_NETWORK) or req.network_id
         if not _NAME.match(key):
             raise DriverError(f"option {OPT_NETWORK}={key!r} must be 1-64 of A-Z a-z 0-9 _ . -")

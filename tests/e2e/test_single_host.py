@@ -72,6 +72,14 @@ def test_bad_option_is_refused_with_a_clear_error(env, dk):
         env.network("bad", "10.210.5.0/24", {"xmasq.vnii": "5"})
 
 
+def test_encryption_is_refused_rather_than_ignored(env, dk):
+    """`--opt encrypted` asks Docker's overlay for IPsec between hosts; xmasq has none, and taking the
+    option would mean plaintext where the user asked for encryption."""
+    with pytest.raises(docker.errors.APIError, match="option encrypted is not supported"):
+        env.network("enc", "10.242.0.0/24", {"encrypted": ""})
+    assert not dk.networks.list(names=["xmt-enc"])
+
+
 def test_connect_and_disconnect(env):
     one = env.network("one", "10.210.6.0/24")
     two = env.network("two", "10.210.7.0/24")

@@ -126,6 +126,7 @@ def test_create_network_bad_requests(h, body, message):
         ({"xmasq.steer": "on"}, "option xmasq.steer='on' must be one of rfs, rps, off"),
         ({"xmasq.network": "bad/name"}, "xmasq.network"),
         ({"xmasq.typo": "1"}, "unknown option xmasq.typo"),
+        ({"encrypted": ""}, "option encrypted is not supported: xmasq does not encrypt traffic between hosts"),
         ({"com.docker.network.driver.mtu": "9000"}, "out of range 68..1350"),
     ],
 )
@@ -387,6 +388,12 @@ def test_allocate_network_echoes_options_with_vni(h):
         {"NetworkID": "s" * 25, "Options": reply["Options"], "IPv4Data": [{"Pool": "10.5.0.0/24"}]},
     )
     assert again == reply
+
+
+def test_a_swarm_network_asking_for_encryption_is_refused_and_claims_nothing(h):
+    body = {"NetworkID": "s" * 25, "Options": {"encrypted": ""}, "IPv4Data": [{"Pool": "10.5.0.0/24"}]}
+    assert "option encrypted is not supported" in h.err("/NetworkDriver.AllocateNetwork", body)
+    assert not h.kv.data
 
 
 def test_restart_restores_networks_and_ports(tmp_path):
