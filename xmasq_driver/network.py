@@ -318,9 +318,10 @@ class NetworkDriver:
             with undo.guard():
                 undo.add("delete veth", lambda: self.overlay.delete_veth(req.endpoint_id))
                 ifname = self.overlay.create_veth(req.endpoint_id, net["vni"], mac, net["mtu"])
-                self.overlay.steer(veth_names(req.endpoint_id)[0], _steering(net))
+                host_veth = veth_names(req.endpoint_id)[0]
+                self.overlay.steer(host_veth, _steering(net))
                 undo.add("remove from eBPF maps", lambda: self.datapath.remove_local(net["vni"], str(ip.ip)))
-                self.datapath.add_local(veth_names(req.endpoint_id)[0], net["vni"], str(ip.ip), mac, net["fastpath"])
+                self.datapath.add_local(host_veth, net["vni"], str(ip.ip), mac, net["fastpath"])
                 undo.add("delete endpoint in etcd", lambda: self.store.delete_endpoint(net["key"], str(ip.ip)))
                 self.store.put_endpoint(net["key"], str(ip.ip), {"mac": mac, "endpoint": req.endpoint_id})
                 ep: dict[str, Any] = {

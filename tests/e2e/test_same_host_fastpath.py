@@ -37,7 +37,8 @@ def queue(container, net) -> str:  # type: ignore[no-untyped-def]
 
 def steering(container, net) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     """(RPS: the CPUs a flow may be hashed to, RFS: the flow table's entries) of its host veth."""
-    with open(f"{queue(container, net)}/rps_cpus") as cpus, open(f"{queue(container, net)}/rps_flow_cnt") as flows:
+    rx = queue(container, net)
+    with open(f"{rx}/rps_cpus") as cpus, open(f"{rx}/rps_flow_cnt") as flows:
         return mask_bits(cpus.read()), int(flows.read())
 
 
@@ -175,8 +176,8 @@ def test_pinned_to_one_cpu_a_flow_is_never_handed_to_another(env, cfg):
     assert len(cpus) >= 2, "needs two CPUs: one to pin to, one to watch"
     other = cpus[0]
     handed = {}
-    for name, options in (("rfs", None), ("rps", {"xmasq.steer": "rps"})):
-        net, a, b, ip = pair(env, f"pin{name}", f"10.212.{8 if name == 'rfs' else 9}.0/24", options)
+    for name, subnet, options in (("rfs", "10.212.8.0/24", None), ("rps", "10.212.9.0/24", {"xmasq.steer": "rps"})):
+        net, a, b, ip = pair(env, f"pin{name}", subnet, options)
         pin(a, cpus[1])
         pin(b, cpus[1])
         before = rps_ipis(other)
