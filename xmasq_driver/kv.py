@@ -142,7 +142,10 @@ class EtcdKV:
                     c.get_url("/watch"), json=request, stream=True, timeout=(self._timeout, timeout)
                 ) as resp:
                     for line in resp.iter_lines():
-                        if line and json.loads(line).get("result", {}).get("events"):
+                        result = json.loads(line).get("result", {}) if line else {}
+                        # A watch cancelled because its revision was compacted away also says
+                        # "list again": the caller's view may have missed changes.
+                        if result.get("events") or result.get("canceled"):
                             return True
             except requests.exceptions.RequestException as e:
                 # A quiet stream ends in a read timeout: no change, not a failure.

@@ -71,3 +71,20 @@ def test_failover_to_the_next_endpoint(tls_etcd):
     kv.put("/xmasq-tls/b", "x")
     assert kv.get("/xmasq-tls/b") == "x"
     kv.delete("/xmasq-tls/b")
+
+
+def test_a_watch_from_a_compacted_revision_says_list_again(tls_etcd):
+    """After a compaction past its revision a watch cannot replay what changed: it must not wait
+    out its timeout as if nothing had (the reconciler then lists again at once)."""
+    kv = EtcdKV(tls_etcd)
+    kv.put("/xmasq-compact/a", "1")
+    _, before = kv.list_prefix("/xmasq-compact/")
+    kv.put("/xmasq-compact/a", "2")
+    kv.put("/xmasq-compact/a", "3")
+    _, now = kv.list_prefix("/xmasq-compact/")
+    client = kv._clients[0]
+    client.post(client.get_url("/kv/compaction"), json={"revision": now, "physical": True})
+    start = time.monotonic()
+    assert kv.wait("/xmasq-compact/", before + 1, 5.0)
+    assert time.monotonic() - start < 2.0
+    kv.delete("/xmasq-compact/a")
