@@ -19,10 +19,15 @@ class DatapathView(Protocol):
     def flush_flows(self) -> int: ...
 
 
+class ClusterHealth(Protocol):
+    def health(self) -> dict[str, Any]: ...
+
+
 class Admin:
-    def __init__(self, network: NetworkDriver, datapath: DatapathView):
+    def __init__(self, network: NetworkDriver, datapath: DatapathView, cluster: ClusterHealth):
         self.network = network
         self.datapath = datapath
+        self.cluster = cluster
 
     def status(self, _: Any = None) -> dict[str, Any]:
         snap = self.network.state.snapshot()
@@ -30,6 +35,7 @@ class Admin:
             cluster: dict[str, Any] = {"hosts": self.network.store.hosts()[0]}
         except BackendError as e:
             cluster = {"error": str(e)}
+        cluster["records"] = self.cluster.health()
         return {
             "host": self.network.store.host,
             "fastpath": {

@@ -68,6 +68,13 @@ class Config:
     host_grace: float = field(
         default=5.0, metadata={"help": "seconds a vanished host's endpoints are kept before removal"}
     )
+    restore_hold: float = field(
+        default=30.0,
+        metadata={
+            "help": "seconds no peer entry is removed after etcd is seen to have lost data (its revision went"
+            " back: restored empty or from a snapshot), while every host re-asserts its records"
+        },
+    )
     threads: int = field(default=8, metadata={"help": "HTTP worker threads"})
     listen: str = field(
         default="",

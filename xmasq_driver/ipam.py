@@ -6,24 +6,30 @@ networks with the same subnet and the same addresses). Each host holds a pool on
 network using it; addresses are freed when the last holder in the cluster releases it.
 The gateway (first address unless given) is shared by every host and is not released
 with an endpoint.
+
+Each host also records its holds and claims in its local state: they are what it
+re-asserts in etcd after etcd lost data (`reassert`). One lock orders every change of them.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import threading
 from typing import Any
 
 from . import log
 from . import protocol as p
 from .errors import DriverError, NotFound
-from .store import GATEWAY_OWNER, ClusterStore
+from .state import LocalState
+from .store import GATEWAY_OWNER, ClusterStore, ClusterView, Conflict, Reassertion, pool_id_of, pool_key
 
 _log = log.get("ipam")
 ADDRESS_SPACE = "xmasq"
 
 
 SPACE_OPTION = "xmasq.space"
+ADDRESS, GATEWAY = "address", "gateway"  # the kinds of claim in the local record
 _SPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -39,8 +45,40 @@ def _parse_pool_id(pool_id: str) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4N
 
 
 class IpamDriver:
-    def __init__(self, store: ClusterStore):
+    def __init__(self, store: ClusterStore, state: LocalState):
         self.store = store
+        self.state = state
+        self._lock = threading.Lock()
+
+    def _pools(self, view: ClusterView | None = None) -> dict[str, dict[str, Any]]:
+        """This host's pools (call with the lock held). A state file from before pools were
+        recorded gets this host's records from etcd, once, rather than having them removed."""
+        if self.state.pools is None:
+            view = view or self.store.view()
+            adopted: dict[str, dict[str, Any]] = {}
+            for pool, holders in view.holders.items():
+                if self.store.host in holders:
+                    claims = view.addresses.get(pool, {}).items()
+                    adopted[pool_id_of(pool)] = {
+                        "holds": int(holders[self.store.host]),
+                        "addresses": {ip: GATEWAY if owner == GATEWAY_OWNER else ADDRESS
+                                      for ip, owner in claims if owner in (GATEWAY_OWNER, self.store.host)},
+                    }  # fmt: skip
+            self.state.adopt_pools(adopted)
+            _log.info("IPAM records adopted from etcd", pools=len(adopted))
+        assert self.state.pools is not None
+        return self.state.pools
+
+    def _record(self, pool_id: str, holds: int = 0, address: str = "", kind: str = "") -> None:
+        """Change this host's record of a pool: holds by `holds`, an address added (kind) or
+        removed (no kind). A pool with no holds left is forgotten."""
+        record = self._pools().get(pool_id, {"holds": 0, "addresses": {}})
+        record = {"holds": record["holds"] + holds, "addresses": dict(record["addresses"])}
+        if address and kind:
+            record["addresses"][address] = kind
+        elif address:
+            record["addresses"].pop(address, None)
+        self.state.set_pool(pool_id, record if record["holds"] > 0 or record["addresses"] else None)
 
     def capabilities(self) -> dict[str, Any]:
         return {"RequiresMACAddress": False, "RequiresRequestReplay": False}
@@ -66,13 +104,22 @@ class IpamDriver:
         if space and not _SPACE.match(space):
             raise DriverError(f"option {SPACE_OPTION}={space!r} must be 1-64 of A-Z a-z 0-9 _ . -")
         pool_id = str(subnet) + (f"|{rng}" if req.sub_pool else "") + (f"@{space}" if space else "")
-        self.store.hold_pool(pool_id)
+        with self._lock:
+            self._pools()
+            self.store.hold_pool(pool_id)
+            self._record(pool_id, holds=1)
         _log.info("pool held", pool=pool_id)
         return {"PoolID": pool_id, "Pool": str(subnet), "Data": {}}
 
     def release_pool(self, req: p.ReleasePoolRequest) -> dict[str, Any]:
         _parse_pool_id(req.pool_id)
-        freed = self.store.release_pool(req.pool_id)
+        with self._lock:
+            record = self._pools().get(req.pool_id)
+            if record and record["holds"] > 1:
+                self._record(req.pool_id, holds=-1)
+            elif record:
+                self.state.set_pool(req.pool_id, None)  # this host's last hold: its claims go with it
+            freed = self.store.release_pool(req.pool_id)
         _log.info("pool released", pool=req.pool_id, freed=freed)
         return {}
 
@@ -81,13 +128,15 @@ class IpamDriver:
         if not self.store.pool_held(req.pool_id):
             raise NotFound(f"pool {req.pool_id} is not held by any host (RequestPool first)")
         gateway = req.options.get(p.REQUEST_ADDRESS_TYPE) == p.GATEWAY_ADDRESS_TYPE
-        if req.address:
-            ip = self._parse_address(req.address, subnet)
-            ip = self._claim_given(req.pool_id, ip, gateway)
-        elif gateway:
-            ip = self._claim_given(req.pool_id, next(subnet.hosts()), gateway=True)
-        else:
-            ip = self._claim_next(req.pool_id, subnet, rng)
+        with self._lock:
+            self._pools()
+            if req.address:
+                ip = self._claim_given(req.pool_id, self._parse_address(req.address, subnet), gateway)
+            elif gateway:
+                ip = self._claim_given(req.pool_id, next(subnet.hosts()), gateway=True)
+            else:
+                ip = self._claim_next(req.pool_id, subnet, rng)
+            self._record(req.pool_id, address=str(ip), kind=GATEWAY if gateway else ADDRESS)
         _log.info("address assigned", pool=req.pool_id, address=ip, gateway=gateway)
         return {"Address": f"{ip}/{subnet.prefixlen}", "Data": {}}
 
@@ -124,7 +173,41 @@ class IpamDriver:
     def release_address(self, req: p.ReleaseAddressRequest) -> dict[str, Any]:
         subnet, _ = _parse_pool_id(req.pool_id)
         ip = self._parse_address(req.address, subnet)
-        if self.store.address_owner(req.pool_id, ip) != GATEWAY_OWNER:
+        with self._lock:
+            if self.store.address_owner(req.pool_id, ip) == GATEWAY_OWNER:
+                return {}  # shared by every host; freed with the pool
+            if req.pool_id in self._pools():
+                self._record(req.pool_id, address=str(ip))
             self.store.release_address(req.pool_id, ip)
-            _log.info("address released", pool=req.pool_id, address=ip)
+        _log.info("address released", pool=req.pool_id, address=ip)
         return {}
+
+    def reassert(self, view: ClusterView) -> Reassertion:
+        """Write back this host's holds and claims that `view` lacks or shows stale; remove the
+        ones of this host that it no longer has. A claim someone else now holds is a conflict."""
+        done, host = Reassertion(), self.store.host
+        with self._lock:
+            pools = self._pools(view)
+            for pool_id, record in pools.items():
+                pool = pool_key(pool_id)
+                if record["holds"] and view.holders.get(pool, {}).get(host) != str(record["holds"]):
+                    self.store.set_holds(pool, record["holds"])
+                    done.repaired += 1
+                for ip, kind in record["addresses"].items():
+                    owner = GATEWAY_OWNER if kind == GATEWAY else host
+                    if view.addresses.get(pool, {}).get(ip) == owner:
+                        continue
+                    written, theirs = self.store.assert_key(self.store.address_key(pool, ip), owner)
+                    done.repaired += written
+                    if theirs is not None:
+                        done.conflicts.append(Conflict("address", f"{pool_id} {ip}", owner, theirs))
+            for pool, holders in view.holders.items():
+                if host in holders and pool_id_of(pool) not in pools:
+                    done.removed += self.store.delete_if(self.store.holder_key(pool), lambda _: True)
+                    self.store.free_if_unheld(pool)
+            for pool, claims in view.addresses.items():
+                mine = pools.get(pool_id_of(pool), {}).get("addresses", {})
+                for ip, owner in claims.items():
+                    if owner == host and ip not in mine:
+                        done.removed += self.store.delete_if(self.store.address_key(pool, ip), lambda v: v == host)
+        return done

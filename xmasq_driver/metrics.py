@@ -29,12 +29,31 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[dict[s
 def render(admin: Admin) -> str:
     status, stats = admin.status(), admin.stats()
     hosts = status["cluster"].get("hosts")
+    records = status["cluster"]["records"]
     fastpath = status["fastpath"]
     lines = [
         *_family("xmasq_etcd_up", "gauge", "1 if etcd answered this scrape's read", [({}, hosts is not None)]),
         *_family("xmasq_cluster_hosts", "gauge", "hosts registered in etcd", [({}, len(hosts or {}))]),
         *_family("xmasq_fastpath_loaded", "gauge", "1 if the eBPF programs are loaded", [({}, fastpath["loaded"])]),
         *_family("xmasq_fastpath_enabled", "gauge", "1 if the fast path is switched on", [({}, fastpath["enabled"])]),
+        *_family(
+            "xmasq_etcd_conflicts",
+            "gauge",
+            "records of this host that etcd shows as someone else's (kept, not overwritten; see xmasq status)",
+            [({}, len(records["conflicts"]))],
+        ),
+        *_family(
+            "xmasq_etcd_records_total",
+            "counter",
+            "this host's records written back to etcd (reasserted) or removed from it (stale_removed)",
+            [({"event": event}, records[event]) for event in ("reasserted", "stale_removed")],
+        ),
+        *_family(
+            "xmasq_etcd_data_loss_total",
+            "counter",
+            "times etcd's revision went back (restored)",
+            [({}, records["data_loss"])],
+        ),
         *_family("xmasq_networks", "gauge", "xmasq networks on this host", [({}, len(status["networks"]))]),
         *_family(
             "xmasq_endpoints",

@@ -23,7 +23,7 @@ from .errors import BackendError, DriverError, NotFound
 from .firewall import PortMapping, proto_name
 from .overlay import VXLAN_OVERHEAD, Underlay, bridge_name, mac_for_ip, veth_names
 from .state import LocalState
-from .store import VNI_LAST, ClusterStore
+from .store import VNI_LAST, ClusterStore, ClusterView, Conflict, Reassertion, decode
 
 _log = log.get("network")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -168,6 +168,7 @@ class NetworkDriver:
         self.scope = scope
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._networks_lock = threading.Lock()  # taken before a network's own lock, never after
         self.discovered: dict[str, Any] = {}  # DiscoverNew/Delete: nodes Docker told us about
 
     @contextmanager
@@ -212,7 +213,7 @@ class NetworkDriver:
         opts = parse_network_options(generic, req.network_id, self.overlay.underlay().mtu)
         internal = bool(req.options.get(p.INTERNAL, False))
         key, vni_wanted = opts["key"], opts["vni"]
-        with self._locked(req.network_id):
+        with self._networks_lock, self._locked(req.network_id):
             if req.network_id in self.state.networks:
                 return {}
             undo = Undo()
@@ -224,39 +225,27 @@ class NetworkDriver:
                     raise DriverError(f"network {key} already exists with VNI {existing['vni']}")
                 vni = existing["vni"] if existing else self.store.claim_vni(key, vni_wanted)
                 undo.add("leave network in etcd", lambda: self.store.leave_network(key, vni))
-                if not existing:
-                    self.store.put_network(
-                        key,
-                        {
-                            "vni": vni,
-                            "subnet": str(subnet),
-                            "gateway": str(gateway),
-                            "mtu": opts["mtu"],
-                            "internal": internal,
-                            "options": opts["options"],
-                        },
-                    )
-                self.store.join_network(key)
-                undo.add("delete devices", lambda: self.overlay.delete_network(vni))
-                self.overlay.ensure_network(vni, gateway, opts["mtu"])
-                undo.add("delete rules", lambda: self.firewall.remove_network(vni))
-                self.firewall.add_network(vni, bridge_name(vni), str(subnet), internal)
-                record = {
-                    "key": key,
+                cluster_record = {
                     "vni": vni,
                     "subnet": str(subnet),
                     "gateway": str(gateway),
                     "mtu": opts["mtu"],
                     "internal": internal,
-                    "fastpath": opts["fastpath"],
                     "options": opts["options"],
                 }
-                self.state.set_network(req.network_id, record)
+                if not existing:
+                    self.store.put_network(key, cluster_record)
+                self.store.join_network(key)
+                undo.add("delete devices", lambda: self.overlay.delete_network(vni))
+                self.overlay.ensure_network(vni, gateway, opts["mtu"])
+                undo.add("delete rules", lambda: self.firewall.remove_network(vni))
+                self.firewall.add_network(vni, bridge_name(vni), str(subnet), internal)
+                self.state.set_network(req.network_id, dict(cluster_record, key=key, fastpath=opts["fastpath"]))
         _log.info("network created", network=req.network_id[:12], key=key, vni=vni, subnet=subnet, internal=internal)
         return {}
 
     def delete_network(self, req: p.NetworkIdRequest) -> dict[str, Any]:
-        with self._locked(req.network_id):
+        with self._networks_lock, self._locked(req.network_id):
             net = self.state.networks.get(req.network_id)
             if net is None:
                 return {}
@@ -442,6 +431,81 @@ class NetworkDriver:
             self.state.set_endpoint(req.endpoint_id, dict(ep, ports=[]))
         return {}
 
+    # -- the cluster's copy of this host's records -------------------------
+    def reassert(self, view: ClusterView) -> Reassertion:
+        """Write back what `view` lacks or shows stale of this host's networks (their records, VNIs,
+        this host's membership) and endpoints; remove this host's records of what it no longer has.
+        What another owner holds now is a conflict: reported, never overwritten."""
+        done, host = Reassertion(), self.store.host
+        with self._networks_lock:  # no network of this host appears or goes meanwhile
+            keys = {net["key"] for net in self.state.networks.values()}
+            for nid in list(self.state.networks):
+                with self._locked(nid):
+                    self._reassert_network(view, nid, done)
+            for key, members in view.members.items():
+                if host in members and key not in keys:
+                    vnis = [int(vni) for vni, owner in view.vnis.items() if owner == key]
+                    self.store.leave_network(key, vnis[0] if vnis else 0)
+                    done.removed += 1
+            for key, records in view.endpoints.items():
+                if key not in keys:
+                    done.removed += sum(self._remove_own_endpoint(key, ip) for ip in self._own(records))
+        return done
+
+    def _reassert_network(self, view: ClusterView, nid: str, done: Reassertion) -> None:
+        net = self.state.networks.get(nid)
+        if net is None:
+            return
+        key, vni, host = net["key"], net["vni"], self.store.host
+        ours = {k: net[k] for k in ("vni", "subnet", "gateway", "mtu", "internal", "options")}
+        theirs: Any = view.networks.get(key)
+        if theirs is None:
+            written, held = self.store.assert_key(self.store.network_key(key), json.dumps(ours, sort_keys=True))
+            done.repaired += written
+            theirs = None if held is None else decode(held)
+        if theirs is not None and (
+            not isinstance(theirs, dict) or (theirs.get("vni"), theirs.get("subnet")) != (vni, net["subnet"])
+        ):
+            done.conflicts.append(Conflict("network", key, _describe_network(ours), _describe_network(theirs)))
+        if view.vnis.get(str(vni)) != key:
+            written, owner = self.store.assert_key(self.store.vni_key(vni), key)
+            done.repaired += written
+            if owner is not None:
+                done.conflicts.append(Conflict("vni", str(vni), key, owner))
+        if host not in view.members.get(key, set()):
+            self.store.join_network(key)
+            done.repaired += 1
+        mine = {}
+        for eid, ep in self.state.endpoints.items():
+            if self.state.networks.get(ep["network_id"], {}).get("key") == key:
+                mine[str(ipaddress.IPv4Interface(ep["address"]).ip)] = {"mac": ep["mac"], "endpoint": eid}
+        for ip, record in mine.items():
+            if view.endpoints.get(key, {}).get(ip) == dict(record, host=host):
+                continue
+            written, held = self.store.assert_key(self.store.endpoint_key(key, ip), self.store.endpoint_value(record))
+            other = None if held is None else decode(held)
+            if isinstance(other, dict) and other.get("host") == host:  # this host's, stale: ours is the truth
+                self.store.put_endpoint(key, ip, record)
+                written = True
+            elif other is not None:
+                theirs_desc = (
+                    f"{other.get('host')} {str(other.get('endpoint'))[:12]}" if isinstance(other, dict) else str(other)
+                )
+                done.conflicts.append(
+                    Conflict("endpoint", f"{key} {ip}", f"{host} {record['endpoint'][:12]}", theirs_desc)
+                )
+            done.repaired += written
+        stale = self._own(view.endpoints.get(key, {})) - mine.keys()
+        done.removed += sum(self._remove_own_endpoint(key, ip) for ip in stale)
+
+    def _own(self, records: dict[str, Any]) -> set[str]:
+        """The addresses whose endpoint record is this host's."""
+        return {ip for ip, r in records.items() if isinstance(r, dict) and r.get("host") == self.store.host}
+
+    def _remove_own_endpoint(self, key: str, ip: str) -> bool:
+        """Delete endpoint record key/ip if it is this host's (one that this host no longer has)."""
+        return self.store.delete_if(self.store.endpoint_key(key, ip), lambda v: bool(self._own({ip: decode(v)})))
+
     # -- restart ----------------------------------------------------------
     def restore(self) -> None:
         """Re-create what the local state says this host has (after a driver restart)."""
@@ -472,6 +536,12 @@ class NetworkDriver:
             _log.warning(
                 "cluster state not refreshed at start (etcd unreachable); local networking is unaffected", error=e
             )
+
+
+def _describe_network(record: Any) -> str:
+    if isinstance(record, dict):
+        return f"VNI {record.get('vni')} subnet {record.get('subnet')}"
+    return str(record)
 
 
 def _steering(net: dict[str, Any]) -> str | None:

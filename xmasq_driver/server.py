@@ -53,8 +53,12 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler]
     datapath.load()
     firewall = Firewall()
     network = NetworkDriver(store, state, overlay, firewall, datapath, config.scope)
-    reconciler = Reconciler(store, state, overlay, datapath, firewall, underlay.ip, config.host_ttl, config.host_grace)
-    return network, IpamDriver(store), Admin(network, datapath), reconciler
+    ipam = IpamDriver(store, state)
+    reconciler = Reconciler(
+        store, state, overlay, datapath, firewall, underlay.ip, (network, ipam),
+        config.host_ttl, config.host_grace, hold=config.restore_hold,
+    )  # fmt: skip
+    return network, ipam, Admin(network, datapath, reconciler), reconciler
 
 
 def _host_port(address: str, what: str) -> tuple[str, int]:

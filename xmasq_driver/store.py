@@ -9,12 +9,20 @@ Layout (all under /xmasq/v1/, values are JSON or plain strings):
   ipam/holders/<pool>/<host>   how many times <host> holds the pool
   ipam/addresses/<pool>/<ip>   "gateway" or the host that holds the address
 Writes that must be unique (VNI, address) use create (compare-and-swap on absence).
+
+Each host is the authority for its own records (its memberships, endpoints, pool holds and
+address claims, and the network and VNI records of networks it has): it re-asserts them
+when etcd lacks them or holds a stale copy (`assert_key`), and removes its own records that
+it no longer has. A record that someone else now owns is a `Conflict`: reported, never
+overwritten.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import BackendError, DriverError
@@ -27,6 +35,73 @@ GATEWAY_OWNER = "gateway"
 
 def pool_key(pool_id: str) -> str:
     return pool_id.replace("/", "_")
+
+
+def pool_id_of(key: str) -> str:
+    """The inverse of pool_key: only the subnet and range (before any "@space") had slashes."""
+    head, at, space = key.partition("@")
+    return head.replace("_", "/") + at + space
+
+
+def decode(value: str) -> Any:
+    """A record's JSON, or the raw text of a value xmasq did not write (someone else's)."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """Every record under PREFIX, read at one revision (one range read)."""
+
+    revision: int
+    hosts: dict[str, str] = field(default_factory=dict)  # host -> underlay ip
+    networks: dict[str, Any] = field(default_factory=dict)  # network key -> record
+    vnis: dict[str, str] = field(default_factory=dict)  # vni -> network key
+    members: dict[str, set[str]] = field(default_factory=dict)  # network key -> hosts
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # network key -> ip -> record
+    holders: dict[str, dict[str, str]] = field(default_factory=dict)  # pool key -> host -> holds
+    addresses: dict[str, dict[str, str]] = field(default_factory=dict)  # pool key -> ip -> owner
+
+    @classmethod
+    def parse(cls, items: dict[str, str], revision: int) -> ClusterView:
+        view = cls(revision)
+        for key, value in items.items():
+            kind, *rest = key[len(PREFIX) :].split("/")
+            if kind == "hosts" and len(rest) == 1 and isinstance(record := decode(value), dict) and "ip" in record:
+                view.hosts[rest[0]] = record["ip"]
+            elif kind == "networks" and len(rest) == 1:
+                view.networks[rest[0]] = decode(value)
+            elif kind == "vnis" and len(rest) == 1:
+                view.vnis[rest[0]] = value
+            elif kind == "members" and len(rest) == 2:
+                view.members.setdefault(rest[0], set()).add(rest[1])
+            elif kind == "endpoints" and len(rest) == 2:
+                view.endpoints.setdefault(rest[0], {})[rest[1]] = decode(value)
+            elif kind == "ipam" and len(rest) == 3 and rest[0] in ("holders", "addresses"):
+                table = view.holders if rest[0] == "holders" else view.addresses
+                table.setdefault(rest[1], {})[rest[2]] = value
+        return view
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A record this host owns that etcd shows as someone else's."""
+
+    kind: str  # network, vni, endpoint, address
+    key: str
+    ours: str
+    theirs: str
+
+
+@dataclass
+class Reassertion:
+    """What one pass of re-asserting a host's records did."""
+
+    repaired: int = 0  # records written back (missing or stale)
+    removed: int = 0  # own records etcd had that this host no longer has
+    conflicts: list[Conflict] = field(default_factory=list)
 
 
 class ClusterStore:
@@ -43,34 +118,67 @@ class ClusterStore:
         raw, revision = self.kv.list_prefix(f"{PREFIX}hosts/")
         return {k.rsplit("/", 1)[1]: json.loads(v)["ip"] for k, v in raw.items()}, revision
 
-    def cluster_view(self, nets: list[str]) -> tuple[dict[str, str], dict[str, dict[str, dict[str, Any]]], int]:
-        """(host -> underlay ip, net -> ip -> endpoint record, revision read at) for the given networks."""
-        hosts, revision = self.hosts()
-        endpoints: dict[str, dict[str, dict[str, Any]]] = {net: {} for net in nets}
-        for key, value in self.kv.get_prefix(f"{PREFIX}endpoints/").items():
-            net, ip = key[len(PREFIX) + len("endpoints/") :].rsplit("/", 1)
-            if net in endpoints:
-                endpoints[net][ip] = json.loads(value)
-        return hosts, endpoints, revision
+    def view(self) -> ClusterView:
+        return ClusterView.parse(*self.kv.list_prefix(PREFIX))
+
+    # -- re-asserting this host's records ---------------------------------
+    def assert_key(self, key: str, value: str) -> tuple[bool, str | None]:
+        """Write key=value unless it holds something else: (written, what it holds instead,
+        None once it holds value)."""
+        for _ in range(2):  # a key deleted between create and get: create again
+            if self.kv.create(key, value):
+                return True, None
+            current = self.kv.get(key)
+            if current is not None:
+                return False, None if current == value else current
+        return False, self.kv.get(key)
+
+    def delete_if(self, key: str, holds: Callable[[str], bool]) -> bool:
+        """Delete key if its current value passes `holds`; True if deleted."""
+        current = self.kv.get(key)
+        if current is None or not holds(current):
+            return False
+        self.kv.delete(key)
+        return True
+
+    @staticmethod
+    def network_key(net: str) -> str:
+        return f"{PREFIX}networks/{net}"
+
+    @staticmethod
+    def vni_key(vni: int) -> str:
+        return f"{PREFIX}vnis/{vni}"
+
+    def endpoint_key(self, net: str, ip: str) -> str:
+        return f"{PREFIX}endpoints/{net}/{ip}"
+
+    def endpoint_value(self, record: dict[str, Any]) -> str:
+        return json.dumps(dict(record, host=self.host), sort_keys=True)
+
+    def holder_key(self, pool: str) -> str:
+        """The key of this host's holds of a pool (by its key, see pool_key)."""
+        return f"{PREFIX}ipam/holders/{pool}/{self.host}"
+
+    @staticmethod
+    def address_key(pool: str, ip: str) -> str:
+        return f"{PREFIX}ipam/addresses/{pool}/{ip}"
 
     def wait_for_change(self, revision: int, timeout: float) -> bool:
         return self.kv.wait(PREFIX, revision, timeout)
 
     # -- networks ---------------------------------------------------------
     def get_network(self, net: str) -> dict[str, Any] | None:
-        raw = self.kv.get(f"{PREFIX}networks/{net}")
+        raw = self.kv.get(self.network_key(net))
         return json.loads(raw) if raw else None
 
     def put_network(self, net: str, record: dict[str, Any]) -> None:
-        self.kv.put(f"{PREFIX}networks/{net}", json.dumps(record, sort_keys=True))
+        self.kv.put(self.network_key(net), json.dumps(record, sort_keys=True))
 
     def claim_vni(self, net: str, vni: int | None) -> int:
         """Claim `vni` (or the lowest free one) for network `net`; idempotent."""
         if vni is not None:
-            if self.kv.create(f"{PREFIX}vnis/{vni}", net):
-                return vni
-            owner = self.kv.get(f"{PREFIX}vnis/{vni}")
-            if owner == net:
+            _, owner = self.assert_key(self.vni_key(vni), net)
+            if owner is None:
                 return vni
             raise DriverError(f"VNI {vni} is already used by network {owner}")
         used = self.kv.get_prefix(f"{PREFIX}vnis/")
@@ -84,8 +192,8 @@ class ClusterStore:
         raise DriverError("no free VNI left")
 
     def release_vni(self, net: str, vni: int) -> None:
-        if self.kv.get(f"{PREFIX}vnis/{vni}") == net:
-            self.kv.delete(f"{PREFIX}vnis/{vni}")
+        if self.kv.get(self.vni_key(vni)) == net:
+            self.kv.delete(self.vni_key(vni))
 
     def release_if_unused(self, net: str) -> bool:
         """Forget network `net` (its VNI, its record) unless some host still has it."""
@@ -98,11 +206,14 @@ class ClusterStore:
         return True
 
     def join_network(self, net: str) -> None:
-        self.kv.put(f"{PREFIX}members/{net}/{self.host}", "1")
+        self.kv.put(self._member_key(net), "1")
+
+    def _member_key(self, net: str) -> str:
+        return f"{PREFIX}members/{net}/{self.host}"
 
     def leave_network(self, net: str, vni: int) -> bool:
         """Drop this host's membership; the last member removes the network. True if last."""
-        self.kv.delete(f"{PREFIX}members/{net}/{self.host}")
+        self.kv.delete(self._member_key(net))
         if self.kv.get_prefix(f"{PREFIX}members/{net}/"):
             return False
         for key in self.kv.get_prefix(f"{PREFIX}endpoints/{net}/"):
@@ -126,7 +237,7 @@ class ClusterStore:
                 self.leave_network(net, json.loads(items.get(f"{PREFIX}networks/{net}", '{"vni": 0}'))["vni"])
             elif kind == "ipam" and rest[0] == "holders" and rest[-1] == self.host:
                 self.kv.delete(key)
-                self._free_if_unheld("/".join(rest[1:-1]))
+                self.free_if_unheld("/".join(rest[1:-1]))
             elif (kind == "endpoints" and json.loads(value).get("host") == self.host) or (
                 kind == "ipam" and rest[0] == "addresses" and value == self.host
             ):
@@ -135,10 +246,10 @@ class ClusterStore:
 
     # -- endpoints --------------------------------------------------------
     def put_endpoint(self, net: str, ip: str, record: dict[str, Any]) -> None:
-        self.kv.put(f"{PREFIX}endpoints/{net}/{ip}", json.dumps(dict(record, host=self.host)))
+        self.kv.put(self.endpoint_key(net, ip), self.endpoint_value(record))
 
     def delete_endpoint(self, net: str, ip: str) -> None:
-        self.kv.delete(f"{PREFIX}endpoints/{net}/{ip}")
+        self.kv.delete(self.endpoint_key(net, ip))
 
     def endpoints(self, net: str) -> dict[str, dict[str, Any]]:
         items = self.kv.get_prefix(f"{PREFIX}endpoints/{net}/")
@@ -146,20 +257,24 @@ class ClusterStore:
 
     # -- IPAM -------------------------------------------------------------
     def hold_pool(self, pool_id: str) -> None:
-        key = f"{PREFIX}ipam/holders/{pool_key(pool_id)}/{self.host}"
+        key = self.holder_key(pool_key(pool_id))
         self.kv.put(key, str(int(self.kv.get(key) or 0) + 1))
+
+    def set_holds(self, pool: str, holds: int) -> None:
+        """This host's holds of a pool (by its key) as this host counts them."""
+        self.kv.put(self.holder_key(pool), str(holds))
 
     def release_pool(self, pool_id: str) -> bool:
         """Drop one hold of this host; the last hold in the cluster frees every address."""
-        key = f"{PREFIX}ipam/holders/{pool_key(pool_id)}/{self.host}"
+        key = self.holder_key(pool_key(pool_id))
         count = int(self.kv.get(key) or 0) - 1
         if count > 0:
             self.kv.put(key, str(count))
             return False
         self.kv.delete(key)
-        return self._free_if_unheld(pool_key(pool_id))
+        return self.free_if_unheld(pool_key(pool_id))
 
-    def _free_if_unheld(self, pool: str) -> bool:
+    def free_if_unheld(self, pool: str) -> bool:
         """Free every address of the pool (by its key) once no host holds it."""
         if self.kv.get_prefix(f"{PREFIX}ipam/holders/{pool}/"):
             return False
@@ -171,14 +286,14 @@ class ClusterStore:
         return bool(self.kv.get_prefix(f"{PREFIX}ipam/holders/{pool_key(pool_id)}/"))
 
     def claim_address(self, pool_id: str, ip: ipaddress.IPv4Address, owner: str) -> bool:
-        return self.kv.create(f"{PREFIX}ipam/addresses/{pool_key(pool_id)}/{ip}", owner)
+        return self.kv.create(self.address_key(pool_key(pool_id), str(ip)), owner)
 
     def address_owner(self, pool_id: str, ip: ipaddress.IPv4Address) -> str | None:
-        return self.kv.get(f"{PREFIX}ipam/addresses/{pool_key(pool_id)}/{ip}")
+        return self.kv.get(self.address_key(pool_key(pool_id), str(ip)))
 
     def claimed_addresses(self, pool_id: str) -> set[ipaddress.IPv4Address]:
         items = self.kv.get_prefix(f"{PREFIX}ipam/addresses/{pool_key(pool_id)}/")
         return {ipaddress.IPv4Address(k.rsplit("/", 1)[1]) for k in items}
 
     def release_address(self, pool_id: str, ip: ipaddress.IPv4Address) -> None:
-        self.kv.delete(f"{PREFIX}ipam/addresses/{pool_key(pool_id)}/{ip}")
+        self.kv.delete(self.address_key(pool_key(pool_id), str(ip)))

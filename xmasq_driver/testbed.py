@@ -35,6 +35,7 @@ BRIDGE = "xmtb0"
 NS_PREFIX = "xmtb-"
 DEFAULT_SUBNET = "172.31.255.0/24"
 ETCD_PORT, ETCD_PEER_PORT = 23790, 23800
+_ETCD_PEER = f"http://127.0.0.1:{ETCD_PEER_PORT}"
 RULE_TAG = "xmasq-testbed"
 _log = log.get("testbed")
 
@@ -173,14 +174,13 @@ class Testbed:
     def _etcd(self) -> None:
         data = os.path.join(self.data_dir, "etcd")
         os.makedirs(data, exist_ok=True)
-        peer = f"http://127.0.0.1:{ETCD_PEER_PORT}"
         with open(os.path.join(self.run_dir, "etcd.log"), "ab") as logf:
             proc = subprocess.Popen(
                 ["etcd", "--name", "testbed", "--data-dir", data,
                  "--listen-client-urls", f"{self.etcd_endpoint},http://127.0.0.1:{ETCD_PORT}",
                  "--advertise-client-urls", self.etcd_endpoint,
-                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                 "--initial-cluster", f"testbed={peer}"],
+                 "--listen-peer-urls", _ETCD_PEER, "--initial-advertise-peer-urls", _ETCD_PEER,
+                 "--initial-cluster", f"testbed={_ETCD_PEER}"],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
             )  # fmt: skip
         with open(os.path.join(self.run_dir, "etcd.pid"), "w") as f:
@@ -193,6 +193,21 @@ class Testbed:
         daemon.stop(os.path.join(self.run_dir, "etcd.pid"), wait=10)
 
     def start_etcd(self) -> None:
+        self._etcd()
+
+    def save_etcd_snapshot(self, path: str) -> None:
+        _run("etcdctl", "--endpoints", f"http://127.0.0.1:{ETCD_PORT}", "snapshot", "save", path)
+
+    def replace_etcd_data(self, snapshot: str | None = None) -> None:
+        """etcd losing its data: stopped, its data directory replaced by an empty one or by
+        `snapshot` restored (`etcdctl snapshot restore`), started again."""
+        self.stop_etcd()
+        data = os.path.join(self.data_dir, "etcd")
+        shutil.rmtree(data, ignore_errors=True)
+        if snapshot:
+            tool = "etcdutl" if shutil.which("etcdutl") else "etcdctl"  # etcd 3.5 moved restore to etcdutl
+            _run(tool, "snapshot", "restore", snapshot, "--data-dir", data, "--name", "testbed",
+                 "--initial-cluster", f"testbed={_ETCD_PEER}", "--initial-advertise-peer-urls", _ETCD_PEER)  # fmt: skip
         self._etcd()
 
     def _host(self, host: str, mtu: int) -> None:

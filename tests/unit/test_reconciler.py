@@ -26,7 +26,7 @@ def cluster():
 
 
 def _reconciler(h: Harness, grace: float = 5.0) -> Reconciler:
-    return Reconciler(h.store, h.state, h.overlay, h.datapath, h.firewall, "192.0.2.1", ttl=10, grace=grace, resync=0.5)
+    return h.reconciler_with(grace=grace)
 
 
 def test_remote_endpoints_are_programmed_and_removed(cluster):
