@@ -100,6 +100,9 @@ class IpamDriver:
             raise DriverError(f"subnet {subnet} is too small (at most /30)")
         if not rng.subnet_of(subnet):
             raise DriverError(f"sub-pool {rng} is not inside {subnet}")
+        for k in req.options:
+            if k != SPACE_OPTION:
+                raise DriverError(f"unknown IPAM option {k}: xmasq supports {SPACE_OPTION}")
         space = str(req.options.get(SPACE_OPTION) or "")
         if space and not _SPACE.match(space):
             raise DriverError(f"option {SPACE_OPTION}={space!r} must be 1-64 of A-Z a-z 0-9 _ . -")

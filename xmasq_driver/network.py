@@ -29,8 +29,12 @@ _log = log.get("network")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 OPT_VNI, OPT_NETWORK, OPT_FASTPATH, OPT_STEER = "xmasq.vni", "xmasq.network", "xmasq.fastpath", "xmasq.steer"
-_KNOWN_OPTIONS = {OPT_VNI, OPT_NETWORK, OPT_FASTPATH, OPT_STEER}
+# Every `-o` option a network may have; anything else is refused, never ignored.
+_KNOWN_OPTIONS = {OPT_VNI, OPT_NETWORK, OPT_FASTPATH, OPT_STEER, p.MTU, p.IFACE_PREFIX}
+# What Docker puts next to them in CreateNetwork.Options.
+_NETWORK_REQUEST_KEYS = {p.GENERIC, p.INTERNAL, p.ENABLE_IPV6, p.ENABLE_IPV4}
 OPT_ENCRYPTED = "encrypted"  # Docker's overlay: IPsec between hosts
+_IFACE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,10}$")  # + Docker's index: at most 15 characters
 
 
 class OverlayBackend(Protocol):
@@ -99,8 +103,8 @@ def _refuse_what_cannot_be_honoured(options: dict[str, Any]) -> None:
             " WireGuard), so the network is not created rather than carrying it in plaintext"
         )
     for k in options:
-        if k.startswith("xmasq.") and k not in _KNOWN_OPTIONS:
-            raise DriverError(f"unknown option {k} (known: {', '.join(sorted(_KNOWN_OPTIONS))})")
+        if k not in _KNOWN_OPTIONS:
+            raise DriverError(f"unknown option {k}: xmasq supports {', '.join(sorted(_KNOWN_OPTIONS))}")
 
 
 def parse_network_options(options: dict[str, Any], network_id: str, underlay_mtu: int) -> dict[str, Any]:
@@ -115,6 +119,9 @@ def parse_network_options(options: dict[str, Any], network_id: str, underlay_mtu
     steer = options.get(OPT_STEER)
     if steer is not None and str(steer) not in STEER_MODES:
         raise DriverError(f"option {OPT_STEER}={steer!r} must be one of {', '.join(STEER_MODES)}")
+    prefix = options.get(p.IFACE_PREFIX)
+    if prefix is not None and not _IFACE_PREFIX.match(str(prefix)):
+        raise DriverError(f"option {p.IFACE_PREFIX}={prefix!r} must be a letter then up to 10 of A-Z a-z 0-9 _ -")
     max_mtu = underlay_mtu - VXLAN_OVERHEAD
     mtu = _int_option(options, p.MTU, 68, max_mtu) or max_mtu
     return {
@@ -126,9 +133,18 @@ def parse_network_options(options: dict[str, Any], network_id: str, underlay_mtu
     }
 
 
+def _refuse_what_docker_asks_beyond(req: p.NetworkRequest) -> None:
+    """The network-wide settings Docker passes (--ipv6, IPv6-only, and any it adds in future)."""
+    for k in req.options:
+        if k not in _NETWORK_REQUEST_KEYS:
+            raise DriverError(f"network setting {k} from Docker is not supported by xmasq")
+    if req.options.get(p.ENABLE_IPV6) or req.ipv6:
+        raise DriverError("IPv6 is not supported by xmasq yet (--ipv6)")
+    if req.options.get(p.ENABLE_IPV4) is False:
+        raise DriverError("IPv6-only networks are not supported by xmasq (--ipv4=false)")
+
+
 def _subnet_and_gateway(req: p.NetworkRequest) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Interface]:
-    if req.ipv6:
-        raise DriverError("IPv6 is not supported by xmasq yet")
     if len(req.ipv4) != 1:
         raise DriverError(f"xmasq needs exactly one IPv4 subnet per network, got {len(req.ipv4)}")
     data = req.ipv4[0]
@@ -209,6 +225,7 @@ class NetworkDriver:
         generic = req.options.get(p.GENERIC) or {}
         if not isinstance(generic, dict):
             raise DriverError(f"Options.{p.GENERIC} must be an object")
+        _refuse_what_docker_asks_beyond(req)
         subnet, gateway = _subnet_and_gateway(req)
         opts = parse_network_options(generic, req.network_id, self.overlay.underlay().mtu)
         internal = bool(req.options.get(p.INTERNAL, False))
@@ -284,6 +301,9 @@ class NetworkDriver:
                 raise DriverError(f"Interface.{name} must be a string")
         if iface.get("AddressIPv6"):
             raise DriverError("IPv6 is not supported by xmasq yet")
+        for k in req.options:  # Docker's own keys are Docker's to honour; a user's --driver-opt is not
+            if not k.startswith(p.DOCKER_PREFIX):
+                raise DriverError(f"endpoint option {k} is not supported by xmasq (it has no endpoint options)")
         with self._locked(req.network_id):
             net = self._network(req.network_id)
             if req.endpoint_id in self.state.endpoints:
@@ -362,7 +382,7 @@ class NetworkDriver:
         net = self._network(req.network_id)
         ep = self._endpoint(req.endpoint_id)
         reply: dict[str, Any] = {
-            "InterfaceName": {"SrcName": ep["ifname"], "DstPrefix": "eth"},
+            "InterfaceName": {"SrcName": ep["ifname"], "DstPrefix": net["options"].get(p.IFACE_PREFIX) or "eth"},
             "StaticRoutes": [],
             "DisableGatewayService": False,
         }

@@ -19,7 +19,11 @@ T = TypeVar("T")
 # Option keys Docker puts in NetworkDriver requests (moby libnetwork/netlabel).
 GENERIC = "com.docker.network.generic"
 INTERNAL = "com.docker.network.internal"
+ENABLE_IPV6 = "com.docker.network.enable_ipv6"
+ENABLE_IPV4 = "com.docker.network.enable_ipv4"  # Engine 28: false for IPv6-only networks
+DOCKER_PREFIX = "com.docker.network."  # keys Docker itself sets or interprets
 MTU = "com.docker.network.driver.mtu"
+IFACE_PREFIX = "com.docker.network.container_iface_prefix"
 PORTMAP = "com.docker.network.portmap"
 EXPOSED_PORTS = "com.docker.network.endpoint.exposedports"
 REQUEST_ADDRESS_TYPE = "RequestAddressType"

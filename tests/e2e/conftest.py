@@ -91,12 +91,22 @@ class Env:
         self.networks: list[Any] = []
         self.netns: list[str] = []
 
-    def network(self, name: str, subnet: str, options: dict[str, str] | None = None, space: str = "", **kw: Any) -> Any:
-        """An xmasq network; with `space`, addresses come from the xmasq IPAM driver's pool of that name."""
+    def network(
+        self,
+        name: str,
+        subnet: str,
+        options: dict[str, str] | None = None,
+        space: str = "",
+        pool: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> Any:
+        """An xmasq network; with `space`, addresses come from the xmasq IPAM driver's pool of that name;
+        `pool` adds to the subnet's IPAMPool (iprange, gateway, aux_addresses)."""
+        pools = [IPAMPool(subnet=subnet, **(pool or {}))]
         ipam = (
-            IPAMConfig(driver="xmasq", pool_configs=[IPAMPool(subnet=subnet)], options={"xmasq.space": space})
+            IPAMConfig(driver="xmasq", pool_configs=pools, options={"xmasq.space": space})
             if space
-            else IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)])
+            else IPAMConfig(pool_configs=pools)
         )
         net = self.dk.networks.create(f"xmt-{name}", driver="xmasq", ipam=ipam, options=options or {}, **kw)
         self.networks.append(net)

@@ -30,6 +30,10 @@ def test_pool_needs_subnet_and_ipv4(h):
     assert "bad pool" in h.err("/IpamDriver.RequestPool", {"Pool": "10.0.0.0/33"})
     assert "not inside" in h.err("/IpamDriver.RequestPool", {"Pool": "10.0.0.0/24", "SubPool": "10.1.0.0/25"})
     assert "field V6 must be a boolean" in h.err("/IpamDriver.RequestPool", {"Pool": "10.0.0.0/24", "V6": "yes"})
+    assert "unknown IPAM option foo: xmasq supports xmasq.space" in h.err(
+        "/IpamDriver.RequestPool", {"Pool": "10.0.0.0/24", "Options": {"foo": "bar"}}
+    )
+    assert not h.kv.data and not h.state.pools
 
 
 def test_addresses_are_sequential_and_gateway_first(h):

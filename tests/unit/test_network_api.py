@@ -109,6 +109,26 @@ def test_internal_network(h):
             {"NetworkID": "n", "Options": {"com.docker.network.generic": "x"}, "IPv4Data": [{"Pool": "10.0.0.0/24"}]},
             "must be an object",
         ),
+        (
+            {
+                "NetworkID": "n",
+                "Options": {"com.docker.network.enable_ipv6": True},
+                "IPv4Data": [{"Pool": "10.0.0.0/24"}],
+            },
+            "IPv6 is not supported by xmasq yet (--ipv6)",
+        ),
+        (
+            {
+                "NetworkID": "n",
+                "Options": {"com.docker.network.enable_ipv4": False},
+                "IPv4Data": [{"Pool": "10.0.0.0/24"}],
+            },
+            "IPv6-only networks are not supported",
+        ),
+        (
+            {"NetworkID": "n", "Options": {"com.docker.network.new_thing": 1}, "IPv4Data": [{"Pool": "10.0.0.0/24"}]},
+            "network setting com.docker.network.new_thing from Docker is not supported by xmasq",
+        ),
     ],
 )
 def test_create_network_bad_requests(h, body, message):
@@ -127,6 +147,9 @@ def test_create_network_bad_requests(h, body, message):
         ({"xmasq.network": "bad/name"}, "xmasq.network"),
         ({"xmasq.typo": "1"}, "unknown option xmasq.typo"),
         ({"encrypted": ""}, "option encrypted is not supported: xmasq does not encrypt traffic between hosts"),
+        ({"com.docker.network.bridge.enable_icc": "false"}, "unknown option com.docker.network.bridge.enable_icc"),
+        ({"com.docker.network.container_iface_prefix": "9x"}, "container_iface_prefix='9x' must be a letter"),
+        ({"com.docker.network.container_iface_prefix": "abcdefghijkl"}, "must be a letter then up to 10"),
         ({"com.docker.network.driver.mtu": "9000"}, "out of range 68..1350"),
     ],
 )
@@ -246,6 +269,21 @@ def test_create_endpoint_bad_interface(h, interface, message):
         return
     assert message in h.err("/NetworkDriver.CreateEndpoint", body)
     assert not h.overlay.veths and not h.state.endpoints
+
+
+def test_endpoint_driver_options_are_refused_and_dockers_own_pass(h):
+    h.create_network()
+    body = {"NetworkID": "n1", "EndpointID": EP, "Interface": {"Address": "10.1.0.2/24"}, "Options": {"foo": "bar"}}
+    assert "endpoint option foo is not supported by xmasq" in h.err("/NetworkDriver.CreateEndpoint", body)
+    assert not h.overlay.veths and not h.state.endpoints and not h.store.endpoints(h.state.networks["n1"]["key"])
+    h.ok("/NetworkDriver.CreateEndpoint", dict(body, Options={"com.docker.network.endpoint.macaddress": "AhEiM0RV"}))
+
+
+def test_container_interface_prefix_names_the_interface(h):
+    h.create_network(generic={"com.docker.network.container_iface_prefix": "xm"})
+    h.create_endpoint()
+    reply = h.ok("/NetworkDriver.Join", {"NetworkID": "n1", "EndpointID": "e1" * 10, "SandboxKey": "/x"})
+    assert reply["InterfaceName"]["DstPrefix"] == "xm"
 
 
 def test_create_endpoint_on_unknown_network_is_404(h):
@@ -380,9 +418,9 @@ def test_discovery_is_recorded(h):
 def test_allocate_network_echoes_options_with_vni(h):
     reply = h.ok(
         "/NetworkDriver.AllocateNetwork",
-        {"NetworkID": "s" * 25, "Options": {"a": "b"}, "IPv4Data": [{"Pool": "10.5.0.0/24"}]},
+        {"NetworkID": "s" * 25, "Options": {"xmasq.fastpath": "off"}, "IPv4Data": [{"Pool": "10.5.0.0/24"}]},
     )
-    assert reply == {"Options": {"a": "b", "xmasq.vni": "256"}}
+    assert reply == {"Options": {"xmasq.fastpath": "off", "xmasq.vni": "256"}}
     again = h.ok(
         "/NetworkDriver.AllocateNetwork",
         {"NetworkID": "s" * 25, "Options": reply["Options"], "IPv4Data": [{"Pool": "10.5.0.0/24"}]},
@@ -412,10 +450,10 @@ def test_restart_restores_networks_and_ports(tmp_path):
 
 
 def test_allocate_is_idempotent_with_its_own_output_and_free_releases_the_vni(h):
-    body = {"NetworkID": "s" * 25, "Options": {"a": "b"}, "IPv4Data": [{"Pool": "10.5.0.0/24"}]}
+    body = {"NetworkID": "s" * 25, "Options": {"xmasq.fastpath": "off"}, "IPv4Data": [{"Pool": "10.5.0.0/24"}]}
     options = h.ok("/NetworkDriver.AllocateNetwork", body)["Options"]
     again = h.ok("/NetworkDriver.AllocateNetwork", dict(body, Options=options))["Options"]
-    assert again == options and options["a"] == "b"
+    assert again == options and options["xmasq.fastpath"] == "off"
     assert h.kv.data[f"/xmasq/v1/vnis/{options['xmasq.vni']}"] == "s" * 25
     h.create_network("s" * 25, "10.5.0.0/24", "10.5.0.1/24", generic=options)  # a node creates it lazily
     h.ok("/NetworkDriver.FreeNetwork", {"NetworkID": "s" * 25})
