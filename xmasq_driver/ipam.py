@@ -177,8 +177,11 @@ class IpamDriver:
         subnet, _ = _parse_pool_id(req.pool_id)
         ip = self._parse_address(req.address, subnet)
         with self._lock:
-            if self.store.address_owner(req.pool_id, ip) == GATEWAY_OWNER:
+            owner = self.store.address_owner(req.pool_id, ip)
+            if owner == GATEWAY_OWNER:
                 return {}  # shared by every host; freed with the pool
+            if owner not in (None, self.store.host):  # it would come back: its holder re-asserts it
+                raise DriverError(f"address {ip} is held by host {owner}: only that host releases it")
             if req.pool_id in self._pools():
                 self._record(req.pool_id, address=str(ip))
             self.store.release_address(req.pool_id, ip)

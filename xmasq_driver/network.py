@@ -495,10 +495,11 @@ class NetworkDriver:
         if host not in view.members.get(key, set()):
             self.store.join_network(key)
             done.repaired += 1
-        mine = {}
-        for eid, ep in self.state.endpoints.items():
-            if self.state.networks.get(ep["network_id"], {}).get("key") == key:
-                mine[str(ipaddress.IPv4Interface(ep["address"]).ip)] = {"mac": ep["mac"], "endpoint": eid}
+        mine = {  # endpoints of other networks may change meanwhile: a copy (this network's cannot)
+            str(ipaddress.IPv4Interface(ep["address"]).ip): {"mac": ep["mac"], "endpoint": eid}
+            for eid, ep in self.state.snapshot()["endpoints"].items()
+            if self.state.networks.get(ep["network_id"], {}).get("key") == key
+        }
         for ip, record in mine.items():
             if view.endpoints.get(key, {}).get(ip) == dict(record, host=host):
                 continue

@@ -53,11 +53,12 @@ def test_ipam_is_unique_under_contention(cl, tb):
         return body["Address"]
 
     try:
+        requesters = [s for s in socks.values() for _ in range(30)]
         with concurrent.futures.ThreadPoolExecutor(90) as ex:
-            got = list(ex.map(grab, [s for s in socks.values() for _ in range(30)]))
+            got = list(ex.map(grab, requesters))
         assert len(got) == 90 and len(set(got)) == 90
         report(f"IPAM: 3 hosts x 30 parallel requests for one pool: {len(set(got))} distinct addresses of 90")
-        for address, sock in zip(got, itertools.cycle(socks.values()), strict=False):
+        for address, sock in zip(got, requesters, strict=True):  # each host releases what it was given
             plugin.call(sock, "/IpamDriver.ReleaseAddress", {"PoolID": pool, "Address": address})
         for address, sock in zip(got, itertools.cycle(socks.values()), strict=False):
             status, body = plugin.call(sock, "/IpamDriver.RequestAddress", {"PoolID": pool, "Address": address})

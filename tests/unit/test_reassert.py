@@ -182,3 +182,12 @@ def test_state_from_before_pool_records_is_adopted_not_removed(tmp_path):
     h.reconciler.sync_once()
     assert _records(h) == before
     assert h.state.pools == {POOL: {"holds": 1, "addresses": {"10.7.0.1": "gateway", a: "address"}}}
+
+
+def test_only_the_holder_releases_an_address(two):
+    h1, h2 = two
+    a = _docker_run(h1, "n1", "a" * 20)
+    claim = f"{PREFIX}ipam/addresses/{POOL.replace('/', '_')}/{a}"
+    error = h2.err("/IpamDriver.ReleaseAddress", {"PoolID": POOL, "Address": a})
+    assert error == f"address {a} is held by host host1: only that host releases it"
+    assert h1.kv.data[claim] == "host1"
