@@ -6,8 +6,9 @@
  *                   carried in by the slow path, past the host's firewall.
  * Any miss returns TC_ACT_OK and the bridge (slow path) handles the packet.
  */
-#include "lib/common.h"
-#include "lib/parse.h"
+#include "lib/encap.h"
+#include "lib/flow.h"
+#include "lib/stats.h"
 
 /* ARP for IPv4 over Ethernet; the addresses are unaligned, hence bytes. */
 struct arp_eth {
@@ -16,10 +17,6 @@ struct arp_eth {
     __be16 op;
     __u8 sha[6], spa[4], tha[6], tpa[4];
 } __attribute__((packed));
-
-#define ENCAP_FLAGS                                                                                          \
-    (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |                  \
-     BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN))
 
 static __always_inline int same_host(struct __sk_buff *skb, struct local_ep *peer, struct flow_key *key)
 {
@@ -53,29 +50,11 @@ static __always_inline int encap(struct __sk_buff *skb, struct lxc_info *me, str
         return TC_ACT_OK;
     }
     __u32 len = skb->len;
-    __be16 sport = f->sport;
-    if (bpf_skb_adjust_room(skb, OUTER_LEN, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS)) {
+    int err = push_outer(skb, t, f->sport);
+    if (err) {
         count(STAT_ERR_ADJUST_ROOM, 1);
-        return TC_ACT_OK;
+        return err == ENCAP_UNCHANGED ? TC_ACT_OK : TC_ACT_SHOT; /* never send half-built headers */
     }
-    /* The 50 bytes went in after the container's Ethernet header: that header moves behind
-     * them as the inner one, and the outer headers go in front. Written in place (the helper
-     * calls of load/store_bytes cost more than the copy). */
-    void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
-    if (data + OUTER_LEN + ETH_HLEN > data_end) {
-        count(STAT_ERR_ADJUST_ROOM, 1);
-        return TC_ACT_SHOT; /* the room is in, the headers are not: never send that */
-    }
-    __builtin_memcpy(data + OUTER_LEN, data, ETH_HLEN);
-    __builtin_memcpy(data, t->hdr, OUTER_LEN);
-    struct iphdr *ip = data + ETH_HLEN;
-    struct udphdr *udp = (void *)(ip + 1);
-    ip->tot_len = bpf_htons(len + OUTER_LEN - ETH_HLEN);
-    ip->check = 0;
-    ip->check = ipv4_csum(ip);
-    udp->len = bpf_htons(len + OUTER_LEN - ETH_HLEN - sizeof(struct iphdr));
-    udp->source = sport;
-    udp->check = 0;
     skb->mark = FASTPATH_MARK; /* so the NIC's learn hook skips it */
     count(STAT_ENCAP_PKTS, 1);
     count(STAT_ENCAP_BYTES, len);

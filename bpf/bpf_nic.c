@@ -7,8 +7,9 @@
  *             flow: decapsulate and hand it straight to the container (bpf_redirect_peer).
  * Any miss returns TC_ACT_OK: the vxlan device (slow path) handles the packet.
  */
-#include "lib/common.h"
-#include "lib/parse.h"
+#include "lib/encap.h"
+#include "lib/flow.h"
+#include "lib/stats.h"
 
 int to_nic(struct __sk_buff *skb)
 {
@@ -74,18 +75,11 @@ int from_nic(struct __sk_buff *skb)
         count(STAT_INGRESS_MISS_NOT_ESTABLISHED, 1);
         return TC_ACT_OK;
     }
-    __u8 eth[ETH_HLEN];
-    __builtin_memcpy(eth, inner_eth, ETH_HLEN);
     __u32 ifindex = local->ifindex;
-    /* Removes the 50 bytes after the outer Ethernet header; the outer Ethernet header is then
-     * overwritten with the inner one. FIXED_GSO keeps the GSO size as it was. */
-    if (bpf_skb_adjust_room(skb, -OUTER_LEN, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO)) {
+    int err = pop_outer(skb, inner_eth);
+    if (err) {
         count(STAT_ERR_ADJUST_ROOM, 1);
-        return TC_ACT_OK;
-    }
-    if (bpf_skb_store_bytes(skb, 0, eth, ETH_HLEN, 0)) {
-        count(STAT_ERR_ADJUST_ROOM, 1);
-        return TC_ACT_SHOT;
+        return err == ENCAP_UNCHANGED ? TC_ACT_OK : TC_ACT_SHOT;
     }
     hash_for_receiver(f, skb);
     count(STAT_DECAP_PKTS, 1);

@@ -28,10 +28,15 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from . import log
+from .config import Config
 from .errors import BackendError
+from .model import VXLAN_OVERHEAD
 from .overlay import VXLAN_PORT
 
 _log = log.get("datapath")
+DEFAULTS = Config()  # the configurable map sizes have their defaults there
+FIXED_SIZES = {"LOCAL_MAX": 4096, "TUNNEL_MAX": 4096}  # endpoints on one host; (host, vni) pairs
+LAYOUT_HEADERS = ("common.h", "maps.h", "stats.h")  # what the pinned maps' layout is made of
 FASTPATH_MARK = 0x584D0001  # "XM" 0001: what the fast path encapsulated
 FILTER_PRIO, FILTER_HANDLE = 0x584D, 1
 INGRESS, EGRESS = "ffff:fff2", "ffff:fff3"
@@ -63,8 +68,8 @@ def source(path: str, seen: set[str] | None = None) -> str:
 
 
 def stat_names(bpf_src: str) -> list[str]:
-    """Counter names, in index order, from the enum in bpf/lib/common.h (one source of truth)."""
-    with open(os.path.join(bpf_src, "lib", "common.h")) as f:
+    """Counter names, in index order, from the enum in bpf/lib/stats.h (one source of truth)."""
+    with open(os.path.join(bpf_src, "lib", "stats.h")) as f:
         body = re.search(r"enum xmasq_stat \{(.*?)\};", f.read(), re.S)
     names = re.findall(r"STAT_(\w+),", body.group(1) if body else "")
     return [n.lower() for n in names if n != "MAX"]
@@ -100,8 +105,7 @@ class Datapath:
         self.nic = nic
         self.bpf_src = bpf_src or default_bpf_src()
         self.enabled = enabled
-        self.sizes = {"LOCAL_MAX": 4096, "REMOTE_MAX": 65536, "TUNNEL_MAX": 4096, "FLOW_MAX": 262144}
-        self.sizes.update(sizes or {})
+        self.sizes = {**FIXED_SIZES, "FLOW_MAX": DEFAULTS.flow_max, "REMOTE_MAX": DEFAULTS.remote_max, **(sizes or {})}
         self.stat_names: list[str] = []
         self.loaded = False
         self.reason = "not loaded"
@@ -133,6 +137,7 @@ class Datapath:
         cflags = [
             f'-DPIN_DIR="{maps_dir}"',
             f"-DVXLAN_PORT={VXLAN_PORT}",
+            f"-DOUTER_LEN={VXLAN_OVERHEAD}",
             f"-DFASTPATH_MARK={FASTPATH_MARK:#x}",
             *(f"-D{k}={v}" for k, v in self.sizes.items()),
         ]
@@ -167,8 +172,10 @@ class Datapath:
     def _layout(self) -> str:
         """A name for the maps' layout. bcc opens a pinned map of another size or layout without
         complaint, so maps of another version are never reused: they live in another directory."""
-        with open(os.path.join(self.bpf_src, "lib", "common.h"), "rb") as f:
-            digest = hashlib.sha256(f.read() + repr(sorted(self.sizes.items())).encode())
+        digest = hashlib.sha256(repr(sorted(self.sizes.items())).encode() + str(VXLAN_OVERHEAD).encode())
+        for header in LAYOUT_HEADERS:
+            with open(os.path.join(self.bpf_src, "lib", header), "rb") as f:
+                digest.update(f.read())
         return digest.hexdigest()[:12]
 
     def _forget_other_layouts(self, keep: str) -> None:

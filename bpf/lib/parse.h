@@ -1,16 +1,11 @@
-/* Packet parsing shared by the hooks. Everything is bounds-checked for the verifier;
- * anything unusual (IP options, fragments, non-IPv4) is "unparsed" and left to the slow path. */
+/* Packet parsing shared by the hooks (the VXLAN headers: encap.h). Everything is bounds-checked
+ * for the verifier; anything unusual (IP options, fragments, non-IPv4) is "unparsed" and left
+ * to the slow path. */
 #ifndef XMASQ_PARSE_H
 #define XMASQ_PARSE_H
 
 #include "common.h"
 
-struct vxlanhdr {
-    __be32 flags;
-    __be32 vni; /* VNI in the upper 24 bits */
-};
-
-/* The IPv4 header after the Ethernet header at eth, or NULL. */
 static __always_inline struct iphdr *parse_ipv4(struct ethhdr *eth, void *data_end)
 {
     struct iphdr *ip = (void *)(eth + 1);
@@ -42,41 +37,6 @@ static __always_inline int flow_key_of(struct iphdr *ip, void *data_end, __u32 v
     key->lport = local_is_src ? sport : dport;
     key->rport = local_is_src ? dport : sport;
     return 0;
-}
-
-/* The VXLAN header of an outer IPv4/UDP packet to VXLAN_PORT, or NULL. */
-static __always_inline struct vxlanhdr *parse_vxlan(struct iphdr *outer, void *data_end, struct udphdr **udp_out)
-{
-    struct udphdr *udp = (void *)(outer + 1);
-    struct vxlanhdr *vx = (void *)(udp + 1);
-    if (outer->protocol != IPPROTO_UDP || (void *)(vx + 1) > data_end)
-        return NULL;
-    if (udp->dest != bpf_htons(VXLAN_PORT) || !(vx->flags & bpf_htonl(VXLAN_FLAG_VNI)))
-        return NULL;
-    *udp_out = udp;
-    return vx;
-}
-
-/* A VXLAN packet on the underlay: outer IPv4/UDP/VXLAN around an inner Ethernet/IPv4 frame. */
-struct vxlan_pkt {
-    struct iphdr *outer;
-    struct udphdr *udp;
-    __u32 vni;
-    struct ethhdr *inner_eth;
-    struct iphdr *inner;
-};
-
-/* Fills pkt; returns 0, or -1 when the frame is not such a packet (or is truncated). */
-static __always_inline int parse_vxlan_pkt(void *data, void *data_end, struct vxlan_pkt *pkt)
-{
-    pkt->outer = parse_ipv4(data, data_end);
-    struct vxlanhdr *vx = pkt->outer ? parse_vxlan(pkt->outer, data_end, &pkt->udp) : NULL;
-    if (!vx)
-        return -1;
-    pkt->vni = bpf_ntohl(vx->vni) >> 8;
-    pkt->inner_eth = (void *)(vx + 1);
-    pkt->inner = parse_ipv4(pkt->inner_eth, data_end);
-    return pkt->inner ? 0 : -1;
 }
 
 static __always_inline __u16 ipv4_csum(struct iphdr *ip)

@@ -1,0 +1,98 @@
+/* VXLAN: parsing the outer headers, and putting them on and taking them off a frame. A second
+ * tunnel type (or an IPv6 underlay) is a second file like this one. */
+#ifndef XMASQ_ENCAP_H
+#define XMASQ_ENCAP_H
+
+#include "parse.h"
+
+#define VXLAN_FLAG_VNI 0x08000000
+
+struct vxlanhdr {
+    __be32 flags;
+    __be32 vni; /* VNI in the upper 24 bits */
+};
+
+/* The VXLAN header of an outer IPv4/UDP packet to VXLAN_PORT, or NULL. */
+static __always_inline struct vxlanhdr *parse_vxlan(struct iphdr *outer, void *data_end, struct udphdr **udp_out)
+{
+    struct udphdr *udp = (void *)(outer + 1);
+    struct vxlanhdr *vx = (void *)(udp + 1);
+    if (outer->protocol != IPPROTO_UDP || (void *)(vx + 1) > data_end)
+        return NULL;
+    if (udp->dest != bpf_htons(VXLAN_PORT) || !(vx->flags & bpf_htonl(VXLAN_FLAG_VNI)))
+        return NULL;
+    *udp_out = udp;
+    return vx;
+}
+
+/* A VXLAN packet on the underlay: outer IPv4/UDP/VXLAN around an inner Ethernet/IPv4 frame. */
+struct vxlan_pkt {
+    struct iphdr *outer;
+    struct udphdr *udp;
+    __u32 vni;
+    struct ethhdr *inner_eth;
+    struct iphdr *inner;
+};
+
+/* Fills pkt; returns 0, or -1 when the frame is not such a packet (or is truncated). */
+static __always_inline int parse_vxlan_pkt(void *data, void *data_end, struct vxlan_pkt *pkt)
+{
+    pkt->outer = parse_ipv4(data, data_end);
+    struct vxlanhdr *vx = pkt->outer ? parse_vxlan(pkt->outer, data_end, &pkt->udp) : NULL;
+    if (!vx)
+        return -1;
+    pkt->vni = bpf_ntohl(vx->vni) >> 8;
+    pkt->inner_eth = (void *)(vx + 1);
+    pkt->inner = parse_ipv4(pkt->inner_eth, data_end);
+    return pkt->inner ? 0 : -1;
+}
+
+#define ENCAP_FLAGS                                                                                          \
+    (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |                  \
+     BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN))
+
+/* What push_outer and pop_outer return when they fail. */
+#define ENCAP_UNCHANGED -1 /* the packet is as it was: the slow path can take it */
+#define ENCAP_BROKEN -2    /* the packet is half changed: it must be dropped */
+
+/* The tunnel's outer headers in front of the container's frame, with this packet's lengths and
+ * checksum and the flow's UDP source port. 0, or ENCAP_UNCHANGED / ENCAP_BROKEN. */
+static __always_inline int push_outer(struct __sk_buff *skb, struct tunnel *t, __be16 sport)
+{
+    __u32 len = skb->len;
+    if (bpf_skb_adjust_room(skb, OUTER_LEN, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS))
+        return ENCAP_UNCHANGED;
+    /* The room went in after the container's Ethernet header: that header moves behind it as
+     * the inner one, and the outer headers go in front. Written in place (the helper calls of
+     * load/store_bytes cost more than the copy). */
+    void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+    if (data + OUTER_LEN + ETH_HLEN > data_end)
+        return ENCAP_BROKEN;
+    __builtin_memcpy(data + OUTER_LEN, data, ETH_HLEN);
+    __builtin_memcpy(data, t->hdr, OUTER_LEN);
+    struct iphdr *ip = data + ETH_HLEN;
+    struct udphdr *udp = (void *)(ip + 1);
+    ip->tot_len = bpf_htons(len + OUTER_LEN - ETH_HLEN);
+    ip->check = 0;
+    ip->check = ipv4_csum(ip);
+    udp->len = bpf_htons(len + OUTER_LEN - ETH_HLEN - sizeof(struct iphdr));
+    udp->source = sport;
+    udp->check = 0;
+    return 0;
+}
+
+/* The outer headers off a VXLAN packet whose inner Ethernet header is at inner_eth: removes
+ * the bytes after the outer Ethernet header, which is then overwritten with the inner one
+ * (FIXED_GSO keeps the GSO size as it was). 0, or ENCAP_UNCHANGED / ENCAP_BROKEN. */
+static __always_inline int pop_outer(struct __sk_buff *skb, struct ethhdr *inner_eth)
+{
+    __u8 eth[ETH_HLEN];
+    __builtin_memcpy(eth, inner_eth, ETH_HLEN);
+    if (bpf_skb_adjust_room(skb, -OUTER_LEN, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
+        return ENCAP_UNCHANGED;
+    if (bpf_skb_store_bytes(skb, 0, eth, ETH_HLEN, 0))
+        return ENCAP_BROKEN;
+    return 0;
+}
+
+#endif
