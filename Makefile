@@ -2,7 +2,7 @@
 VENV   := .venv
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: run stop setup test lint unit e2e demo bench profile install units plugin
+.PHONY: run stop setup dev test lint unit e2e demo bench profile install units plugin
 
 run:            ## set up the host and start the driver in the background
 	@scripts/run.sh
@@ -10,36 +10,39 @@ run:            ## set up the host and start the driver in the background
 stop:           ## stop what `make run` started
 	@scripts/stop.sh
 
-setup:          ## packages, kernel header links, venv, etcd, dockerd (idempotent)
+setup:          ## packages, kernel header links, venv (what the driver needs), etcd, dockerd (idempotent)
 	@scripts/setup.sh
 
-lint: setup     ## ruff check, ruff format --check, mypy
+dev:            ## setup, plus requirements-dev.txt in the venv (tests, benchmark, testbed's swarm)
+	@scripts/setup.sh --dev
+
+lint: dev       ## ruff check, ruff format --check, mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy xmasq_driver
+	$(VENV)/bin/mypy xmasq_driver lab
 
-unit: setup     ## unit tests only (fake backends, no root needed once set up)
+unit: dev       ## unit tests only (fake backends, no root needed once set up)
 	$(PYTEST) tests/unit
 
-e2e:            ## end-to-end tests against a driver restarted from this tree
+e2e: dev        ## end-to-end tests against a driver restarted from this tree
 	@RESTART=1 scripts/run.sh
 	$(PYTEST) tests/e2e
 
-test:           ## the whole suite, against a driver restarted from this tree; CI runs exactly this
+test: dev       ## the whole suite, against a driver restarted from this tree; CI runs exactly this
 	@RESTART=1 scripts/run.sh
 	@$(MAKE) --no-print-directory lint
 	$(PYTEST) tests
 
-demo: run       ## two testbed hosts, one xmasq network across them, a ping (removes it all after)
+demo: dev run   ## two testbed hosts, one xmasq network across them, a ping (removes it all after)
 	$(VENV)/bin/python scripts/demo.py
 
-bench: run      ## benchmark vs host, Docker overlay and bridge, unpinned and pinned (QUICK=1: 2 x 1 s; PIN=CPU; MODES=)
+bench: dev run  ## benchmark vs host, Docker overlay and bridge, unpinned and pinned (QUICK=1: 2 x 1 s; PIN=CPU; MODES=)
 	$(VENV)/bin/python bench/run.py $(if $(QUICK),--quick) $(if $(PIN),--pin $(PIN)) $(if $(MODES),--modes $(MODES))
 
 plugin:         ## build the image (Dockerfile) and create the managed plugin xmasq/xmasq:latest
 	@scripts/plugin.sh
 
-profile: run    ## ns per packet of each eBPF program; CPU per round trip by kernel area vs the host network (perf)
+profile: dev run ## ns per packet of each eBPF program; CPU per round trip by kernel area vs the host network (perf)
 	$(VENV)/bin/python bench/profile.py
 
 UNIT_DIR ?= /etc/systemd/system

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import run as bench  # noqa: E402  (bench/run.py: the benchmark's scenarios; puts the project on the path)
 
-from xmasq_driver.testbed import Testbed  # noqa: E402
+from lab.testbed import Testbed  # noqa: E402
 
 PROGRAMS = ("from_container", "to_container", "to_nic", "from_nic")
 SCENARIOS = ("host", "xmasq-on")

@@ -48,8 +48,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from tests.e2e.image import NGINX_CONF, ensure_image  # noqa: E402
-from xmasq_driver.testbed import Testbed  # noqa: E402
+from lab.image import NGINX_CONF, ensure_image  # noqa: E402
+from lab.testbed import Testbed  # noqa: E402
 
 CROSS = ("host", "overlay", "xmasq-off", "xmasq-on", "xmasq-nosteer")
 SAME = ("host-local", "bridge", "xmasq-off-local", "xmasq-on-local", "xmasq-nosteer-local")

@@ -7,8 +7,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from tests.e2e.image import ensure_image  # noqa: E402
-from xmasq_driver.testbed import Testbed  # noqa: E402
+from lab.image import ensure_image  # noqa: E402
+from lab.testbed import Testbed  # noqa: E402
 
 
 def main() -> int:

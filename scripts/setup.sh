@@ -54,13 +54,18 @@ if [ ! -e "$kdir/build" ]; then
 fi
 
 # 3. The venv: Debian's python3 (bcc's Python module is Debian's), project installed editable.
+# What the driver needs (requirements.txt); with --dev (the tests, the benchmark, the testbed's
+# swarm: `make dev`, which their make targets run) also requirements-dev.txt.
+mode=runtime reqs=requirements.txt check="flask, pyroute2, etcd3gw, waitress"
+[ "${1:-}" = --dev ] && mode=dev reqs=requirements-dev.txt check="$check, docker, pytest"
 want=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
-if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.installed 2>/dev/null)" != "$want" ]; then
-    say "creating .venv and installing requirements"
+have=$(cat .venv/.installed 2>/dev/null || true)
+if [ ! -x .venv/bin/python ] || { [ "$have" != "$want $mode" ] && [ "$have" != "$want dev" ]; }; then
+    say "creating .venv and installing $reqs"
     /usr/bin/python3 -m venv --system-site-packages .venv
-    .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt -e . 2>&1 | grep -v "is ignored" || true
-    .venv/bin/python -c "import flask, pyroute2, etcd3gw, docker, waitress"
-    echo "$want" > .venv/.installed
+    .venv/bin/pip install -q --disable-pip-version-check -r "$reqs" -e . 2>&1 | grep -v "is ignored" || true
+    .venv/bin/python -c "import $check"
+    echo "$want $mode" > .venv/.installed
 fi
 
 # 4. etcd: a local single-member etcd on 127.0.0.1 unless one is configured.

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "forget-host":
         return _forget(args.host, cfg)
     elif args.command == "config":
-        fields = {k: ("<set>" if k.endswith("key") and v else v) for k, v in vars(cfg).items()}
+        fields = {k: ("<set>" if log.is_secret(k) and v else v) for k, v in vars(cfg).items()}
         json.dump(fields, sys.stdout, indent=1)
         print()
     return 0
@@ -125,7 +125,7 @@ def _forget(host: str, cfg: config.Config) -> int:
 
 
 def _testbed(args: argparse.Namespace) -> int:
-    from .testbed import Testbed
+    from lab.testbed import Testbed  # the testbed is tooling, not the driver: imported only here
 
     if args.action == "up":
         tb = Testbed.up(args.hosts, args.subnet)

@@ -13,12 +13,13 @@ import docker
 import pytest
 from docker.types import IPAMConfig, IPAMPool
 
-from tests.e2e.image import ensure_image
+from lab.image import ensure_image
+from lab.testbed import Testbed
 from xmasq_driver import client as plugin
 from xmasq_driver.config import Config
 from xmasq_driver.kv import EtcdKV
+from xmasq_driver.overlay import BRIDGE_PREFIX, HOST_VETH_PREFIX, VXLAN_PREFIX, vxlan_name
 from xmasq_driver.store import PREFIX
-from xmasq_driver.testbed import Testbed
 
 TTL, GRACE = 5, 3  # short host leases, so the eviction test takes seconds, not minutes
 
@@ -82,7 +83,7 @@ class Cluster:
 
     def peers(self, host: str, vni: int) -> set[str]:
         """IPs with a neighbour entry on the host's vxlan device (remote endpoints)."""
-        out = subprocess.run(["ip", "-n", self.tb.netns(host), "neigh", "show", "dev", f"xmvx{vni}"],
+        out = subprocess.run(["ip", "-n", self.tb.netns(host), "neigh", "show", "dev", vxlan_name(vni)],
                              capture_output=True, text=True).stdout  # fmt: skip
         return {line.split()[0] for line in out.splitlines() if "lladdr" in line}
 
@@ -124,7 +125,7 @@ def mask_bits(mask: str) -> int:
     return int(mask.strip().replace(",", ""), 16)
 
 
-XMASQ_LINKS = ("xmbr", "xmvx", "xmh")  # bridges, vxlan devices, host ends of veths
+XMASQ_LINKS = (BRIDGE_PREFIX, VXLAN_PREFIX, HOST_VETH_PREFIX)  # bridges, vxlan devices, host ends of veths
 
 
 def remove_all(containers: list[Any], networks: list[Any]) -> None:

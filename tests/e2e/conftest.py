@@ -17,8 +17,9 @@ import docker
 import pytest
 from docker.types import IPAMConfig, IPAMPool
 
+from lab.image import ensure_image
+from lab.testbed import Testbed
 from tests.e2e.cluster import GRACE, TTL, XMASQ_LINKS, Cluster, links, remove_all
-from tests.e2e.image import ensure_image
 from tests.e2e.standalone import Standalone
 from xmasq_driver import client as plugin
 from xmasq_driver import config, daemon
@@ -26,7 +27,6 @@ from xmasq_driver.firewall import Firewall
 from xmasq_driver.kv import EtcdKV
 from xmasq_driver.state import LocalState
 from xmasq_driver.store import PREFIX
-from xmasq_driver.testbed import Testbed
 
 XMASQ = os.path.join(os.path.dirname(__file__), "..", "..", ".venv", "bin", "xmasq")
 

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from lab.testbed import with_own_sys
 from xmasq_driver import client as plugin
-from xmasq_driver.testbed import with_own_sys
+from xmasq_driver import config
 
 ETCD_CLIENT, ETCD_PEER = 2479, 2480  # + 10 * member index, on the namespace's loopback
 
@@ -162,7 +163,7 @@ class Standalone:
             self.kill_etcd(i)
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
         subprocess.run(["ip", "link", "del", self.link], capture_output=True)
-        shutil.rmtree(f"/sys/fs/bpf/xmasq/{self.host_id}", ignore_errors=True)
+        shutil.rmtree(os.path.join(config.load().bpf_pin_dir, self.host_id), ignore_errors=True)
 
 
 def _b64(text: str) -> str:

@@ -15,6 +15,7 @@ from tests.conftest import report
 from tests.e2e.cluster import GRACE, TTL, links, until
 from tests.e2e.conftest import XMASQ
 from tests.e2e.test_access import create_network_and_endpoint, delete_network_and_endpoint
+from xmasq_driver.overlay import HOST_VETH_PREFIX
 from xmasq_driver.store import PREFIX
 
 SERVE = "udpecho serve 5001"
@@ -27,7 +28,7 @@ def test_dockerd_restart_with_running_containers(cl, tb):
     stops = cl.run("h2", "dr-stops", net, SERVE)
     ip_keeps = cl.ip(keeps, net)
     cl.sh(a, f"udpecho wait {ip_keeps} 5001 5")
-    assert len([n for n in links(tb, "h2") if n.startswith("xmh")]) == 2
+    assert len([n for n in links(tb, "h2") if n.startswith(HOST_VETH_PREFIX)]) == 2
     start = time.monotonic()
     tb.restart_dockerd("h2")
     # The restarted container gets a new endpoint (Docker deleted the old ones on the way down and
@@ -38,7 +39,7 @@ def test_dockerd_restart_with_running_containers(cl, tb):
     outage = time.monotonic() - start
     stops.reload()
     assert stops.status == "exited"
-    assert len([n for n in links(tb, "h2") if n.startswith("xmh")]) == 1
+    assert len([n for n in links(tb, "h2") if n.startswith(HOST_VETH_PREFIX)]) == 1
     endpoints = {k.rsplit("/", 1)[1] for k in cl.kv.get_prefix(f"/xmasq/v1/endpoints/{net}/")}
     assert endpoints == {cl.ip(a, net), ip_keeps}, endpoints
     state = cl.stats("h2")  # the driver is still serving
@@ -51,7 +52,7 @@ def test_a_vanished_host_is_evicted_by_its_peers(cl, tb):
     tb.add_host("h4")
     try:
         cl.dk["h4"] = tb.docker("h4")
-        from tests.e2e.image import ensure_image
+        from lab.image import ensure_image
 
         cl.image["h4"] = ensure_image(cl.dk["h4"])
         net = cl.network("vanish", "10.237.0.0/24", hosts=("h1", "h4"))

@@ -17,6 +17,7 @@ from tests.e2e.cluster import links
 from tests.e2e.conftest import host_state
 from tests.fuzz import raw_bodies
 from xmasq_driver import client as plugin
+from xmasq_driver.overlay import HOST_VETH_PREFIX, vxlan_name
 
 LIVE_CASES = {"n": 0}
 LIVE_PATHS = ["/NetworkDriver.CreateNetwork", "/NetworkDriver.CreateEndpoint", "/NetworkDriver.Join",
@@ -106,9 +107,9 @@ def test_churn_of_300_containers_across_two_hosts_under_traffic(cl, tb):
     after = {h: _rss_kb(tb, h) for h in ("h1", "h2")}
     for h, other in (("h1", s2), ("h2", s1)):
         names = links(tb, h)
-        assert len([n for n in names if n.startswith("xmh")]) == 1, names
+        assert len([n for n in names if n.startswith(HOST_VETH_PREFIX)]) == 1, names
         assert cl.peers(h, vni) == {cl.ip(other, net)}
-        fdb = subprocess.run(["bridge", "-n", tb.netns(h), "fdb", "show", "dev", f"xmvx{vni}"],
+        fdb = subprocess.run(["bridge", "-n", tb.netns(h), "fdb", "show", "dev", vxlan_name(vni)],
                              capture_output=True, text=True).stdout  # fmt: skip
         assert sum(1 for line in fdb.splitlines() if " dst " in line) == 1, fdb
         cache = cl.cache(h)

@@ -18,6 +18,7 @@ from tests.conftest import report
 from tests.e2e.cluster import GRACE, TTL, until
 from xmasq_driver import client as plugin
 from xmasq_driver.config import Config
+from xmasq_driver.overlay import vxlan_name
 
 SERVE = "udpecho serve 5001 & httpd -f -p 8080 -h /www"
 
@@ -101,7 +102,7 @@ def test_container_moving_to_another_host_keeps_its_traffic(cl):
     assert cl.ip(second, net) == ip
     assert cl.sh(client, f"udpecho wait {ip} 5001 5", check=False)[0] == 0, "traffic did not follow the move"
     assert "PERMANENT" in subprocess.run(["ip", "-n", cl.tb.netns("h3"), "neigh", "show", ip, "dev",
-                                          f"xmvx{cl.vni(net)}"], capture_output=True, text=True).stdout  # fmt: skip
+                                          vxlan_name(cl.vni(net))], capture_output=True, text=True).stdout  # fmt: skip
 
 
 def test_dead_host_is_evicted_and_rejoins(cl, tb):

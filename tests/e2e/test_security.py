@@ -10,10 +10,10 @@ import time
 
 import pytest
 
+from lab.testbed import BRIDGE
 from tests.conftest import report
 from tests.e2e.cluster import Cluster
 from tests.packets import VXLAN_PORT, arp, frame, mac_bytes, vxlan
-from xmasq_driver.testbed import BRIDGE
 
 N = 20
 STRANGER_NS, STRANGER_LINK = "xmt-stranger", "xmtstranger0"

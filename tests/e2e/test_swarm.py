@@ -13,13 +13,13 @@ import docker
 import pytest
 from docker.types import EndpointSpec, IPAMConfig, IPAMPool, ServiceMode
 
+from lab.image import ensure_image
 from tests.conftest import report
 from tests.e2e.cluster import XMASQ_LINKS, links, remove_all
-from tests.e2e.image import ensure_image
 from xmasq_driver import client as plugin
 from xmasq_driver.config import Config
 from xmasq_driver.kv import EtcdKV
-from xmasq_driver.overlay import RFS_VETH_FLOWS
+from xmasq_driver.overlay import HOST_VETH_PREFIX, RFS_VETH_FLOWS
 from xmasq_driver.store import PREFIX
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -133,7 +133,7 @@ def test_service_across_the_swarm_with_the_fast_path(tb, swarm):
         assert encap >= 190, (before, after)
         # The plugin's /sys is read-only in its container: it still steers each endpoint's flows.
         for h in HOSTS:
-            for name in (n for n in links(tb, h) if n.startswith("xmh")):
+            for name in (n for n in links(tb, h) if n.startswith(HOST_VETH_PREFIX)):
                 argv = ["ip", "netns", "exec", tb.netns(h), "cat", f"/sys/class/net/{name}/queues/rx-0/rps_flow_cnt"]
                 flows = subprocess.run(argv, capture_output=True, text=True, check=True).stdout  # its own /sys
                 assert int(flows) == RFS_VETH_FLOWS, (h, name, flows)

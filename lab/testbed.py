@@ -25,9 +25,9 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import daemon, log
-from .datapath import mount_bpffs
-from .overlay import ensure_sock_flow_table
+from xmasq_driver import config, daemon, log
+from xmasq_driver.datapath import mount_bpffs
+from xmasq_driver.overlay import ensure_sock_flow_table
 
 RUN_DIR = "/run/xmasq-testbed"
 DATA_DIR = "/var/lib/xmasq-testbed"
@@ -206,8 +206,20 @@ class Testbed:
         shutil.rmtree(data, ignore_errors=True)
         if snapshot:
             tool = "etcdutl" if shutil.which("etcdutl") else "etcdctl"  # etcd 3.5 moved restore to etcdutl
-            _run(tool, "snapshot", "restore", snapshot, "--data-dir", data, "--name", "testbed",
-                 "--initial-cluster", f"testbed={_ETCD_PEER}", "--initial-advertise-peer-urls", _ETCD_PEER)  # fmt: skip
+            _run(
+                tool,
+                "snapshot",
+                "restore",
+                snapshot,
+                "--data-dir",
+                data,
+                "--name",
+                "testbed",
+                "--initial-cluster",
+                f"testbed={_ETCD_PEER}",
+                "--initial-advertise-peer-urls",
+                _ETCD_PEER,
+            )
         self._etcd()
 
     def _host(self, host: str, mtu: int) -> None:
@@ -319,7 +331,7 @@ class Testbed:
         _run("ip", "link", "del", self.netns(host), check=False)
         self.hosts.remove(host)
         self._save()
-        shutil.rmtree(f"/sys/fs/bpf/xmasq/{host}", ignore_errors=True)
+        shutil.rmtree(os.path.join(config.load().bpf_pin_dir, host), ignore_errors=True)
 
     def docker(self, host: str):  # type: ignore[no-untyped-def]
         import docker
@@ -341,7 +353,7 @@ class Testbed:
             if RULE_TAG in line:
                 _run("iptables", "-w", "-D", *shlex.split(line)[1:], check=False)
         for host in hosts:  # the hosts' pinned eBPF maps (their programs went with the namespaces)
-            shutil.rmtree(f"/sys/fs/bpf/xmasq/{host}", ignore_errors=True)
+            shutil.rmtree(os.path.join(config.load().bpf_pin_dir, host), ignore_errors=True)
         shutil.rmtree(self.data_dir, ignore_errors=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         _log.info("testbed down", hosts=len(hosts))
