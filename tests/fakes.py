@@ -6,7 +6,7 @@ import ipaddress
 import threading
 
 from xmasq_driver.errors import BackendError
-from xmasq_driver.firewall import PortMapping
+from xmasq_driver.model import PortMapping
 from xmasq_driver.overlay import Underlay, veth_names
 
 

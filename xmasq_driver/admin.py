@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from .errors import BackendError
-from .network import NetworkDriver
+from .model import LocalNetwork
+from .state import LocalState, Snapshot
+from .store import ClusterStore
 
 
 class DatapathView(Protocol):
@@ -24,39 +27,48 @@ class ClusterHealth(Protocol):
 
 
 class Admin:
-    def __init__(self, network: NetworkDriver, datapath: DatapathView, cluster: ClusterHealth):
-        self.network = network
-        self.datapath = datapath
-        self.cluster = cluster
+    def __init__(
+        self,
+        store: ClusterStore,
+        state: LocalState,
+        datapath: DatapathView,
+        cluster: ClusterHealth,
+        discovered: Mapping[str, Any],
+    ):
+        """`discovered`: the nodes Docker told the network driver about (DiscoverNew), as it keeps them."""
+        self.store, self.state, self.datapath, self.cluster = store, state, datapath, cluster
+        self.discovered = discovered
 
     def status(self, _: Any = None) -> dict[str, Any]:
-        snap = self.network.state.snapshot()
+        snap = self.state.snapshot()
         try:
-            cluster: dict[str, Any] = {"hosts": self.network.store.hosts()[0]}
+            cluster: dict[str, Any] = {"hosts": self.store.hosts()[0]}
         except BackendError as e:
             cluster = {"error": str(e)}
         cluster["records"] = self.cluster.health()
         return {
-            "host": self.network.store.host,
+            "host": self.store.host,
             "fastpath": {
                 "loaded": self.datapath.loaded,
                 "enabled": self.datapath.enabled,
                 "reason": self.datapath.reason,
             },
             "cluster": cluster,
-            "discovered": list(self.network.discovered.values()),
-            "networks": [
-                {
-                    "id": nid[:12],
-                    "name": n["key"],
-                    "vni": n["vni"],
-                    "subnet": n["subnet"],
-                    "internal": n["internal"],
-                    "fastpath": n["fastpath"],
-                    "endpoints": sum(1 for e in snap["endpoints"].values() if e["network_id"] == nid),
-                }
-                for nid, n in snap["networks"].items()
-            ],  # fmt: skip
+            "discovered": list(self.discovered.values()),
+            "networks": [self._network(nid, n, snap) for nid, n in snap.networks.items()],
+        }
+
+    @staticmethod
+    def _network(nid: str, n: LocalNetwork, snap: Snapshot) -> dict[str, Any]:
+        endpoints = sum(1 for e in snap.endpoints.values() if e.network_id == nid)
+        return {
+            "id": nid[:12],
+            "name": n.key,
+            "vni": n.vni,
+            "subnet": n.subnet,
+            "internal": n.internal,
+            "fastpath": n.fastpath,
+            "endpoints": endpoints,
         }
 
     def stats(self, _: Any = None) -> dict[str, Any]:

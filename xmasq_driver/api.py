@@ -1,7 +1,8 @@
 """The HTTP adapter: Docker plugin API paths -> one driver call each.
 
-Thin by design (like go-plugins-helpers' network/api.go): decode the JSON body
-(Docker sends no Content-Type), call the driver, encode the answer. One error
+Thin by design (like go-plugins-helpers' network/api.go): decode the JSON body into the
+request struct (Docker sends no Content-Type), call the driver, encode its response struct
+(protocol.py: the route table plus its structs are the plugin contract). One error
 handler turns every failure into {"Err": "..."}; unknown paths are 404.
 """
 
@@ -38,7 +39,7 @@ def routes(
         "/Xmasq.Stats": (None, admin.stats),
         "/Xmasq.Cache": (None, admin.cache),
         "/Xmasq.FlushCache": (None, admin.flush),
-        "/Plugin.Activate": (None, lambda _: {"Implements": ["NetworkDriver", "IpamDriver"]}),
+        "/Plugin.Activate": (None, lambda _: p.ActivateResponse(["NetworkDriver", "IpamDriver"])),
         "/NetworkDriver.GetCapabilities": (None, lambda _: network.capabilities()),
         "/NetworkDriver.CreateNetwork": (p.NetworkRequest, network.create_network),
         "/NetworkDriver.DeleteNetwork": (p.NetworkIdRequest, network.delete_network),
@@ -79,7 +80,7 @@ def create_app(network: NetworkDriver, ipam: IpamDriver, admin: Admin) -> Flask:
                 body = json.loads(raw)
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
                 raise DriverError(f"request body is not valid JSON: {e}")
-        return _json(handler(p.decode(struct, body) if struct is not None else None))
+        return _json(p.encode(handler(p.decode(struct, body) if struct is not None else None)))
 
     for path in table:
         app.add_url_rule(path, endpoint=path, view_func=handle, methods=["POST"])

@@ -15,7 +15,7 @@ from typing import Any
 STEER_MODES = ("rfs", "rps", "off")
 
 
-def _env_name(name: str) -> str:
+def env_name(name: str) -> str:
     return "XMASQ_" + name.upper()
 
 
@@ -102,10 +102,10 @@ def _coerce(f: dataclasses.Field, raw: str) -> Any:  # type: ignore[type-arg]
     try:
         value = kind(raw)
     except ValueError:
-        raise SystemExit(f"xmasq: {_env_name(f.name)}={raw!r} is not a valid {kind.__name__}")
+        raise SystemExit(f"xmasq: {env_name(f.name)}={raw!r} is not a valid {kind.__name__}")
     choices = f.metadata.get("choices")
     if choices and value not in choices:
-        raise SystemExit(f"xmasq: {_env_name(f.name)}={raw!r} must be {', '.join(choices[:-1])} or {choices[-1]}")
+        raise SystemExit(f"xmasq: {env_name(f.name)}={raw!r} must be {', '.join(choices[:-1])} or {choices[-1]}")
     return value
 
 
@@ -115,7 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             default=None,
-            help=f"{f.metadata['help']} [env {_env_name(f.name)}, default {f.default!r}]",
+            help=f"{f.metadata['help']} [env {env_name(f.name)}, default {f.default!r}]",
         )
 
 
@@ -125,7 +125,7 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
     for f in dataclasses.fields(Config):
         raw = getattr(args, f.name, None) if args is not None else None
         if raw is None:
-            raw = env.get(_env_name(f.name))
+            raw = env.get(env_name(f.name))
         if raw is not None and raw != "":
             values[f.name] = _coerce(f, raw)
     return Config(**values)

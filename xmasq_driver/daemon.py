@@ -14,6 +14,7 @@ import sys
 import time
 
 from . import client
+from . import config as config_module
 from .config import Config
 
 
@@ -97,5 +98,5 @@ def _env(config: Config) -> dict[str, str]:
     """The child's environment: the effective configuration as XMASQ_* variables."""
     env = dict(os.environ)
     for name, value in vars(config).items():
-        env["XMASQ_" + name.upper()] = str(value)
+        env[config_module.env_name(name)] = str(value)
     return env

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from dataclasses import dataclass
 
 from . import log
 from .errors import BackendError
+from .model import PortMapping
 from .overlay import BRIDGE_PREFIX, VXLAN_PORT
 
 FORWARD, ISOLATE, POSTROUTING, DNAT = "XMASQ-FORWARD", "XMASQ-ISOLATE", "XMASQ-POSTROUTING", "XMASQ-DNAT"
@@ -30,33 +30,6 @@ HOST_OWNER = "xmasq:host"
 # Chains that hold owned rules
 _CHAINS = (("filter", FORWARD), ("filter", VXLAN_IN), ("filter", VXLAN_FWD), ("nat", POSTROUTING), ("nat", DNAT))
 _log = log.get("firewall")
-_PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
-
-
-@dataclass(frozen=True)
-class PortMapping:
-    proto: str
-    container_ip: str
-    port: int
-    host_ip: str
-    host_port: int
-
-    def wire(self) -> dict[str, object]:
-        number = {v: k for k, v in _PROTOS.items()}[self.proto]
-        return {
-            "Proto": number,
-            "IP": self.container_ip,
-            "Port": self.port,
-            "HostIP": self.host_ip,
-            "HostPort": self.host_port,
-            "HostPortEnd": self.host_port,
-        }
-
-
-def proto_name(number: int) -> str:
-    if number not in _PROTOS:
-        raise ValueError(f"unsupported protocol number {number}")
-    return _PROTOS[number]
 
 
 def net_owner(vni: int) -> str:

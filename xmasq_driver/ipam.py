@@ -14,13 +14,12 @@ re-asserts in etcd after etcd lost data (`reassert`). One lock orders every chan
 from __future__ import annotations
 
 import ipaddress
-import re
 import threading
-from typing import Any
 
 from . import log
 from . import protocol as p
 from .errors import DriverError, NotFound
+from .model import Pool, check_name, check_subnet
 from .state import LocalState
 from .store import GATEWAY_OWNER, ClusterStore, ClusterView, Conflict, Reassertion, pool_id_of, pool_key
 
@@ -30,7 +29,6 @@ ADDRESS_SPACE = "xmasq"
 
 SPACE_OPTION = "xmasq.space"
 ADDRESS, GATEWAY = "address", "gateway"  # the kinds of claim in the local record
-_SPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def _parse_pool_id(pool_id: str) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Network]:
@@ -50,20 +48,18 @@ class IpamDriver:
         self.state = state
         self._lock = threading.Lock()
 
-    def _pools(self, view: ClusterView | None = None) -> dict[str, dict[str, Any]]:
+    def _pools(self, view: ClusterView | None = None) -> dict[str, Pool]:
         """This host's pools (call with the lock held). A state file from before pools were
         recorded gets this host's records from etcd, once, rather than having them removed."""
         if self.state.pools is None:
             view = view or self.store.view()
-            adopted: dict[str, dict[str, Any]] = {}
+            adopted: dict[str, Pool] = {}
             for pool, holders in view.holders.items():
                 if self.store.host in holders:
                     claims = view.addresses.get(pool, {}).items()
-                    adopted[pool_id_of(pool)] = {
-                        "holds": int(holders[self.store.host]),
-                        "addresses": {ip: GATEWAY if owner == GATEWAY_OWNER else ADDRESS
-                                      for ip, owner in claims if owner in (GATEWAY_OWNER, self.store.host)},
-                    }  # fmt: skip
+                    mine = {ip: owner for ip, owner in claims if owner in (GATEWAY_OWNER, self.store.host)}
+                    kinds = {ip: GATEWAY if owner == GATEWAY_OWNER else ADDRESS for ip, owner in mine.items()}
+                    adopted[pool_id_of(pool)] = Pool(int(holders[self.store.host]), kinds)
             self.state.adopt_pools(adopted)
             _log.info("IPAM records adopted from etcd", pools=len(adopted))
         assert self.state.pools is not None
@@ -72,21 +68,22 @@ class IpamDriver:
     def _record(self, pool_id: str, holds: int = 0, address: str = "", kind: str = "") -> None:
         """Change this host's record of a pool: holds by `holds`, an address added (kind) or
         removed (no kind). A pool with no holds left is forgotten."""
-        record = self._pools().get(pool_id, {"holds": 0, "addresses": {}})
-        record = {"holds": record["holds"] + holds, "addresses": dict(record["addresses"])}
+        old = self._pools().get(pool_id, Pool())
+        addresses = dict(old.addresses)
         if address and kind:
-            record["addresses"][address] = kind
+            addresses[address] = kind
         elif address:
-            record["addresses"].pop(address, None)
-        self.state.set_pool(pool_id, record if record["holds"] > 0 or record["addresses"] else None)
+            addresses.pop(address, None)
+        record = Pool(old.holds + holds, addresses)
+        self.state.set_pool(pool_id, record if record.holds > 0 or record.addresses else None)
 
-    def capabilities(self) -> dict[str, Any]:
-        return {"RequiresMACAddress": False, "RequiresRequestReplay": False}
+    def capabilities(self) -> p.IpamCapabilitiesResponse:
+        return p.IpamCapabilitiesResponse()
 
-    def default_address_spaces(self) -> dict[str, Any]:
-        return {"LocalDefaultAddressSpace": ADDRESS_SPACE, "GlobalDefaultAddressSpace": ADDRESS_SPACE}
+    def default_address_spaces(self) -> p.AddressSpacesResponse:
+        return p.AddressSpacesResponse(ADDRESS_SPACE, ADDRESS_SPACE)
 
-    def request_pool(self, req: p.RequestPoolRequest) -> dict[str, Any]:
+    def request_pool(self, req: p.RequestPoolRequest) -> p.RequestPoolResponse:
         if req.v6:
             raise DriverError("IPv6 pools are not supported by xmasq yet")
         if not req.pool:
@@ -96,37 +93,34 @@ class IpamDriver:
             rng = ipaddress.IPv4Network(req.sub_pool) if req.sub_pool else subnet
         except ValueError as e:
             raise DriverError(f"bad pool: {e}")
-        if subnet.prefixlen > 30:
-            raise DriverError(f"subnet {subnet} is too small (at most /30)")
+        check_subnet(subnet)
         if not rng.subnet_of(subnet):
             raise DriverError(f"sub-pool {rng} is not inside {subnet}")
         for k in req.options:
             if k != SPACE_OPTION:
                 raise DriverError(f"unknown IPAM option {k}: xmasq supports {SPACE_OPTION}")
-        space = str(req.options.get(SPACE_OPTION) or "")
-        if space and not _SPACE.match(space):
-            raise DriverError(f"option {SPACE_OPTION}={space!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+        space = check_name(SPACE_OPTION, str(req.options[SPACE_OPTION])) if req.options.get(SPACE_OPTION) else ""
         pool_id = str(subnet) + (f"|{rng}" if req.sub_pool else "") + (f"@{space}" if space else "")
         with self._lock:
             self._pools()
             self.store.hold_pool(pool_id)
             self._record(pool_id, holds=1)
         _log.info("pool held", pool=pool_id)
-        return {"PoolID": pool_id, "Pool": str(subnet), "Data": {}}
+        return p.RequestPoolResponse(pool_id, str(subnet))
 
-    def release_pool(self, req: p.ReleasePoolRequest) -> dict[str, Any]:
+    def release_pool(self, req: p.ReleasePoolRequest) -> p.Empty:
         _parse_pool_id(req.pool_id)
         with self._lock:
             record = self._pools().get(req.pool_id)
-            if record and record["holds"] > 1:
+            if record and record.holds > 1:
                 self._record(req.pool_id, holds=-1)
             elif record:
                 self.state.set_pool(req.pool_id, None)  # this host's last hold: its claims go with it
             freed = self.store.release_pool(req.pool_id)
         _log.info("pool released", pool=req.pool_id, freed=freed)
-        return {}
+        return p.Empty()
 
-    def request_address(self, req: p.RequestAddressRequest) -> dict[str, Any]:
+    def request_address(self, req: p.RequestAddressRequest) -> p.RequestAddressResponse:
         subnet, rng = _parse_pool_id(req.pool_id)
         if not self.store.pool_held(req.pool_id):
             raise NotFound(f"pool {req.pool_id} is not held by any host (RequestPool first)")
@@ -141,7 +135,7 @@ class IpamDriver:
                 ip = self._claim_next(req.pool_id, subnet, rng)
             self._record(req.pool_id, address=str(ip), kind=GATEWAY if gateway else ADDRESS)
         _log.info("address assigned", pool=req.pool_id, address=ip, gateway=gateway)
-        return {"Address": f"{ip}/{subnet.prefixlen}", "Data": {}}
+        return p.RequestAddressResponse(f"{ip}/{subnet.prefixlen}")
 
     @staticmethod
     def _parse_address(address: str, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
@@ -173,20 +167,20 @@ class IpamDriver:
                 return ip
         raise DriverError(f"no free address left in {rng}")
 
-    def release_address(self, req: p.ReleaseAddressRequest) -> dict[str, Any]:
+    def release_address(self, req: p.ReleaseAddressRequest) -> p.Empty:
         subnet, _ = _parse_pool_id(req.pool_id)
         ip = self._parse_address(req.address, subnet)
         with self._lock:
             owner = self.store.address_owner(req.pool_id, ip)
             if owner == GATEWAY_OWNER:
-                return {}  # shared by every host; freed with the pool
+                return p.Empty()  # shared by every host; freed with the pool
             if owner not in (None, self.store.host):  # it would come back: its holder re-asserts it
                 raise DriverError(f"address {ip} is held by host {owner}: only that host releases it")
             if req.pool_id in self._pools():
                 self._record(req.pool_id, address=str(ip))
             self.store.release_address(req.pool_id, ip)
         _log.info("address released", pool=req.pool_id, address=ip)
-        return {}
+        return p.Empty()
 
     def reassert(self, view: ClusterView) -> Reassertion:
         """Write back this host's holds and claims that `view` lacks or shows stale; remove the
@@ -196,10 +190,10 @@ class IpamDriver:
             pools = self._pools(view)
             for pool_id, record in pools.items():
                 pool = pool_key(pool_id)
-                if record["holds"] and view.holders.get(pool, {}).get(host) != str(record["holds"]):
-                    self.store.set_holds(pool, record["holds"])
+                if record.holds and view.holders.get(pool, {}).get(host) != str(record.holds):
+                    self.store.set_holds(pool, record.holds)
                     done.repaired += 1
-                for ip, kind in record["addresses"].items():
+                for ip, kind in record.addresses.items():
                     owner = GATEWAY_OWNER if kind == GATEWAY else host
                     if view.addresses.get(pool, {}).get(ip) == owner:
                         continue
@@ -212,7 +206,7 @@ class IpamDriver:
                     done.removed += self.store.delete_if(self.store.holder_key(pool), lambda _: True)
                     self.store.free_if_unheld(pool)
             for pool, claims in view.addresses.items():
-                mine = pools.get(pool_id_of(pool), {}).get("addresses", {})
+                mine = pools.get(pool_id_of(pool), Pool()).addresses
                 for ip, owner in claims.items():
                     if owner == host and ip not in mine:
                         done.removed += self.store.delete_if(self.store.address_key(pool, ip), lambda v: v == host)

@@ -9,6 +9,11 @@ from typing import Any
 _SECRET_SUFFIXES = ("_key", "password", "token", "secret")
 
 
+def is_secret(name: str) -> bool:
+    """A field or setting whose value is never shown (logs, `xmasq config`)."""
+    return name.endswith(_SECRET_SUFFIXES)
+
+
 def _fmt(value: Any) -> str:
     text = str(value)
     return f'"{text}"' if (" " in text or not text) else text
@@ -24,7 +29,7 @@ class _Formatter(logging.Formatter):
             _fmt(record.getMessage()),
         ]
         for k, v in fields.items():
-            if k.endswith(_SECRET_SUFFIXES):
+            if is_secret(k):
                 v = "<redacted>"
             parts.append(f"{k}={_fmt(v)}")
         line = " ".join(parts)

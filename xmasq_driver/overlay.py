@@ -32,7 +32,6 @@ NTF_SELF = 0x02  # an FDB entry of the vxlan device itself (with a remote dst), 
 NTF_MASTER = 0x04  # an FDB entry of the bridge the port belongs to
 NUD_PERMANENT = 0x80
 NUD_NOARP = 0x40  # "static" in bridge(8) terms
-VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 RFS_SOCK_FLOWS = 32768  # net.core.rps_sock_flow_entries the host is raised to for rfs (never lowered)
 RFS_VETH_FLOWS = 1024  # rps_flow_cnt of each container veth for rfs
 SOCK_FLOWS_SYSCTL = "/proc/sys/net/core/rps_sock_flow_entries"
@@ -44,7 +43,8 @@ def mac_for_ip(ip: ipaddress.IPv4Address) -> str:
     return "02:58:" + ":".join(f"{b:02x}" for b in ip.packed)
 
 
-BRIDGE_PREFIX = "xmbr"
+# Every link the driver makes starts with one of these (the firewall and the tests match on them).
+BRIDGE_PREFIX, VXLAN_PREFIX, HOST_VETH_PREFIX, CONTAINER_VETH_PREFIX = "xmbr", "xmvx", "xmh", "xmc"
 
 
 def bridge_name(vni: int) -> str:
@@ -52,12 +52,12 @@ def bridge_name(vni: int) -> str:
 
 
 def vxlan_name(vni: int) -> str:
-    return f"xmvx{vni}"
+    return f"{VXLAN_PREFIX}{vni}"
 
 
 def veth_names(endpoint_id: str) -> tuple[str, str]:
     """(host end, container end), both <= 15 characters."""
-    return f"xmh{endpoint_id[:12]}", f"xmc{endpoint_id[:12]}"
+    return f"{HOST_VETH_PREFIX}{endpoint_id[:12]}", f"{CONTAINER_VETH_PREFIX}{endpoint_id[:12]}"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Wire structs of Docker's remote NetworkDriver and IpamDriver APIs.
 
 Like docker/go-plugins-helpers' network/api.go and ipam/api.go: one dataclass per
-request, decoded from JSON with the field names Docker uses. Decoding checks types
+request, decoded from JSON with the field names Docker uses, and one per response,
+encoded by `encode`. Decoding checks types
 and required fields and raises DriverError naming the bad field. JSON null is
 treated as "absent" (Docker sends null Interface and Options).
 """
@@ -149,3 +150,94 @@ class RequestAddressRequest:
 class ReleaseAddressRequest:
     pool_id: str = wire("PoolID", required=True, kind=str)
     address: str = wire("Address", required=True, kind=str)
+
+
+# -- responses: what the driver answers, encoded in one place (`encode`) ------------------
+def encode(reply: Any) -> Any:
+    """A response as Docker's JSON: each field under its wire name, fields that are None left out."""
+    if dataclasses.is_dataclass(reply) and not isinstance(reply, type):
+        return {
+            f.metadata["wire"]: encode(getattr(reply, f.name))
+            for f in dataclasses.fields(reply)
+            if getattr(reply, f.name) is not None
+        }
+    if isinstance(reply, list):
+        return [encode(v) for v in reply]
+    if isinstance(reply, dict):
+        return {k: encode(v) for k, v in reply.items()}
+    return reply
+
+
+@dataclass
+class Empty:
+    """Every call whose answer carries nothing but success."""
+
+
+@dataclass
+class ActivateResponse:
+    implements: list = wire("Implements", default=[])
+
+
+@dataclass
+class CapabilitiesResponse:
+    scope: str = wire("Scope")
+    connectivity_scope: str = wire("ConnectivityScope")
+
+
+@dataclass
+class AllocateNetworkResponse:
+    options: dict = wire("Options", default={})
+
+
+@dataclass
+class EndpointInterface:
+    mac_address: str = wire("MacAddress")
+
+
+@dataclass
+class CreateEndpointResponse:
+    interface: EndpointInterface | None = wire("Interface")  # None: Docker gave every field itself
+
+
+@dataclass
+class EndpointOperInfoResponse:
+    value: dict = wire("Value", default={})
+
+
+@dataclass
+class InterfaceName:
+    src_name: str = wire("SrcName")
+    dst_prefix: str = wire("DstPrefix")
+
+
+@dataclass
+class JoinResponse:
+    interface_name: InterfaceName = wire("InterfaceName")
+    gateway: str | None = wire("Gateway")  # None: no default route (internal networks)
+    static_routes: list = wire("StaticRoutes", default=[])
+    disable_gateway_service: bool = wire("DisableGatewayService", default=False)
+
+
+@dataclass
+class IpamCapabilitiesResponse:
+    requires_mac_address: bool = wire("RequiresMACAddress", default=False)
+    requires_request_replay: bool = wire("RequiresRequestReplay", default=False)
+
+
+@dataclass
+class AddressSpacesResponse:
+    local_default: str = wire("LocalDefaultAddressSpace")
+    global_default: str = wire("GlobalDefaultAddressSpace")
+
+
+@dataclass
+class RequestPoolResponse:
+    pool_id: str = wire("PoolID")
+    pool: str = wire("Pool")
+    data: dict = wire("Data", default={})
+
+
+@dataclass
+class RequestAddressResponse:
+    address: str = wire("Address")
+    data: dict = wire("Data", default={})

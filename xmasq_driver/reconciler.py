@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from . import log
 from .errors import BackendError
+from .model import RemoteEndpoint
 from .state import LocalState
 from .store import ClusterStore, ClusterView, Conflict, Reassertion
 
@@ -96,9 +97,8 @@ class Reconciler:
         lease, failing = 0, False
         while not self._stop.is_set():
             try:
-                if not lease or not self.store.kv.keepalive(lease):
-                    lease = self.store.kv.grant(self.ttl)
-                    self.store.register_host(self.underlay_ip, lease)
+                lease, registered = self.store.keep_registered(self.underlay_ip, self.ttl, lease)
+                if registered:
                     _log.info("host registered", host=self.store.host, ip=self.underlay_ip, ttl=self.ttl)
                 if failing:
                     _log.info("etcd reachable again", host=self.store.host)
@@ -136,7 +136,7 @@ class Reconciler:
         holding = self._notice_data_loss(view.revision)
         self._reassert(view)
         snap = self.state.snapshot()
-        networks = snap["networks"]
+        networks = snap.networks
         live = self._live_hosts(view.hosts)
         if holding:
             live = {**self._live, **live}
@@ -146,28 +146,30 @@ class Reconciler:
             self.firewall.set_cluster_hosts(live_ips)
         except BackendError as e:
             _log.warning("VXLAN source rules not updated", error=e)
-        local_ips = {ep["address"].split("/")[0] for ep in snap["endpoints"].values()}
+        local_ips = {ep.ip for ep in snap.endpoints.values()}
         for nid, net in networks.items():
             peers = {
-                ip: (rec["mac"], live[rec["host"]])
-                for ip, rec in view.endpoints.get(net["key"], {}).items()
+                ip: (rec.mac, live[rec.host])
+                for ip, rec in view.endpoints.get(net.key, {}).items()
                 # a remote record for a local address is a conflict: the local endpoint is kept
-                if isinstance(rec, dict) and rec.get("host") in live and rec["host"] != self.store.host
+                if isinstance(rec, RemoteEndpoint)
+                and rec.host in live
+                and rec.host != self.store.host
                 and ip not in local_ips
-            }  # fmt: skip
+            }
             if holding:
-                peers = {**self._programmed.get(net["vni"], {}), **peers}
-            self._programmed[net["vni"]] = peers
+                peers = {**self._programmed.get(net.vni, {}), **peers}
+            self._programmed[net.vni] = peers
             try:
-                changed = self.overlay.set_peers(net["vni"], peers)
+                changed = self.overlay.set_peers(net.vni, peers)
                 # The fast path's remote entries follow the same source of truth.
-                changed += self.datapath.set_remote(net["vni"], peers if net["fastpath"] else {})
+                changed += self.datapath.set_remote(net.vni, peers if net.fastpath else {})
             except BackendError as e:  # e.g. the network is being deleted right now
-                _log.warning("peer programming failed", network=nid[:12], vni=net["vni"], error=e)
+                _log.warning("peer programming failed", network=nid[:12], vni=net.vni, error=e)
                 continue
             if changed:
-                _log.info("peers programmed", network=nid[:12], vni=net["vni"], peers=len(peers), changed=changed)
-        for vni in set(self._programmed) - {net["vni"] for net in networks.values()}:
+                _log.info("peers programmed", network=nid[:12], vni=net.vni, peers=len(peers), changed=changed)
+        for vni in set(self._programmed) - {net.vni for net in networks.values()}:
             self.datapath.set_remote(vni, {})  # a network this host no longer has: none of its entries stay
             del self._programmed[vni]
         self.datapath.prune_tunnels(live_ips)
@@ -180,8 +182,10 @@ class Reconciler:
             self._hold_until = time.monotonic() + self.hold
             _log.warning(
                 "etcd lost data: its revision went back; every peer entry is kept while hosts re-assert their records",
-                revision_was=self._revision, revision=revision, hold=self.hold,
-            )  # fmt: skip
+                revision_was=self._revision,
+                revision=revision,
+                hold=self.hold,
+            )
         self._revision = revision
         return time.monotonic() < self._hold_until
 

@@ -55,10 +55,18 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler]
     network = NetworkDriver(store, state, overlay, firewall, datapath, config.scope)
     ipam = IpamDriver(store, state)
     reconciler = Reconciler(
-        store, state, overlay, datapath, firewall, underlay.ip, (network, ipam),
-        config.host_ttl, config.host_grace, hold=config.restore_hold,
-    )  # fmt: skip
-    return network, ipam, Admin(network, datapath, reconciler), reconciler
+        store,
+        state,
+        overlay,
+        datapath,
+        firewall,
+        underlay.ip,
+        (network, ipam),
+        config.host_ttl,
+        config.host_grace,
+        hold=config.restore_hold,
+    )
+    return network, ipam, Admin(store, state, datapath, reconciler, network.discovered), reconciler
 
 
 def _host_port(address: str, what: str) -> tuple[str, int]:

@@ -19,17 +19,17 @@ overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from .errors import BackendError, DriverError
 from .kv import KV
+from .model import VNI_FIRST, VNI_LAST, ClusterNetwork, RemoteEndpoint
 
 PREFIX = "/xmasq/v1/"
-VNI_FIRST, VNI_LAST = 256, (1 << 24) - 1
 GATEWAY_OWNER = "gateway"
 
 
@@ -43,24 +43,16 @@ def pool_id_of(key: str) -> str:
     return head.replace("_", "/") + at + space
 
 
-def decode(value: str) -> Any:
-    """A record's JSON, or the raw text of a value xmasq did not write (someone else's)."""
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
-
-
 @dataclass(frozen=True)
 class ClusterView:
     """Every record under PREFIX, read at one revision (one range read)."""
 
     revision: int
     hosts: dict[str, str] = field(default_factory=dict)  # host -> underlay ip
-    networks: dict[str, Any] = field(default_factory=dict)  # network key -> record
+    networks: dict[str, ClusterNetwork | str] = field(default_factory=dict)  # key -> record (str: not xmasq's)
     vnis: dict[str, str] = field(default_factory=dict)  # vni -> network key
     members: dict[str, set[str]] = field(default_factory=dict)  # network key -> hosts
-    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # network key -> ip -> record
+    endpoints: dict[str, dict[str, RemoteEndpoint | str]] = field(default_factory=dict)  # key -> ip -> record
     holders: dict[str, dict[str, str]] = field(default_factory=dict)  # pool key -> host -> holds
     addresses: dict[str, dict[str, str]] = field(default_factory=dict)  # pool key -> ip -> owner
 
@@ -69,16 +61,17 @@ class ClusterView:
         view = cls(revision)
         for key, value in items.items():
             kind, *rest = key[len(PREFIX) :].split("/")
-            if kind == "hosts" and len(rest) == 1 and isinstance(record := decode(value), dict) and "ip" in record:
-                view.hosts[rest[0]] = record["ip"]
+            if kind == "hosts" and len(rest) == 1:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    view.hosts[rest[0]] = json.loads(value)["ip"]
             elif kind == "networks" and len(rest) == 1:
-                view.networks[rest[0]] = decode(value)
+                view.networks[rest[0]] = ClusterNetwork.decode(value)
             elif kind == "vnis" and len(rest) == 1:
                 view.vnis[rest[0]] = value
             elif kind == "members" and len(rest) == 2:
                 view.members.setdefault(rest[0], set()).add(rest[1])
             elif kind == "endpoints" and len(rest) == 2:
-                view.endpoints.setdefault(rest[0], {})[rest[1]] = decode(value)
+                view.endpoints.setdefault(rest[0], {})[rest[1]] = RemoteEndpoint.decode(value)
             elif kind == "ipam" and len(rest) == 3 and rest[0] in ("holders", "addresses"):
                 table = view.holders if rest[0] == "holders" else view.addresses
                 table.setdefault(rest[1], {})[rest[2]] = value
@@ -112,6 +105,15 @@ class ClusterStore:
     # -- hosts ------------------------------------------------------------
     def register_host(self, ip: str, lease: int) -> None:
         self.kv.put(f"{PREFIX}hosts/{self.host}", json.dumps({"ip": ip}), lease=lease)
+
+    def keep_registered(self, ip: str, ttl: int, lease: int) -> tuple[int, bool]:
+        """Renew this host's lease; if it expired (or there is none yet) register the host on a new
+        one. Returns (lease, whether newly registered)."""
+        if lease and self.kv.keepalive(lease):
+            return lease, False
+        lease = self.kv.grant(ttl)
+        self.register_host(ip, lease)
+        return lease, True
 
     def hosts(self) -> tuple[dict[str, str], int]:
         """(host -> underlay ip of every live host, revision read at)."""
@@ -152,9 +154,6 @@ class ClusterStore:
     def endpoint_key(self, net: str, ip: str) -> str:
         return f"{PREFIX}endpoints/{net}/{ip}"
 
-    def endpoint_value(self, record: dict[str, Any]) -> str:
-        return json.dumps(dict(record, host=self.host), sort_keys=True)
-
     def holder_key(self, pool: str) -> str:
         """The key of this host's holds of a pool (by its key, see pool_key)."""
         return f"{PREFIX}ipam/holders/{pool}/{self.host}"
@@ -167,12 +166,15 @@ class ClusterStore:
         return self.kv.wait(PREFIX, revision, timeout)
 
     # -- networks ---------------------------------------------------------
-    def get_network(self, net: str) -> dict[str, Any] | None:
+    def get_network(self, net: str) -> ClusterNetwork | None:
         raw = self.kv.get(self.network_key(net))
-        return json.loads(raw) if raw else None
+        record = ClusterNetwork.decode(raw) if raw else None
+        if isinstance(record, str):
+            raise DriverError(f"etcd's record of network {net} is not xmasq's: {record[:100]!r}")
+        return record
 
-    def put_network(self, net: str, record: dict[str, Any]) -> None:
-        self.kv.put(self.network_key(net), json.dumps(record, sort_keys=True))
+    def put_network(self, net: str, record: ClusterNetwork) -> None:
+        self.kv.put(self.network_key(net), record.encode())
 
     def claim_vni(self, net: str, vni: int | None) -> int:
         """Claim `vni` (or the lowest free one) for network `net`; idempotent."""
@@ -226,34 +228,40 @@ class ClusterStore:
         """Remove every record of this store's host, which is gone for good (its driver will
         never clean up): memberships (the last member's network goes), endpoints, addresses,
         pool holds. Refused while the host is registered. Returns how many keys went."""
-        items = self.kv.get_prefix(PREFIX)
+        items, revision = self.kv.list_prefix(PREFIX)
         if f"{PREFIX}hosts/{self.host}" in items:
             raise BackendError(f"host {self.host} is registered (alive): stop its driver first")
-        before = len(items)
-        for key, value in items.items():
-            kind, *rest = key[len(PREFIX) :].split("/")
-            if kind == "members" and rest[-1] == self.host:
-                net = rest[0]
-                self.leave_network(net, json.loads(items.get(f"{PREFIX}networks/{net}", '{"vni": 0}'))["vni"])
-            elif kind == "ipam" and rest[0] == "holders" and rest[-1] == self.host:
-                self.kv.delete(key)
-                self.free_if_unheld("/".join(rest[1:-1]))
-            elif (kind == "endpoints" and json.loads(value).get("host") == self.host) or (
-                kind == "ipam" and rest[0] == "addresses" and value == self.host
-            ):
-                self.kv.delete(key)
-        return before - len(self.kv.get_prefix(PREFIX))
+        view = ClusterView.parse(items, revision)
+        for key, members in view.members.items():
+            if self.host in members:
+                net = view.networks.get(key)
+                self.leave_network(key, net.vni if isinstance(net, ClusterNetwork) else 0)
+        for pool, holders in view.holders.items():
+            if self.host in holders:
+                self.kv.delete(self.holder_key(pool))
+                self.free_if_unheld(pool)
+        for key, records in view.endpoints.items():
+            for ip, record in records.items():
+                if isinstance(record, RemoteEndpoint) and record.host == self.host:
+                    self.kv.delete(self.endpoint_key(key, ip))
+        for pool, claims in view.addresses.items():
+            for ip, owner in claims.items():
+                if owner == self.host:
+                    self.kv.delete(self.address_key(pool, ip))
+        return len(items) - len(self.kv.get_prefix(PREFIX))
 
     # -- endpoints --------------------------------------------------------
-    def put_endpoint(self, net: str, ip: str, record: dict[str, Any]) -> None:
-        self.kv.put(self.endpoint_key(net, ip), self.endpoint_value(record))
+    def put_endpoint(self, net: str, ip: str, record: RemoteEndpoint) -> None:
+        self.kv.put(self.endpoint_key(net, ip), record.encode())
 
     def delete_endpoint(self, net: str, ip: str) -> None:
         self.kv.delete(self.endpoint_key(net, ip))
 
-    def endpoints(self, net: str) -> dict[str, dict[str, Any]]:
+    def endpoints(self, net: str) -> dict[str, RemoteEndpoint]:
+        """The endpoints of network `net` (by address), those xmasq wrote."""
         items = self.kv.get_prefix(f"{PREFIX}endpoints/{net}/")
-        return {k.rsplit("/", 1)[1]: json.loads(v) for k, v in items.items()}
+        found = {k.rsplit("/", 1)[1]: RemoteEndpoint.decode(v) for k, v in items.items()}
+        return {ip: r for ip, r in found.items() if isinstance(r, RemoteEndpoint)}
 
     # -- IPAM -------------------------------------------------------------
     def hold_pool(self, pool_id: str) -> None:

@@ -28,15 +28,24 @@ class Harness:
         self.network = NetworkDriver(self.store, self.state, self.overlay, self.firewall, self.datapath)
         self.ipam = IpamDriver(self.store, self.state)
         self.reconciler = self.reconciler_with()
-        self.admin = Admin(self.network, self.datapath, self.reconciler)
+        self.admin = Admin(self.store, self.state, self.datapath, self.reconciler, self.network.discovered)
         self.client = create_app(self.network, self.ipam, self.admin).test_client()
 
     def reconciler_with(self, grace: float = 5.0, hold: float = 30.0) -> Reconciler:
         """A reconciler for this host (it re-asserts the host's network and IPAM records)."""
         return Reconciler(
-            self.store, self.state, self.overlay, self.datapath, self.firewall, "192.0.2.1",
-            (self.network, self.ipam), ttl=10, grace=grace, resync=0.5, hold=hold,
-        )  # fmt: skip
+            self.store,
+            self.state,
+            self.overlay,
+            self.datapath,
+            self.firewall,
+            "192.0.2.1",
+            (self.network, self.ipam),
+            ttl=10,
+            grace=grace,
+            resync=0.5,
+            hold=hold,
+        )
 
     def call(self, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
         # Docker sends no Content-Type header.

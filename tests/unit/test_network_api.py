@@ -51,7 +51,7 @@ def test_oversized_body_is_refused(h):
 def test_create_network_records_everything(h):
     h.create_network(generic={"xmasq.vni": "4242"})
     net = h.state.networks["n1"]
-    assert net["vni"] == 4242 and net["subnet"] == "10.1.0.0/24" and net["mtu"] == 1350
+    assert net.vni == 4242 and net.subnet == "10.1.0.0/24" and net.mtu == 1350
     assert h.overlay.networks[4242] == ("10.1.0.1/24", 1350)
     assert h.firewall.networks[4242] == ("xmbr4242", "10.1.0.0/24", False)
     assert h.kv.data["/xmasq/v1/vnis/4242"] == "n1"
@@ -62,7 +62,7 @@ def test_create_network_records_everything(h):
 def test_vni_is_allocated_uniquely(h):
     h.create_network("n1")
     h.create_network("n2", subnet="10.2.0.0/24", gateway="10.2.0.1/24")
-    assert {h.state.networks["n1"]["vni"], h.state.networks["n2"]["vni"]} == {256, 257}
+    assert {h.state.networks["n1"].vni, h.state.networks["n2"].vni} == {256, 257}
 
 
 def test_requested_vni_in_use_is_refused_and_nothing_changes(h):
@@ -166,7 +166,7 @@ def test_bad_network_options(h, generic, message):
 def test_null_options_are_absent(h):
     body = {"NetworkID": "n1", "Options": None, "IPv4Data": [{"Pool": "10.1.0.0/24", "Gateway": None}]}
     h.ok("/NetworkDriver.CreateNetwork", body)
-    assert h.state.networks["n1"]["gateway"] == "10.1.0.1/24"
+    assert h.state.networks["n1"].gateway == "10.1.0.1/24"
 
 
 def test_user_mtu(h):
@@ -197,7 +197,7 @@ def test_delete_network_keeps_cluster_record_while_other_hosts_use_it(h):
     other = Harness(kv=h.kv, host="host2")
     h.create_network(generic={"xmasq.network": "shared"})
     other.create_network("m1", generic={"xmasq.network": "shared"})
-    assert other.state.networks["m1"]["vni"] == h.state.networks["n1"]["vni"]
+    assert other.state.networks["m1"].vni == h.state.networks["n1"].vni
     h.ok("/NetworkDriver.DeleteNetwork", {"NetworkID": "n1"})
     assert "/xmasq/v1/networks/shared" in h.kv.data
     other.ok("/NetworkDriver.DeleteNetwork", {"NetworkID": "m1"})
@@ -232,7 +232,7 @@ def test_every_endpoint_is_guarded_and_the_switch_decides_the_fast_path(h):
     h.create_network("n2", "10.2.0.0/24", "10.2.0.1/24", generic={"xmasq.fastpath": "off"})
     h.create_endpoint()
     h.create_endpoint("n2", "e2" * 10, "10.2.0.2/24")
-    vni1, vni2 = (h.state.networks[n]["vni"] for n in ("n1", "n2"))
+    vni1, vni2 = (h.state.networks[n].vni for n in ("n1", "n2"))
     assert h.datapath.local[(vni1, "10.1.0.2")][2] is True
     assert h.datapath.local[(vni2, "10.2.0.2")][2] is False  # anti-spoofing still applies
 
@@ -275,7 +275,7 @@ def test_endpoint_driver_options_are_refused_and_dockers_own_pass(h):
     h.create_network()
     body = {"NetworkID": "n1", "EndpointID": EP, "Interface": {"Address": "10.1.0.2/24"}, "Options": {"foo": "bar"}}
     assert "endpoint option foo is not supported by xmasq" in h.err("/NetworkDriver.CreateEndpoint", body)
-    assert not h.overlay.veths and not h.state.endpoints and not h.store.endpoints(h.state.networks["n1"]["key"])
+    assert not h.overlay.veths and not h.state.endpoints and not h.store.endpoints(h.state.networks["n1"].key)
     h.ok("/NetworkDriver.CreateEndpoint", dict(body, Options={"com.docker.network.endpoint.macaddress": "AhEiM0RV"}))
 
 
@@ -369,7 +369,7 @@ def test_published_ports(h):
     info = h.ok("/NetworkDriver.EndpointOperInfo", {"NetworkID": "n1", "EndpointID": EP})
     assert info["Value"][PORTMAP][0]["HostPort"] == 8080
     h.ok("/NetworkDriver.RevokeExternalConnectivity", {"NetworkID": "n1", "EndpointID": EP})
-    assert EP not in h.firewall.ports and h.state.endpoints[EP]["ports"] == []
+    assert EP not in h.firewall.ports and h.state.endpoints[EP].ports == ()
 
 
 def test_published_port_without_host_port_gets_one(h):
@@ -393,7 +393,7 @@ def test_bad_port_mappings_change_nothing(h, entry, message):
     h.create_network()
     h.create_endpoint()
     assert message in h.err("/NetworkDriver.ProgramExternalConnectivity", _portmap(entry))
-    assert EP not in h.firewall.ports and h.state.endpoints[EP]["ports"] == []
+    assert EP not in h.firewall.ports and h.state.endpoints[EP].ports == ()
 
 
 def test_port_rules_roll_back_on_failure(h):
@@ -403,7 +403,7 @@ def test_port_rules_roll_back_on_failure(h):
     assert "iptables" in h.err(
         "/NetworkDriver.ProgramExternalConnectivity", _portmap({"Proto": 6, "Port": 80, "HostPort": 8080})
     )
-    assert h.state.endpoints[EP]["ports"] == []
+    assert h.state.endpoints[EP].ports == ()
 
 
 def test_discovery_is_recorded(h):

@@ -9,6 +9,7 @@ import pytest
 
 from tests.unit.conftest import Harness
 from xmasq_driver.metrics import render
+from xmasq_driver.model import Pool
 from xmasq_driver.store import PREFIX
 
 GW = {"RequestAddressType": "com.docker.network.gateway"}
@@ -125,7 +126,7 @@ def test_a_live_host_removes_its_own_stale_claim_and_the_owner_reasserts(two):
 def test_endpoint_and_vni_conflicts_keep_the_local_endpoint(two):
     h1, h2 = two
     a = _docker_run(h1, "n1", "a" * 20)
-    vni = h1.state.networks["n1"]["vni"]
+    vni = h1.state.networks["n1"].vni
     key = f"{PREFIX}endpoints/shared/{a}"
     planted = json.dumps({"host": "ghost", "mac": "02:00:00:00:00:01", "endpoint": "f" * 20})
     h1.kv.put(key, planted)
@@ -143,7 +144,7 @@ def test_peers_are_held_while_hosts_reassert_then_released(two):
     b = _docker_run(h2, "n2", "b" * 20)
     r = h1.reconciler_with(hold=0.3)
     r.sync_once()
-    vni = h1.state.networks["n1"]["vni"]
+    vni = h1.state.networks["n1"].vni
     assert b in h1.overlay.peers[vni]
     _restore(h1, {})  # host2 has not re-asserted yet
     r.sync_once()
@@ -157,7 +158,7 @@ def test_a_network_deleted_while_peers_are_held_leaves_no_fast_path_entry(two):
     h1, h2 = two
     b = _docker_run(h2, "n2", "b" * 20)
     h1.reconciler.sync_once()
-    vni = h1.state.networks["n1"]["vni"]
+    vni = h1.state.networks["n1"].vni
     _restore(h1, {})
     h1.reconciler.sync_once()
     assert b in h1.datapath.remote[vni]
@@ -181,7 +182,7 @@ def test_state_from_before_pool_records_is_adopted_not_removed(tmp_path):
     assert h.state.pools is None
     h.reconciler.sync_once()
     assert _records(h) == before
-    assert h.state.pools == {POOL: {"holds": 1, "addresses": {"10.7.0.1": "gateway", a: "address"}}}
+    assert h.state.pools == {POOL: Pool(holds=1, addresses={"10.7.0.1": "gateway", a: "address"})}
 
 
 def test_only_the_holder_releases_an_address(two):

@@ -36,7 +36,7 @@ def test_remote_endpoints_are_programmed_and_removed(cluster):
     h1.create_endpoint("n1", "c" * 20, "10.1.0.4/24")  # local: not a peer
     r = _reconciler(h1)
     r.sync_once()
-    vni = h1.state.networks["n1"]["vni"]
+    vni = h1.state.networks["n1"].vni
     assert h1.overlay.peers[vni] == {
         "10.1.0.2": ("02:58:0a:01:00:02", "192.0.2.2"),
         "10.1.0.3": ("02:58:0a:01:00:03", "192.0.2.3"),
@@ -54,14 +54,14 @@ def test_moved_endpoint_follows_its_new_host(cluster):
     h2.ok("/NetworkDriver.DeleteEndpoint", {"NetworkID": "n2", "EndpointID": "a" * 20})
     h3.create_endpoint("n3", "d" * 20, "10.1.0.2/24")
     r.sync_once()
-    assert h1.overlay.peers[h1.state.networks["n1"]["vni"]]["10.1.0.2"][1] == "192.0.2.3"
+    assert h1.overlay.peers[h1.state.networks["n1"].vni]["10.1.0.2"][1] == "192.0.2.3"
 
 
 def test_vanished_host_is_evicted_after_grace_and_returns(cluster):
     h1, h2, _ = cluster
     h2.create_endpoint("n2", "a" * 20, "10.1.0.2/24")
     r = _reconciler(h1, grace=0.3)
-    vni = h1.state.networks["n1"]["vni"]
+    vni = h1.state.networks["n1"].vni
     r.sync_once()
     h1.kv.expire(h2.lease)
     assert h1.firewall.cluster_hosts == {"192.0.2.1", "192.0.2.2", "192.0.2.3"}
@@ -83,7 +83,7 @@ def test_endpoints_of_a_host_never_seen_are_not_programmed(cluster):
     h2.kv.expire(h2.lease)
     h2.create_endpoint("n2", "a" * 20, "10.1.0.2/24")
     _reconciler(h1).sync_once()
-    assert h1.overlay.peers[h1.state.networks["n1"]["vni"]] == {}
+    assert h1.overlay.peers[h1.state.networks["n1"].vni] == {}
 
 
 def test_etcd_down_keeps_existing_entries(cluster):
@@ -94,7 +94,7 @@ def test_etcd_down_keeps_existing_entries(cluster):
     h1.kv.down = True
     with pytest.raises(BackendError):
         r.sync_once()
-    assert "10.1.0.2" in h1.overlay.peers[h1.state.networks["n1"]["vni"]]
+    assert "10.1.0.2" in h1.overlay.peers[h1.state.networks["n1"].vni]
 
 
 def test_running_reconciler_follows_changes_quickly(cluster):
@@ -103,7 +103,7 @@ def test_running_reconciler_follows_changes_quickly(cluster):
     r.start()
     try:
         h2.create_endpoint("n2", "a" * 20, "10.1.0.2/24")
-        vni = h1.state.networks["n1"]["vni"]
+        vni = h1.state.networks["n1"].vni
         deadline = time.monotonic() + 2
         while "10.1.0.2" not in h1.overlay.peers.get(vni, {}) and time.monotonic() < deadline:
             time.sleep(0.01)

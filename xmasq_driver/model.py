@@ -1,0 +1,265 @@
+"""What the driver keeps and shares, typed: one frozen dataclass per record, each with the JSON
+shape it has in `state.json` or etcd (`to_json` / `from_json`), and the parsed network options.
+
+No module below this one: records are data, backends and drivers import them. Their dict and
+list fields are never changed in place (a change is a new record, `dataclasses.replace`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+from . import protocol as p
+from .config import STEER_MODES
+from .errors import DriverError
+
+VNI_FIRST, VNI_LAST = 256, (1 << 24) - 1
+VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8 (passed to bpf/ as OUTER_LEN)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # network keys, IPAM spaces
+NAME_RULE = "1-64 of A-Z a-z 0-9 _ . -"
+SMALLEST_SUBNET = 30  # a /30 holds a gateway and one container
+
+OPT_VNI, OPT_NETWORK, OPT_FASTPATH, OPT_STEER = "xmasq.vni", "xmasq.network", "xmasq.fastpath", "xmasq.steer"
+OPT_ENCRYPTED = "encrypted"  # Docker's overlay: IPsec between hosts
+# Every `-o` option a network may have; anything else is refused, never ignored.
+KNOWN_OPTIONS = {OPT_VNI, OPT_NETWORK, OPT_FASTPATH, OPT_STEER, p.MTU, p.IFACE_PREFIX}
+_IFACE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,10}$")  # + Docker's index: at most 15 characters
+_PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
+T = TypeVar("T")
+
+
+class EtcdRecord:
+    """A record kept in etcd as JSON: `encode`, and `decode`, which gives back the raw text of a
+    value xmasq did not write (someone else's: reported, never used)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    def encode(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls: type[T], data: dict[str, Any]) -> T:
+        raise NotImplementedError
+
+    @classmethod
+    def decode(cls: type[T], raw: str) -> T | str:
+        try:
+            return cls.from_json(json.loads(raw))  # type: ignore[attr-defined,no-any-return]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return raw
+
+
+def check_name(option: str, value: str) -> str:
+    if not NAME.match(value):
+        raise DriverError(f"option {option}={value!r} must be {NAME_RULE}")
+    return value
+
+
+def check_subnet(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    if subnet.prefixlen > SMALLEST_SUBNET:
+        raise DriverError(f"subnet {subnet} is too small (at most /{SMALLEST_SUBNET})")
+    return subnet
+
+
+def _int_option(options: dict[str, str], key: str, low: int, high: int) -> int | None:
+    raw = options.get(key)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise DriverError(f"option {key}={raw!r} is not an integer")
+    if not low <= value <= high:
+        raise DriverError(f"option {key}={value} is out of range {low}..{high}")
+    return value
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """A network's `-o` options, checked: what CreateNetwork and AllocateNetwork both accept."""
+
+    key: str  # the network's cluster identity
+    vni: int | None  # None: the lowest free one
+    mtu: int | None  # None: the underlay's MTU less the VXLAN overhead
+    fastpath: bool
+    steer: str | None  # None: the driver's setting
+    iface_prefix: str | None
+    given: dict[str, str]  # every option as given (kept in the records; `docker network inspect` shows them)
+
+    @classmethod
+    def parse(cls, options: dict[str, Any], network_id: str, underlay_mtu: int | None = None) -> NetworkOptions:
+        """`underlay_mtu` None (a swarm manager, which has no say in each host's underlay): the MTU
+        is checked against the largest any underlay could carry."""
+        given = {str(k): str(v) for k, v in options.items()}
+        if OPT_ENCRYPTED in given:
+            raise DriverError(
+                "option encrypted is not supported: xmasq does not encrypt traffic between hosts (no IPsec or"
+                " WireGuard), so the network is not created rather than carrying it in plaintext"
+            )
+        for k in given:
+            if k not in KNOWN_OPTIONS:
+                raise DriverError(f"unknown option {k}: xmasq supports {', '.join(sorted(KNOWN_OPTIONS))}")
+        fastpath = given.get(OPT_FASTPATH, "on").lower()
+        if fastpath not in ("on", "off"):
+            raise DriverError(f"option {OPT_FASTPATH}={fastpath!r} must be on or off")
+        steer = given.get(OPT_STEER)
+        if steer is not None and steer not in STEER_MODES:
+            raise DriverError(f"option {OPT_STEER}={steer!r} must be one of {', '.join(STEER_MODES)}")
+        prefix = given.get(p.IFACE_PREFIX)
+        if prefix is not None and not _IFACE_PREFIX.match(prefix):
+            raise DriverError(f"option {p.IFACE_PREFIX}={prefix!r} must be a letter then up to 10 of A-Z a-z 0-9 _ -")
+        max_mtu = (underlay_mtu or 65535) - VXLAN_OVERHEAD
+        return cls(
+            key=check_name(OPT_NETWORK, given.get(OPT_NETWORK) or network_id),
+            vni=_int_option(given, OPT_VNI, 1, VNI_LAST),
+            mtu=_int_option(given, p.MTU, 68, max_mtu),
+            fastpath=fastpath == "on",
+            steer=steer,
+            iface_prefix=prefix,
+            given=given,
+        )
+
+
+@dataclass(frozen=True)
+class ClusterNetwork(EtcdRecord):
+    """A network as the cluster records it: etcd `networks/<key>`."""
+
+    vni: int
+    subnet: str
+    gateway: str  # with the subnet's prefix length
+    mtu: int
+    internal: bool
+    options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClusterNetwork:
+        return ClusterNetwork(
+            data["vni"], data["subnet"], data["gateway"], data["mtu"], data["internal"], data.get("options", {})
+        )
+
+    def describe(self) -> str:
+        return f"VNI {self.vni} subnet {self.subnet}"
+
+    def same_network(self, other: ClusterNetwork) -> bool:
+        """The same identity: VNI and subnet (hosts may differ in options such as the MTU)."""
+        return (self.vni, self.subnet) == (other.vni, other.subnet)
+
+
+@dataclass(frozen=True)
+class LocalNetwork(ClusterNetwork):
+    """A network as this host records it: `state.json` networks[<docker network id>]."""
+
+    key: str = ""
+    fastpath: bool = True
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LocalNetwork:
+        return LocalNetwork(**{k: data[k] for k in _LOCAL_NETWORK_FIELDS if k in data})
+
+    def cluster(self) -> ClusterNetwork:
+        return ClusterNetwork(self.vni, self.subnet, self.gateway, self.mtu, self.internal, self.options)
+
+    @property
+    def steer(self) -> str | None:
+        """The network's own flow steering (`-o xmasq.steer`), else None: the driver's setting."""
+        return self.options.get(OPT_STEER)
+
+    @property
+    def iface_prefix(self) -> str:
+        return self.options.get(p.IFACE_PREFIX) or "eth"
+
+    @property
+    def gateway_ip(self) -> str:
+        return str(ipaddress.IPv4Interface(self.gateway).ip)
+
+
+_LOCAL_NETWORK_FIELDS = ("vni", "subnet", "gateway", "mtu", "internal", "options", "key", "fastpath")
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """A published port (`-p`) of an endpoint."""
+
+    proto: str
+    container_ip: str
+    port: int
+    host_ip: str
+    host_port: int
+
+    def wire(self) -> dict[str, object]:
+        number = {v: k for k, v in _PROTOS.items()}[self.proto]
+        return {
+            "Proto": number,
+            "IP": self.container_ip,
+            "Port": self.port,
+            "HostIP": self.host_ip,
+            "HostPort": self.host_port,
+            "HostPortEnd": self.host_port,
+        }
+
+
+def proto_name(number: int) -> str:
+    if number not in _PROTOS:
+        raise ValueError(f"unsupported protocol number {number}")
+    return _PROTOS[number]
+
+
+@dataclass(frozen=True)
+class LocalEndpoint:
+    """An endpoint on this host: `state.json` endpoints[<endpoint id>]."""
+
+    network_id: str
+    address: str  # with the subnet's prefix length
+    mac: str
+    ifname: str  # the container end of its veth, as handed to Docker
+    ports: tuple[PortMapping, ...] = ()
+
+    @property
+    def ip(self) -> str:
+        return str(ipaddress.IPv4Interface(self.address).ip)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(asdict(self), ports=[asdict(m) for m in self.ports])
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LocalEndpoint:
+        ports = tuple(PortMapping(**m) for m in data.get("ports", []))
+        return cls(data["network_id"], data["address"], data["mac"], data["ifname"], ports)
+
+
+@dataclass(frozen=True)
+class RemoteEndpoint(EtcdRecord):
+    """An endpoint as the cluster records it: etcd `endpoints/<key>/<ip>` (any host's)."""
+
+    host: str
+    mac: str
+    endpoint: str  # the endpoint id
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RemoteEndpoint:
+        if not all(isinstance(data[k], str) for k in ("host", "mac", "endpoint")):
+            raise TypeError("not an endpoint record")
+        return RemoteEndpoint(data["host"], data["mac"], data["endpoint"])
+
+    def describe(self) -> str:
+        return f"{self.host} {self.endpoint[:12]}"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """This host's holds of an IPAM pool and its claims in it: `state.json` pools[<pool id>]."""
+
+    holds: int = 0
+    addresses: dict[str, str] = field(default_factory=dict)  # ip -> "gateway" | "address"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Pool:
+        return cls(data["holds"], data.get("addresses", {}))
