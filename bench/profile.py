@@ -63,9 +63,10 @@ def bpf_stats() -> dict[int, dict[str, Any]]:
 
 def per_program(runner: bench.Runner, ip: str, seconds: int) -> None:
     t = str(seconds)
-    for what, argv in ((f"iperf3 TCP, {t} s", ["iperf3", "-c", ip, "-t", t]),
-                       (f"sockperf UDP ping-pong, {t} s", ["sockperf", "ping-pong", "-i", ip, "-p", "11111",
-                                                           "-t", t])):  # fmt: skip
+    for what, argv in (
+        (f"iperf3 TCP, {t} s", ["iperf3", "-c", ip, "-t", t]),
+        (f"sockperf UDP ping-pong, {t} s", ["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", t]),
+    ):
         before = bpf_stats()
         runner(argv)
         print(what)
@@ -99,11 +100,18 @@ def round_trip_cpu(runner: bench.Runner, ip: str, seconds: int, tmp: str) -> tup
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         client = pool.submit(runner, ["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", str(seconds + 2)])
         time.sleep(1)  # past the client's start
-        subprocess.run(["perf", "record", "-q", "-a", "-F", str(FREQ), "-o", data, "--", "sleep", str(seconds)],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["perf", "record", "-q", "-a", "-F", str(FREQ), "-o", data, "--", "sleep", str(seconds)],
+            check=True,
+            capture_output=True,
+        )
         rate = bench.parse_sockperf(client.result())["rate"]
-    report = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "-n", "--sort", "comm,sym"],
-                            check=True, capture_output=True, text=True).stdout  # fmt: skip
+    report = subprocess.run(
+        ["perf", "report", "-i", data, "--stdio", "--no-children", "-n", "--sort", "comm,sym"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return rate, us_per_round_trip(parse_perf(report), seconds, rate)
 
 
@@ -116,8 +124,10 @@ def breakdown_table(pairs: list[dict[str, tuple[float, dict[str, float]]]]) -> s
         return statistics.median(sum(by.values()) if area is None else by.get(area, 0.0) for by in by_pair)
 
     diff = {a: med("xmasq-on", a) - med("host", a) for a in areas}
-    rows = [f"| {a} | {med('host', a):.2f} | {med('xmasq-on', a):.2f} | {diff[a]:+.2f} |"
-            for a in sorted(areas, key=lambda a: -diff[a])]  # fmt: skip
+    rows = [
+        f"| {a} | {med('host', a):.2f} | {med('xmasq-on', a):.2f} | {diff[a]:+.2f} |"
+        for a in sorted(areas, key=lambda a: -diff[a])
+    ]
     h, x = med("host"), med("xmasq-on")
     rates = " ".join(f"{p['xmasq-on'][0] / p['host'][0]:.2f}" for p in pairs)
     header = ["| area | host | xmasq-on | difference |", "|---|---|---|---|"]

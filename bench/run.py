@@ -530,8 +530,9 @@ def report(by_mode: dict[str, Samples], control: dict[str, Any], pin: int) -> st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help=f"2 rounds of 1 s of {','.join(QUICK)}, 3 containers for the control plane")  # fmt: skip
+    parser.add_argument(
+        "--quick", action="store_true", help=f"2 rounds of 1 s of {','.join(QUICK)}, 3 containers for the control plane"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3, help="seconds per measurement")
     parser.add_argument("--modes", default=",".join(MODES), help="unpinned, pinned or both (comma-separated)")
@@ -585,9 +586,14 @@ def main(argv: list[str] | None = None) -> int:
             tb.down()
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     record = {
-        "when": stamp, "rounds": rounds, "seconds": seconds, "pin": args.pin, "samples": by_mode, "control": control,
+        "when": stamp,
+        "rounds": rounds,
+        "seconds": seconds,
+        "pin": args.pin,
+        "samples": by_mode,
+        "control": control,
         "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "testbed": "2 hosts, veth underlay"},
-    }  # fmt: skip
+    }
     name = "quick" if args.quick else "full"
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"bench-{name}.json"), "w") as f:

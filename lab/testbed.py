@@ -176,13 +176,28 @@ class Testbed:
         os.makedirs(data, exist_ok=True)
         with open(os.path.join(self.run_dir, "etcd.log"), "ab") as logf:
             proc = subprocess.Popen(
-                ["etcd", "--name", "testbed", "--data-dir", data,
-                 "--listen-client-urls", f"{self.etcd_endpoint},http://127.0.0.1:{ETCD_PORT}",
-                 "--advertise-client-urls", self.etcd_endpoint,
-                 "--listen-peer-urls", _ETCD_PEER, "--initial-advertise-peer-urls", _ETCD_PEER,
-                 "--initial-cluster", f"testbed={_ETCD_PEER}"],
-                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
-            )  # fmt: skip
+                [
+                    "etcd",
+                    "--name",
+                    "testbed",
+                    "--data-dir",
+                    data,
+                    "--listen-client-urls",
+                    f"{self.etcd_endpoint},http://127.0.0.1:{ETCD_PORT}",
+                    "--advertise-client-urls",
+                    self.etcd_endpoint,
+                    "--listen-peer-urls",
+                    _ETCD_PEER,
+                    "--initial-advertise-peer-urls",
+                    _ETCD_PEER,
+                    "--initial-cluster",
+                    f"testbed={_ETCD_PEER}",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=logf,
+                start_new_session=True,
+            )
         with open(os.path.join(self.run_dir, "etcd.pid"), "w") as f:
             f.write(str(proc.pid))
         _wait(
@@ -236,8 +251,14 @@ class Testbed:
     def start_driver(self, host: str) -> None:
         pid, logfile = self.path(host, "xmasq.pid"), self.path(host, "xmasq.log")
         driver = [sys.executable, "-m", "xmasq_driver", "daemon", "start", "--pidfile", pid, "--logfile", logfile]
-        self.in_host(host, with_own_sys(driver, self.path(host, "bpffs")),
-                     env=self.driver_env(host), check=True, capture_output=True, timeout=60)  # fmt: skip
+        self.in_host(
+            host,
+            with_own_sys(driver, self.path(host, "bpffs")),
+            env=self.driver_env(host),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     def stop_driver(self, host: str, kill: bool = False) -> None:
         daemon.stop(self.path(host, "xmasq.pid"), signal.SIGKILL if kill else signal.SIGTERM)
@@ -256,10 +277,22 @@ class Testbed:
         )
         with open(self.path(host, "dockerd.log"), "ab") as logf:
             subprocess.Popen(
-                ["nsenter", f"--net=/run/netns/{self.netns(host)}", "unshare", "--mount", "--propagation", "private",
-                 "sh", "-c", script],
-                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
-            )  # fmt: skip
+                [
+                    "nsenter",
+                    f"--net=/run/netns/{self.netns(host)}",
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    script,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=logf,
+                start_new_session=True,
+            )
         _wait(f"dockerd of {host}", lambda: self.docker(host).ping(), 60)
 
     def restart_dockerd(self, host: str) -> None:

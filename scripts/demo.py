@@ -18,8 +18,12 @@ def main() -> int:
         for host in tb.hosts:
             dk = tb.docker(host)
             image = ensure_image(dk)
-            dk.networks.create("demo", driver="xmasq", options={"xmasq.network": "demo"},
-                               ipam={"Driver": "xmasq", "Config": [{"Subnet": "10.240.0.0/24"}]})  # fmt: skip
+            dk.networks.create(
+                "demo",
+                driver="xmasq",
+                options={"xmasq.network": "demo"},
+                ipam={"Driver": "xmasq", "Config": [{"Subnet": "10.240.0.0/24"}]},
+            )
             c = dk.containers.run(image, ["sleep", "600"], name=f"demo-{host}", network="demo", detach=True)
             c.reload()
             ips[host] = c.attrs["NetworkSettings"]["Networks"]["demo"]["IPAddress"]

@@ -8,8 +8,24 @@ from hypothesis import strategies as st
 
 from xmasq_driver.api import routes
 
-FIELDS = ["NetworkID", "EndpointID", "Options", "IPv4Data", "IPv6Data", "Interface", "PoolID", "Pool", "SubPool",
-          "Address", "V6", "SandboxKey", "DiscoveryType", "Gateway", "AddressSpace", "MacAddress"]  # fmt: skip
+FIELDS = [
+    "NetworkID",
+    "EndpointID",
+    "Options",
+    "IPv4Data",
+    "IPv6Data",
+    "Interface",
+    "PoolID",
+    "Pool",
+    "SubPool",
+    "Address",
+    "V6",
+    "SandboxKey",
+    "DiscoveryType",
+    "Gateway",
+    "AddressSpace",
+    "MacAddress",
+]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -23,8 +23,19 @@ def mac_bytes(ip: str) -> bytes:
 
 
 def ipv4(src: str, dst: str, proto: int, payload: bytes, ident: int = 1) -> bytes:
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, 0x4000, 64, proto, 0,
-                      ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)  # fmt: skip
+    hdr = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(payload),
+        ident,
+        0x4000,
+        64,
+        proto,
+        0,
+        ipaddress.IPv4Address(src).packed,
+        ipaddress.IPv4Address(dst).packed,
+    )
     return hdr[:10] + struct.pack("!H", csum(hdr)) + hdr[12:] + payload
 
 
@@ -32,8 +43,14 @@ def udp(sport: int, dport: int, payload: bytes) -> bytes:
     return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
-def frame(src: str, dst: str, sport: int = 40000, dport: int = 5001, payload: bytes = b"xmasq" * 20,
-          src_mac: bytes | None = None) -> bytes:  # fmt: skip
+def frame(
+    src: str,
+    dst: str,
+    sport: int = 40000,
+    dport: int = 5001,
+    payload: bytes = b"xmasq" * 20,
+    src_mac: bytes | None = None,
+) -> bytes:
     """What a container sends: Ethernet (MACs from the addresses unless given), IPv4, UDP."""
     eth = mac_bytes(dst) + (src_mac or mac_bytes(src)) + b"\x08\x00"
     return eth + ipv4(src, dst, 17, udp(sport, dport, payload))

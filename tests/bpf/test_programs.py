@@ -30,13 +30,22 @@ SPORT = 0xBEEF
 
 class _Opts(ctypes.Structure):
     _fields_ = [
-        ("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p), ("data_out", ctypes.c_void_p),
-        ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
-        ("ctx_in", ctypes.c_void_p), ("ctx_out", ctypes.c_void_p),
-        ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
-        ("retval", ctypes.c_uint32), ("repeat", ctypes.c_int), ("duration", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32),
-    ]  # fmt: skip
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
 
 
 _libbcc = ctypes.CDLL("libbcc.so.0", use_errno=True)
@@ -50,9 +59,16 @@ def run(dp: Datapath, prog: str, packet: bytes, ifindex: int = 0, mark: int = 0)
     data_in = ctypes.create_string_buffer(packet, len(packet))
     out = ctypes.create_string_buffer(len(packet) + 256)
     ctx_in = (ctypes.c_char * len(ctx)).from_buffer(ctx)
-    opts = _Opts(sz=ctypes.sizeof(_Opts), data_in=ctypes.addressof(data_in), data_out=ctypes.addressof(out),
-                 data_size_in=len(packet), data_size_out=len(out), ctx_in=ctypes.addressof(ctx_in),
-                 ctx_size_in=len(ctx), repeat=1)  # fmt: skip
+    opts = _Opts(
+        sz=ctypes.sizeof(_Opts),
+        data_in=ctypes.addressof(data_in),
+        data_out=ctypes.addressof(out),
+        data_size_in=len(packet),
+        data_size_out=len(out),
+        ctx_in=ctypes.addressof(ctx_in),
+        ctx_size_in=len(ctx),
+        repeat=1,
+    )
     rc = _libbcc.bpf_prog_test_run_opts(dp._fns[prog].fd, ctypes.byref(opts))
     assert rc == 0, f"BPF_PROG_TEST_RUN failed: {os.strerror(ctypes.get_errno())}"
     return opts.retval, out.raw[: opts.data_size_out]
@@ -198,9 +214,16 @@ def test_decap_restores_the_frame_exactly(clean):
 
 @pytest.mark.parametrize(
     "case",
-    ["wrong vni", "unknown outer source", "spoofed inner source", "unknown destination", "not established",
-     "truncated", "not vxlan"],
-)  # fmt: skip
+    [
+        "wrong vni",
+        "unknown outer source",
+        "spoofed inner source",
+        "unknown destination",
+        "not established",
+        "truncated",
+        "not vxlan",
+    ],
+)
 def test_decap_leaves_everything_else_to_the_slow_path(clean, case):
     dp = clean
     learn(dp)

@@ -83,8 +83,9 @@ class Cluster:
 
     def peers(self, host: str, vni: int) -> set[str]:
         """IPs with a neighbour entry on the host's vxlan device (remote endpoints)."""
-        out = subprocess.run(["ip", "-n", self.tb.netns(host), "neigh", "show", "dev", vxlan_name(vni)],
-                             capture_output=True, text=True).stdout  # fmt: skip
+        out = subprocess.run(
+            ["ip", "-n", self.tb.netns(host), "neigh", "show", "dev", vxlan_name(vni)], capture_output=True, text=True
+        ).stdout
         return {line.split()[0] for line in out.splitlines() if "lladdr" in line}
 
     def sock(self, host: str) -> str:
@@ -147,8 +148,10 @@ def udp_at_once(sh, pairs: list[tuple[Any, Any, str]], count: int) -> list[int]:
 
     before = [rx(s) for _, s, _ in pairs]
     results: list[str] = []
-    threads = [threading.Thread(target=lambda c=c, ip=ip: results.append(sh(c, f"udpecho send {ip} 5001 {count}")[1]))
-               for c, _, ip in pairs]  # fmt: skip
+    threads = [
+        threading.Thread(target=lambda c=c, ip=ip: results.append(sh(c, f"udpecho send {ip} 5001 {count}")[1]))
+        for c, _, ip in pairs
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -32,16 +32,53 @@ def openssl_pki(d: str) -> dict[str, str]:
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=xmasq-test-ca",
-        "-keyout", p["ca.key"], "-out", p["ca.pem"])  # fmt: skip
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=xmasq-test-ca",
+        "-keyout",
+        p["ca.key"],
+        "-out",
+        p["ca.pem"],
+    )
     for who, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
         with open(os.path.join(d, f"{who}.ext"), "w") as f:
             f.write(ext + "\n")
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=xmasq-{who}",
-            "-keyout", p[f"{who}.key"], "-out", os.path.join(d, f"{who}.csr"))  # fmt: skip
-        run("x509", "-req", "-in", os.path.join(d, f"{who}.csr"), "-CA", p["ca.pem"], "-CAkey", p["ca.key"],
-            "-CAcreateserial", "-days", "2", "-extfile", os.path.join(d, f"{who}.ext"),
-            "-out", p[f"{who}.pem"])  # fmt: skip
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN=xmasq-{who}",
+            "-keyout",
+            p[f"{who}.key"],
+            "-out",
+            os.path.join(d, f"{who}.csr"),
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            os.path.join(d, f"{who}.csr"),
+            "-CA",
+            p["ca.pem"],
+            "-CAkey",
+            p["ca.key"],
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            os.path.join(d, f"{who}.ext"),
+            "-out",
+            p[f"{who}.pem"],
+        )
     return p
 
 
@@ -54,14 +91,16 @@ class Standalone:
         self.logfile = os.path.join(tmp, "xmasq.log")
         self.etcd: list[subprocess.Popen[bytes] | None] = []
         self.driver: subprocess.Popen[bytes] | None = None
-        for cmd in (["ip", "netns", "add", self.ns],
-                    ["ip", "link", "add", self.link, "type", "veth", "peer", "name", "eth0", "netns", self.ns],
-                    ["ip", "addr", "add", "198.51.100.13/30", "dev", self.link],
-                    ["ip", "link", "set", self.link, "up"],
-                    ["ip", "-n", self.ns, "addr", "add", "198.51.100.14/30", "dev", "eth0"],
-                    ["ip", "-n", self.ns, "link", "set", "eth0", "up"],
-                    ["ip", "-n", self.ns, "link", "set", "lo", "up"],
-                    ["ip", "-n", self.ns, "route", "add", "default", "via", "198.51.100.13"]):  # fmt: skip
+        for cmd in (
+            ["ip", "netns", "add", self.ns],
+            ["ip", "link", "add", self.link, "type", "veth", "peer", "name", "eth0", "netns", self.ns],
+            ["ip", "addr", "add", "198.51.100.13/30", "dev", self.link],
+            ["ip", "link", "set", self.link, "up"],
+            ["ip", "-n", self.ns, "addr", "add", "198.51.100.14/30", "dev", "eth0"],
+            ["ip", "-n", self.ns, "link", "set", "eth0", "up"],
+            ["ip", "-n", self.ns, "link", "set", "lo", "up"],
+            ["ip", "-n", self.ns, "route", "add", "default", "via", "198.51.100.13"],
+        ):
             subprocess.run(cmd, check=True, capture_output=True)
 
     def run(self, *argv: str, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -78,16 +117,47 @@ class Standalone:
         peers = {n: f"http://127.0.0.1:{ETCD_PEER + 10 * i}" for i, n in enumerate(names)}
         clients = [f"{scheme}://127.0.0.1:{ETCD_CLIENT + 10 * i}" for i in range(members)]
         cluster = ",".join(f"{n}={u}" for n, u in peers.items())
-        tls_args = (["--cert-file", tls["server.pem"], "--key-file", tls["server.key"],
-                     "--trusted-ca-file", tls["ca.pem"], "--client-cert-auth"] if tls else [])  # fmt: skip
+        tls_args = (
+            [
+                "--cert-file",
+                tls["server.pem"],
+                "--key-file",
+                tls["server.key"],
+                "--trusted-ca-file",
+                tls["ca.pem"],
+                "--client-cert-auth",
+            ]
+            if tls
+            else []
+        )
         for i, n in enumerate(names):
             with open(os.path.join(self.tmp, f"etcd-{n}.log"), "ab") as logf:
-                self.etcd.append(self.popen(
-                    ["etcd", "--name", n, "--data-dir", os.path.join(self.tmp, f"etcd-{n}"),
-                     "--listen-client-urls", clients[i], "--advertise-client-urls", clients[i],
-                     "--listen-peer-urls", peers[n], "--initial-advertise-peer-urls", peers[n],
-                     "--initial-cluster", cluster, "--initial-cluster-state", "new", *tls_args],
-                    stdout=logf, stderr=logf))  # fmt: skip
+                self.etcd.append(
+                    self.popen(
+                        [
+                            "etcd",
+                            "--name",
+                            n,
+                            "--data-dir",
+                            os.path.join(self.tmp, f"etcd-{n}"),
+                            "--listen-client-urls",
+                            clients[i],
+                            "--advertise-client-urls",
+                            clients[i],
+                            "--listen-peer-urls",
+                            peers[n],
+                            "--initial-advertise-peer-urls",
+                            peers[n],
+                            "--initial-cluster",
+                            cluster,
+                            "--initial-cluster-state",
+                            "new",
+                            *tls_args,
+                        ],
+                        stdout=logf,
+                        stderr=logf,
+                    )
+                )
         curl_tls = ["--cacert", tls["ca.pem"], "--cert", tls["client.pem"], "--key", tls["client.key"]] if tls else []
         health = ["curl", "-sf", "-m", "1", *curl_tls, f"{clients[0]}/health"]
         self._until("etcd healthy", lambda: self.run(*health).returncode == 0)
@@ -109,8 +179,12 @@ class Standalone:
 
     # -- driver -----------------------------------------------------------
     def env(self, **settings: str) -> dict[str, str]:
-        defaults = {"socket": self.socket, "state_dir": os.path.join(self.tmp, "state"), "host_id": self.host_id,
-                    "etcd_timeout": "1"}  # fmt: skip
+        defaults = {
+            "socket": self.socket,
+            "state_dir": os.path.join(self.tmp, "state"),
+            "host_id": self.host_id,
+            "etcd_timeout": "1",
+        }
         return dict(os.environ, **{"XMASQ_" + k.upper(): v for k, v in {**defaults, **settings}.items()})
 
     def start(self, argv: list[str] | None = None, **settings: str) -> subprocess.Popen[bytes]:

@@ -12,8 +12,12 @@ NET, EP = "n" * 64, "e" * 64
 
 def create_network_and_endpoint(s, subnet: str = "10.77.0.0/24") -> None:  # type: ignore[no-untyped-def]
     prefix = subnet.rsplit(".", 1)[0]
-    body = {"NetworkID": NET, "Options": {"com.docker.network.generic": {}}, "IPv6Data": [],
-            "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": subnet, "Gateway": f"{prefix}.1/24"}]}  # fmt: skip
+    body = {
+        "NetworkID": NET,
+        "Options": {"com.docker.network.generic": {}},
+        "IPv6Data": [],
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": subnet, "Gateway": f"{prefix}.1/24"}],
+    }
     assert s.call("/NetworkDriver.CreateNetwork", body) == (200, {})
     iface = {"Address": f"{prefix}.2/24", "AddressIPv6": "", "MacAddress": ""}
     status, answer = s.call("/NetworkDriver.CreateEndpoint", {"NetworkID": NET, "EndpointID": EP, "Interface": iface})

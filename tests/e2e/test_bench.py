@@ -11,8 +11,12 @@ BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "run.py")
 
 
 def test_quick_mode_smallest_scenario(tb, tmp_path):
-    proc = subprocess.run([sys.executable, BENCH, "--quick", "--scenarios", "xmasq-on", "--use-testbed",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, BENCH, "--quick", "--scenarios", "xmasq-on", "--use-testbed", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((tmp_path / "bench-quick.json").read_text())
     assert record["machine"]["cpus"] == os.cpu_count()

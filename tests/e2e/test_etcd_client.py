@@ -22,12 +22,33 @@ def tls_etcd(tmp_path_factory):
     url = f"https://127.0.0.1:{PORT}"
     peer = f"http://127.0.0.1:{PEER}"
     proc = subprocess.Popen(
-        ["etcd", "--name", "tls", "--data-dir", str(d / "data"), "--listen-client-urls", url,
-         "--advertise-client-urls", url, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-         "--initial-cluster", f"tls={peer}", "--cert-file", p["server.pem"], "--key-file", p["server.key"],
-         "--trusted-ca-file", p["ca.pem"], "--client-cert-auth"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            "etcd",
+            "--name",
+            "tls",
+            "--data-dir",
+            str(d / "data"),
+            "--listen-client-urls",
+            url,
+            "--advertise-client-urls",
+            url,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"tls={peer}",
+            "--cert-file",
+            p["server.pem"],
+            "--key-file",
+            p["server.key"],
+            "--trusted-ca-file",
+            p["ca.pem"],
+            "--client-cert-auth",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     cfg = Config(etcd_endpoints=url, etcd_ca=p["ca.pem"], etcd_cert=p["client.pem"], etcd_key=p["client.key"])
     try:
         deadline = time.monotonic() + 30
@@ -66,8 +87,9 @@ def test_tls_without_client_certificate_is_refused_clearly(tls_etcd):
 
 def test_failover_to_the_next_endpoint(tls_etcd):
     both = f"https://127.0.0.1:1,{tls_etcd.etcd_endpoints}"  # nothing listens on port 1
-    kv = EtcdKV(Config(etcd_endpoints=both, etcd_ca=tls_etcd.etcd_ca, etcd_cert=tls_etcd.etcd_cert,
-                       etcd_key=tls_etcd.etcd_key))  # fmt: skip
+    kv = EtcdKV(
+        Config(etcd_endpoints=both, etcd_ca=tls_etcd.etcd_ca, etcd_cert=tls_etcd.etcd_cert, etcd_key=tls_etcd.etcd_key)
+    )
     kv.put("/xmasq-tls/b", "x")
     assert kv.get("/xmasq-tls/b") == "x"
     kv.delete("/xmasq-tls/b")

@@ -50,8 +50,10 @@ def test_tcp_udp_and_icmp_take_the_fast_path(cl):
         out_share = fast_share(h1, "encap_pkts", SENDER_MISSES)
         in_share = fast_share(h2, "decap_pkts", RECEIVER_MISSES)
         back_share = fast_share(h2, "encap_pkts", SENDER_MISSES)
-        report(f"fast path, {name}: {h1['encap_pkts']} packets h1->h2 ({out_share:.2%} fast), "
-               f"{h2['decap_pkts']} delivered by decap ({in_share:.2%}), replies {back_share:.2%} fast")  # fmt: skip
+        report(
+            f"fast path, {name}: {h1['encap_pkts']} packets h1->h2 ({out_share:.2%} fast), "
+            f"{h2['decap_pkts']} delivered by decap ({in_share:.2%}), replies {back_share:.2%} fast"
+        )
         assert out_share >= 0.99 and in_share >= 0.99 and back_share >= 0.99, (name, h1, h2)
         if name.startswith("TCP"):
             result = json.loads(out)["end"]["sum_received"]
@@ -116,15 +118,32 @@ def test_a_replaced_container_gets_the_traffic_and_the_old_host_none(cl, tb):
     cl.sh(client, f"udpecho send {ip} 5001 50")  # established on the fast path to h2
     cl.remove(server)
     new = cl.dk["h1"].containers.run(
-        cl.image["h1"], ["sh", "-c", SERVE], name="fp-server2", detach=True, network=net,
+        cl.image["h1"],
+        ["sh", "-c", SERVE],
+        name="fp-server2",
+        detach=True,
+        network=net,
         networking_config={net: cl.dk["h1"].api.create_endpoint_config(ipv4_address=ip)},
-    )  # fmt: skip
+    )
     cl.containers.append(new)
     capture = subprocess.Popen(
-        ["ip", "netns", "exec", tb.netns("h2"), "timeout", "6", "tcpdump", "-lnq", "-i", "eth0",
-         f"udp port 4789 and src host {tb.host_ip('h1')}"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        [
+            "ip",
+            "netns",
+            "exec",
+            tb.netns("h2"),
+            "timeout",
+            "6",
+            "tcpdump",
+            "-lnq",
+            "-i",
+            "eth0",
+            f"udp port 4789 and src host {tb.host_ip('h1')}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     time.sleep(1)
     out = cl.sh(client, f"udpecho wait {ip} 5001 5 && udpecho send {ip} 5001 100")[1]
     seen_on_old_host = capture.communicate()[0].strip().splitlines()
@@ -148,8 +167,10 @@ def test_driver_restart_under_load_keeps_the_fast_path(cl, tb):
     d = delta(cl.stats("h1"), before)
     intervals = [i["sum"]["bytes"] for i in json.loads(result["out"])["intervals"]]
     longest_gap = max((len(run) for run in "".join("0" if b == 0 else "1" for b in intervals).split("1")), default=0)
-    report(f"driver SIGKILL + restart under iperf3: longest gap {longest_gap * 0.25:.2f} s, "
-           f"{fast_share(d, 'encap_pkts', SENDER_MISSES):.2%} of packets on the fast path")  # fmt: skip
+    report(
+        f"driver SIGKILL + restart under iperf3: longest gap {longest_gap * 0.25:.2f} s, "
+        f"{fast_share(d, 'encap_pkts', SENDER_MISSES):.2%} of packets on the fast path"
+    )
     assert longest_gap * 0.25 < 1.0, intervals
     assert fast_share(d, "encap_pkts", SENDER_MISSES) >= 0.99, d
     after = cl.cache("h1")

@@ -44,8 +44,10 @@ def test_dockerd_restart_with_running_containers(cl, tb):
     assert endpoints == {cl.ip(a, net), ip_keeps}, endpoints
     state = cl.stats("h2")  # the driver is still serving
     assert isinstance(state, dict)
-    report(f"dockerd restart on h2 with 2 running containers: the restart-always one reachable again from h1 "
-           f"after {outage:.1f} s; endpoints left: exactly the live ones (1 veth on h2, 2 in etcd)")  # fmt: skip
+    report(
+        f"dockerd restart on h2 with 2 running containers: the restart-always one reachable again from h1 "
+        f"after {outage:.1f} s; endpoints left: exactly the live ones (1 veth on h2, 2 in etcd)"
+    )
 
 
 def test_a_vanished_host_is_evicted_by_its_peers(cl, tb):
@@ -71,8 +73,10 @@ def test_a_vanished_host_is_evicted_by_its_peers(cl, tb):
         forget = [XMASQ, "forget-host", "h4", "--etcd-endpoints", tb.etcd_endpoint]
         out = subprocess.run(forget, capture_output=True, text=True, check=True).stdout
         assert not [k for k, v in cl.kv.get_prefix(PREFIX).items() if "h4" in k or '"h4"' in v or v == "h4"]
-        report(f"h4 vanished (namespace deleted, processes killed): evicted on h1 after {waited:.1f} s "
-               f"(lease {TTL} s + grace {GRACE} s); xmasq forget-host: {out.strip()}")  # fmt: skip
+        report(
+            f"h4 vanished (namespace deleted, processes killed): evicted on h1 after {waited:.1f} s "
+            f"(lease {TTL} s + grace {GRACE} s); xmasq forget-host: {out.strip()}"
+        )
     finally:
         if "h4" in tb.hosts:
             tb.crash_host("h4")
@@ -97,8 +101,10 @@ def test_a_three_member_etcd_cluster_losing_a_member(standalone):
     for i, endpoint in enumerate(endpoints.split(",")):
         if i != leader:  # both survivors hold only the host's own registration
             assert standalone.etcd_keys(endpoint, PREFIX) == [f"{PREFIX}hosts/{standalone.host_id}"]
-    report(f"etcd 3-member cluster, leader (member {leader}) killed: next request served in {took * 1000:.0f} ms, "
-           f"all records consistent on the 2 survivors")  # fmt: skip
+    report(
+        f"etcd 3-member cluster, leader (member {leader}) killed: next request served in {took * 1000:.0f} ms, "
+        f"all records consistent on the 2 survivors"
+    )
 
 
 def _leader(s, endpoints: list[str]) -> int:  # type: ignore[no-untyped-def]

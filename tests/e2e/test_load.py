@@ -20,11 +20,21 @@ from xmasq_driver import client as plugin
 from xmasq_driver.overlay import HOST_VETH_PREFIX, vxlan_name
 
 LIVE_CASES = {"n": 0}
-LIVE_PATHS = ["/NetworkDriver.CreateNetwork", "/NetworkDriver.CreateEndpoint", "/NetworkDriver.Join",
-              "/NetworkDriver.Leave", "/NetworkDriver.DeleteEndpoint", "/NetworkDriver.DeleteNetwork",
-              "/NetworkDriver.ProgramExternalConnectivity", "/NetworkDriver.AllocateNetwork",
-              "/IpamDriver.RequestPool", "/IpamDriver.RequestAddress", "/IpamDriver.ReleaseAddress",
-              "/IpamDriver.ReleasePool", "/Xmasq.Unknown"]  # fmt: skip
+LIVE_PATHS = [
+    "/NetworkDriver.CreateNetwork",
+    "/NetworkDriver.CreateEndpoint",
+    "/NetworkDriver.Join",
+    "/NetworkDriver.Leave",
+    "/NetworkDriver.DeleteEndpoint",
+    "/NetworkDriver.DeleteNetwork",
+    "/NetworkDriver.ProgramExternalConnectivity",
+    "/NetworkDriver.AllocateNetwork",
+    "/IpamDriver.RequestPool",
+    "/IpamDriver.RequestAddress",
+    "/IpamDriver.ReleaseAddress",
+    "/IpamDriver.ReleasePool",
+    "/Xmasq.Unknown",
+]
 
 
 def test_malformed_requests_on_the_live_socket_change_nothing(env, cfg):
@@ -58,8 +68,10 @@ def test_fifty_parallel_docker_runs_on_one_host(env):
     assert len(ips) == 50
     env.sh(env.containers[0], f"ping -c 1 -W 2 {env.ip(env.containers[-1], net)}")
     p99 = took[int(0.99 * len(took)) - 1]
-    report(f"50 parallel docker run on one host: all running, 50 distinct addresses; docker run (endpoint "
-           f"setup included) p50 {statistics.median(took):.2f} s, p99 {p99:.2f} s, max {took[-1]:.2f} s")  # fmt: skip
+    report(
+        f"50 parallel docker run on one host: all running, 50 distinct addresses; docker run (endpoint "
+        f"setup included) p50 {statistics.median(took):.2f} s, p99 {p99:.2f} s, max {took[-1]:.2f} s"
+    )
 
 
 def _rss_kb(tb, host: str) -> int:  # type: ignore[no-untyped-def]
@@ -80,8 +92,9 @@ def test_churn_of_300_containers_across_two_hosts_under_traffic(cl, tb):
     rules = {h: _rules(tb, h) for h in ("h1", "h2")}
 
     def cycle(host: str, i: int) -> None:
-        c = cl.dk[host].containers.run(cl.image[host], ["sleep", "30"], name=f"churn-{host}-{i}", network=net,
-                                       detach=True)  # fmt: skip
+        c = cl.dk[host].containers.run(
+            cl.image[host], ["sleep", "30"], name=f"churn-{host}-{i}", network=net, detach=True
+        )
         c.remove(force=True)
 
     def cycles(host: str, start: int, count: int) -> None:
@@ -92,9 +105,17 @@ def test_churn_of_300_containers_across_two_hosts_under_traffic(cl, tb):
         cycles(h, 0, WARMUP // 2)
     warm = {h: _rss_kb(tb, h) for h in ("h1", "h2")}
     pings: list[str] = []
-    pinger = threading.Thread(target=lambda: pings.append(cl.sh(s1, f"ping -q -i 0.2 -w 600 {ip2} & "
-                                                               "sleep 1; while [ ! -e /tmp/stop ]; do sleep 0.2; done; "
-                                                               "kill -INT %1; wait", False)[1]))  # fmt: skip
+    pinger = threading.Thread(
+        target=lambda: pings.append(
+            cl.sh(
+                s1,
+                f"ping -q -i 0.2 -w 600 {ip2} & "
+                "sleep 1; while [ ! -e /tmp/stop ]; do sleep 0.2; done; "
+                "kill -INT %1; wait",
+                False,
+            )[1]
+        )
+    )
     pinger.start()
     start = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -109,8 +130,9 @@ def test_churn_of_300_containers_across_two_hosts_under_traffic(cl, tb):
         names = links(tb, h)
         assert len([n for n in names if n.startswith(HOST_VETH_PREFIX)]) == 1, names
         assert cl.peers(h, vni) == {cl.ip(other, net)}
-        fdb = subprocess.run(["bridge", "-n", tb.netns(h), "fdb", "show", "dev", vxlan_name(vni)],
-                             capture_output=True, text=True).stdout  # fmt: skip
+        fdb = subprocess.run(
+            ["bridge", "-n", tb.netns(h), "fdb", "show", "dev", vxlan_name(vni)], capture_output=True, text=True
+        ).stdout
         assert sum(1 for line in fdb.splitlines() if " dst " in line) == 1, fdb
         cache = cl.cache(h)
         assert len([e for e in cache["local"] if e["vni"] == vni]) == 1
@@ -124,10 +146,12 @@ def test_churn_of_300_containers_across_two_hosts_under_traffic(cl, tb):
     loss = pings[0].split("packets received")[0].split(",")[-1].strip() if pings else "?"
     sent = pings[0].split(" packets transmitted")[0].split()[-1] if pings else "?"
     assert loss == sent, pings
-    report(f"churn: {CYCLES} create/destroy cycles on 2 hosts in {took:.0f} s under a 5/s ping ({loss}/{sent} "
-           f"replies); leaked: 0 veths, 0 FDB/neigh, 0 map entries or flows, 0 etcd keys, 0 rules, 0 addresses; "
-           f"driver RSS after warm-up -> after: h1 {warm['h1'] // 1024}->{after['h1'] // 1024} MiB, "
-           f"h2 {warm['h2'] // 1024}->{after['h2'] // 1024} MiB")  # fmt: skip
+    report(
+        f"churn: {CYCLES} create/destroy cycles on 2 hosts in {took:.0f} s under a 5/s ping ({loss}/{sent} "
+        f"replies); leaked: 0 veths, 0 FDB/neigh, 0 map entries or flows, 0 etcd keys, 0 rules, 0 addresses; "
+        f"driver RSS after warm-up -> after: h1 {warm['h1'] // 1024}->{after['h1'] // 1024} MiB, "
+        f"h2 {warm['h2'] // 1024}->{after['h2'] // 1024} MiB"
+    )
 
 
 def _rules(tb, host: str) -> list[str]:  # type: ignore[no-untyped-def]

@@ -78,8 +78,10 @@ def test_removal_reaches_every_host_quickly(cl):
     start = time.monotonic()
     cl.remove(gone)
     waited = until(lambda: ip not in cl.peers("h1", vni) and ip not in cl.peers("h3", vni), 2)
-    report(f"container removed on h2 -> its entries gone on h1 and h3 after {waited * 1000:.0f} ms "
-           f"({(time.monotonic() - start) * 1000:.0f} ms including docker rm)")  # fmt: skip
+    report(
+        f"container removed on h2 -> its entries gone on h1 and h3 after {waited * 1000:.0f} ms "
+        f"({(time.monotonic() - start) * 1000:.0f} ms including docker rm)"
+    )
 
 
 def test_container_moving_to_another_host_keeps_its_traffic(cl):
@@ -95,14 +97,24 @@ def test_container_moving_to_another_host_keeps_its_traffic(cl):
     cl.sh(client, f"udpecho send {ip} 5001 3")
     cl.remove(first)
     second = cl.dk["h2"].containers.run(
-        cl.image["h2"], ["sh", "-c", SERVE], name="svc", detach=True,
-        network=net, networking_config={net: cl.dk["h2"].api.create_endpoint_config(ipv4_address=ip)},
-    )  # fmt: skip
+        cl.image["h2"],
+        ["sh", "-c", SERVE],
+        name="svc",
+        detach=True,
+        network=net,
+        networking_config={net: cl.dk["h2"].api.create_endpoint_config(ipv4_address=ip)},
+    )
     cl.containers.append(second)
     assert cl.ip(second, net) == ip
     assert cl.sh(client, f"udpecho wait {ip} 5001 5", check=False)[0] == 0, "traffic did not follow the move"
-    assert "PERMANENT" in subprocess.run(["ip", "-n", cl.tb.netns("h3"), "neigh", "show", ip, "dev",
-                                          vxlan_name(cl.vni(net))], capture_output=True, text=True).stdout  # fmt: skip
+    assert (
+        "PERMANENT"
+        in subprocess.run(
+            ["ip", "-n", cl.tb.netns("h3"), "neigh", "show", ip, "dev", vxlan_name(cl.vni(net))],
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
 
 
 def test_dead_host_is_evicted_and_rejoins(cl, tb):
@@ -115,8 +127,10 @@ def test_dead_host_is_evicted_and_rejoins(cl, tb):
     tb.stop_driver("h3", kill=True)
     try:
         waited = until(lambda: ip not in cl.peers("h1", vni) and ip not in cl.peers("h2", vni), TTL + GRACE + 10)
-        report(f"h3's driver SIGKILLed -> its endpoints evicted on h1 and h2 after {waited:.1f} s "
-               f"(lease ttl {TTL} s + grace {GRACE} s)")  # fmt: skip
+        report(
+            f"h3's driver SIGKILLed -> its endpoints evicted on h1 and h2 after {waited:.1f} s "
+            f"(lease ttl {TTL} s + grace {GRACE} s)"
+        )
         assert waited >= TTL - 1, "evicted before the lease could have expired"
     finally:
         tb.start_driver("h3")
@@ -161,8 +175,10 @@ def test_etcd_outage_of_a_minute_under_traffic(cl, tb):
     pinger.join()
     loss = re.search(r"(\d+) packets transmitted, (\d+) packets received", pings[0])
     assert loss and loss.group(1) == loss.group(2), pings
-    report(f"etcd stopped {ETCD_OUTAGE:.0f} s under a 5/s ping: {loss.group(2)}/{loss.group(1)} replies, "
-           f"no eviction; after etcd returned a new container on h3 was reachable in {ready:.1f} s")  # fmt: skip
+    report(
+        f"etcd stopped {ETCD_OUTAGE:.0f} s under a 5/s ping: {loss.group(2)}/{loss.group(1)} replies, "
+        f"no eviction; after etcd returned a new container on h3 was reachable in {ready:.1f} s"
+    )
 
 
 def test_time_until_a_new_endpoint_is_reachable_from_other_hosts(cl):
@@ -173,14 +189,20 @@ def test_time_until_a_new_endpoint_is_reachable_from_other_hosts(cl):
         ip = f"10.236.0.{100 + i}"
         start = time.monotonic()
         c = cl.dk["h1"].containers.run(
-            cl.image["h1"], ["udpecho", "serve", "5001"], name=f"new{i}", detach=True, network=net,
+            cl.image["h1"],
+            ["udpecho", "serve", "5001"],
+            name=f"new{i}",
+            detach=True,
+            network=net,
             networking_config={net: cl.dk["h1"].api.create_endpoint_config(ipv4_address=ip)},
-        )  # fmt: skip
+        )
         cl.containers.append(c)
         cl.sh(prober, f"udpecho wait {ip} 5001 10")
         times.append(time.monotonic() - start)
         cl.remove(c)
     times.sort()
     median, p99 = statistics.median(times), times[int(0.99 * (len(times) - 1))]
-    report(f"docker run on h1 -> reachable from h2: median {median * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms "
-           f"over {len(times)}")  # fmt: skip
+    report(
+        f"docker run on h1 -> reachable from h2: median {median * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms "
+        f"over {len(times)}"
+    )

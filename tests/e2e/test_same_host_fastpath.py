@@ -136,9 +136,13 @@ def test_a_new_container_reusing_an_address_gets_no_old_flow(env, cfg):
     cache = plugin.call(cfg.socket, "/Xmasq.Cache")[1]
     assert not any(ip_b in (f["local"].split(":")[0], f["remote"].split(":")[0]) for f in cache["flows"]), cache
     new = env.dk.containers.run(
-        env.image, ["sh", "-c", SERVE], name="xmt-b2", detach=True, network=net.name,
+        env.image,
+        ["sh", "-c", SERVE],
+        name="xmt-b2",
+        detach=True,
+        network=net.name,
         networking_config={net.name: env.dk.api.create_endpoint_config(ipv4_address=ip_b)},
-    )  # fmt: skip
+    )
     env.containers.append(new)
     before = stats(cfg)
     assert "replies=20/20" in env.sh(a, f"udpecho send {ip_b} 5001 20")[1]
@@ -210,7 +214,9 @@ def test_tcp_through_the_redirect_retransmits_no_more_than_through_dockers_bridg
             out = env.sh(client, f"iperf3 -c {server} -t 3 -J")[1]
             retransmits[path] += json.loads(out[out.index("{") :])["end"]["sum_sent"]["retransmits"]
     d = delta(cfg, before)
-    report(f"same-host TCP, 3 x 3 s unpinned: retransmits xmasq redirect {retransmits['xmasq']},"
-           f" Docker's bridge {retransmits['bridge']}; {redirect_share(d):.2%} redirected")  # fmt: skip
+    report(
+        f"same-host TCP, 3 x 3 s unpinned: retransmits xmasq redirect {retransmits['xmasq']},"
+        f" Docker's bridge {retransmits['bridge']}; {redirect_share(d):.2%} redirected"
+    )
     assert redirect_share(d) >= 0.99, d
     assert retransmits["xmasq"] <= retransmits["bridge"] + 10, retransmits

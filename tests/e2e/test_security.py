@@ -61,8 +61,10 @@ def test_forged_source_address_or_mac_is_dropped_and_counted(cl, fastpath):
     dropped = cl.stats("h1")["drop_spoofed"] - before
     assert dropped == N * len(forged), dropped
     assert cl.sh(c, f"udpecho send {ip_b} 5001 5")[1] == "replies=5/5\n"  # C itself is unaffected
-    report(f"anti-spoofing, fast path {fastpath}: {len(forged)} kinds x {N} forged frames: 0 delivered, "
-           f"{dropped} counted in drop_spoofed")  # fmt: skip
+    report(
+        f"anti-spoofing, fast path {fastpath}: {len(forged)} kinds x {N} forged frames: 0 delivered, "
+        f"{dropped} counted in drop_spoofed"
+    )
 
 
 @pytest.fixture
@@ -71,8 +73,10 @@ def stranger(tb):
     ip = tb.host_ip("h200")
     subprocess.run(["ip", "netns", "add", STRANGER_NS], check=True)
     try:
-        subprocess.run(["ip", "link", "add", STRANGER_LINK, "type", "veth", "peer", "name", "eth0",
-                        "netns", STRANGER_NS], check=True)  # fmt: skip
+        subprocess.run(
+            ["ip", "link", "add", STRANGER_LINK, "type", "veth", "peer", "name", "eth0", "netns", STRANGER_NS],
+            check=True,
+        )
         subprocess.run(["ip", "link", "set", STRANGER_LINK, "master", BRIDGE, "up"], check=True)
         subprocess.run(["ip", "-n", STRANGER_NS, "addr", "add", f"{ip}/24", "dev", "eth0"], check=True)
         subprocess.run(["ip", "-n", STRANGER_NS, "link", "set", "eth0", "up"], check=True)
@@ -114,5 +118,7 @@ def test_crafted_vxlan_is_accepted_only_from_cluster_hosts(cl, tb, stranger):
     assert arrived(cl, victim["h1"], lambda: from_container("h1", "h1")) == 0
     # From an underlay address that is not a cluster host.
     assert arrived(cl, victim["h2"], lambda: from_ns(stranger, "h2")) == 0
-    report(f"crafted VXLAN: {N} packets each from a container to another host, from a container to its own "
-           "host and from a non-member underlay address: 0 delivered; from cluster hosts: all delivered")  # fmt: skip
+    report(
+        f"crafted VXLAN: {N} packets each from a container to another host, from a container to its own "
+        "host and from a non-member underlay address: 0 delivered; from cluster hosts: all delivered"
+    )

@@ -81,8 +81,9 @@ def _sh(container, command: str, check: bool = True) -> str:  # type: ignore[no-
 
 
 def _task_containers(tb, service: str) -> dict[str, list]:  # type: ignore[type-arg, no-untyped-def]
-    return {h: tb.docker(h).containers.list(filters={"label": f"com.docker.swarm.service.name={service}"})
-            for h in HOSTS}  # fmt: skip
+    return {
+        h: tb.docker(h).containers.list(filters={"label": f"com.docker.swarm.service.name={service}"}) for h in HOSTS
+    }
 
 
 def _no_state_left(tb, socks) -> None:  # type: ignore[no-untyped-def]
@@ -100,14 +101,23 @@ def _no_state_left(tb, socks) -> None:  # type: ignore[no-untyped-def]
 def test_service_across_the_swarm_with_the_fast_path(tb, swarm):
     mgr, worker = tb.docker("h1"), tb.docker("h2")
     image = {h: ensure_image(tb.docker(h)) for h in HOSTS}
-    net = mgr.networks.create("swnet", driver=NAME, scope="swarm", attachable=True,
-                              ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="10.248.0.0/24")]))  # fmt: skip
+    net = mgr.networks.create(
+        "swnet",
+        driver=NAME,
+        scope="swarm",
+        attachable=True,
+        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="10.248.0.0/24")]),
+    )
     svc = standalone = None
     try:
         svc = mgr.services.create(
-            image["h1"], ["sh", "-c", "udpecho serve 5001"], name="web", networks=["swnet"],
-            endpoint_spec=EndpointSpec(mode="dnsrr"), mode=ServiceMode("replicated", 4),
-        )  # fmt: skip
+            image["h1"],
+            ["sh", "-c", "udpecho serve 5001"],
+            name="web",
+            networks=["swnet"],
+            endpoint_spec=EndpointSpec(mode="dnsrr"),
+            mode=ServiceMode("replicated", 4),
+        )
 
         def spread_over_both() -> dict | None:  # type: ignore[type-arg]
             t = _task_containers(tb, "web")
@@ -138,13 +148,16 @@ def test_service_across_the_swarm_with_the_fast_path(tb, swarm):
                 flows = subprocess.run(argv, capture_output=True, text=True, check=True).stdout  # its own /sys
                 assert int(flows) == RFS_VETH_FLOWS, (h, name, flows)
         # A standalone container on the worker joins the same network.
-        standalone = worker.containers.run(image["h2"], ["sh", "-c", "sleep 3600"], name="sw-standalone",
-                                           network="swnet", detach=True)  # fmt: skip
+        standalone = worker.containers.run(
+            image["h2"], ["sh", "-c", "sleep 3600"], name="sw-standalone", network="swnet", detach=True
+        )
         for ip in ips:
             _sh(standalone, f"ping -c 1 -W 2 {ip}")
-        report(f"swarm: 4 dnsrr tasks spread {spread}, reached by name and across nodes, 200 UDP requests with "
-               f"{encap} encapsulated by the fast path on h1; a standalone container on the worker reached "
-               "all 4")  # fmt: skip
+        report(
+            f"swarm: 4 dnsrr tasks spread {spread}, reached by name and across nodes, 200 UDP requests with "
+            f"{encap} encapsulated by the fast path on h1; a standalone container on the worker reached "
+            "all 4"
+        )
     finally:
         if svc is not None:
             svc.remove()
@@ -166,13 +179,26 @@ def _try(fn) -> bool:  # type: ignore[no-untyped-def]
 def test_plugin_disable_enable_and_dockerd_restart_keep_containers_connected(tb, swarm):
     mgr = tb.docker("h1")
     image = {h: ensure_image(tb.docker(h)) for h in HOSTS}
-    net = mgr.networks.create("swkeep", driver=NAME, scope="swarm", attachable=True,
-                              ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="10.249.0.0/24")]))  # fmt: skip
+    net = mgr.networks.create(
+        "swkeep",
+        driver=NAME,
+        scope="swarm",
+        attachable=True,
+        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="10.249.0.0/24")]),
+    )
     containers = []
     try:
-        a, b = (tb.docker(h).containers.run(image[h], ["sh", "-c", "udpecho serve 5001"], name=f"keep-{h}",
-                                            network="swkeep", detach=True, restart_policy={"Name": "always"})
-                for h in HOSTS)  # fmt: skip
+        a, b = (
+            tb.docker(h).containers.run(
+                image[h],
+                ["sh", "-c", "udpecho serve 5001"],
+                name=f"keep-{h}",
+                network="swkeep",
+                detach=True,
+                restart_policy={"Name": "always"},
+            )
+            for h in HOSTS
+        )
         containers += [a, b]
         b.reload()
         ip_b = b.attrs["NetworkSettings"]["Networks"]["swkeep"]["IPAddress"]
@@ -196,9 +222,11 @@ def test_plugin_disable_enable_and_dockerd_restart_keep_containers_connected(tb,
         ip_b = b.attrs["NetworkSettings"]["Networks"]["swkeep"]["IPAddress"]
         _sh(a, f"udpecho wait {ip_b} 5001 30")
         back = time.monotonic() - start
-        report(f"managed plugin: disable -f with containers running: 20/20 replies; enable: 20/20 and a new "
-               f"container works; dockerd restart on h2: plugin restored, its container reachable after "
-               f"{back:.1f} s")  # fmt: skip
+        report(
+            f"managed plugin: disable -f with containers running: 20/20 replies; enable: 20/20 and a new "
+            f"container works; dockerd restart on h2: plugin restored, its container reachable after "
+            f"{back:.1f} s"
+        )
     finally:
         remove_all(containers, [])
         _wait("network removable", lambda: _try(net.remove), 30)

@@ -77,17 +77,23 @@ PERF_REPORT = """
 
 def test_the_profile_counts_only_the_measurement_and_never_idle() -> None:
     assert profile.parse_perf(PERF_REPORT) == {
-        "scheduling": 1000, "eBPF and tc": 500, "netfilter": 400, "user space": 300, "devices and queues": 100,
+        "scheduling": 1000,
+        "eBPF and tc": 500,
+        "netfilter": 400,
+        "user space": 300,
+        "devices and queues": 100,
         "other kernel": 50,
-    }  # fmt: skip
+    }
 
 
 def test_the_profile_gives_microseconds_per_round_trip_and_their_difference() -> None:
     # FREQ samples are 1 s of CPU: 2 s of CPU over 2 s at 1000 round trips/s is 1000 us each.
     assert profile.us_per_round_trip({"netfilter": 2 * profile.FREQ}, 2, 1000) == {"netfilter": 1000.0}
     host = [(100.0, {"netfilter": 4.0, "other kernel": 10.0}), (90.0, {"netfilter": 5.0, "other kernel": 10.0})]
-    fast = [(80.0, {"netfilter": 4.0, "eBPF and tc": 2.0, "other kernel": 11.0}),
-            (81.0, {"netfilter": 5.0, "eBPF and tc": 3.0, "other kernel": 12.0})]  # fmt: skip
+    fast = [
+        (80.0, {"netfilter": 4.0, "eBPF and tc": 2.0, "other kernel": 11.0}),
+        (81.0, {"netfilter": 5.0, "eBPF and tc": 3.0, "other kernel": 12.0}),
+    ]
     pairs = [{"host": h, "xmasq-on": x} for h, x in zip(host, fast, strict=True)]
     lines = profile.breakdown_table(pairs).splitlines()
     assert lines[:3] == [

@@ -32,11 +32,14 @@ def test_bad_value_names_the_variable():
         config.load(_args(), environ={"XMASQ_THREADS": "many"})
 
 
-@pytest.mark.parametrize(("var", "value", "choices"), [
-    ("XMASQ_FASTPATH", "yes", "on or off"),
-    ("XMASQ_STEER_FLOWS", "On", "rfs, rps or off"),
-    ("XMASQ_SCOPE", "swarm", "local or global"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("var", "value", "choices"),
+    [
+        ("XMASQ_FASTPATH", "yes", "on or off"),
+        ("XMASQ_STEER_FLOWS", "On", "rfs, rps or off"),
+        ("XMASQ_SCOPE", "swarm", "local or global"),
+    ],
+)
 def test_a_setting_with_choices_refuses_anything_else(var, value, choices):
     with pytest.raises(SystemExit, match=f"{var}='{value}' must be {choices}"):
         config.load(_args(), environ={var: value})

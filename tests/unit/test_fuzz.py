@@ -32,7 +32,7 @@ def world(h: Harness) -> object:
             h.firewall.ports,
             h.datapath.local,
             h.datapath.remote,
-        )  # fmt: skip
+        )
     )
 
 
