@@ -105,14 +105,14 @@ class Testbed:
         return "unix://" + self.docker_socket(host)
 
     def driver_env(self, host: str) -> dict[str, str]:
-        return dict(
-            os.environ,
-            XMASQ_SOCKET=self.path(host, "plugins/xmasq.sock"),
-            XMASQ_STATE_DIR=os.path.join(self.data_dir, host, "state"),
-            XMASQ_HOST_ID=host,
-            XMASQ_ETCD_ENDPOINTS=self.etcd_endpoint,
-            XMASQ_UNDERLAY_INTERFACE="eth0",
+        paths = config.environment(
+            socket=self.path(host, "plugins/xmasq.sock"), state_dir=os.path.join(self.data_dir, host, "state")
         )
+        return dict(os.environ, **self._settings(host), **paths)
+
+    def _settings(self, host: str) -> dict[str, str]:
+        """What every driver of the testbed is configured with, as a process or as the plugin."""
+        return config.environment(host_id=host, etcd_endpoints=self.etcd_endpoint, underlay_interface="eth0")
 
     def in_host(self, host: str, argv: list[str], **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
         """Run argv in the host's network namespace, with DOCKER_HOST set to its dockerd."""
@@ -320,16 +320,9 @@ class Testbed:
         os.makedirs(state, exist_ok=True)
         client = self.docker(host)
         plugin = client.plugins.create(name, build_dir)
-        plugin.configure(
-            {
-                "XMASQ_ETCD_ENDPOINTS": self.etcd_endpoint,
-                "XMASQ_HOST_ID": host,
-                "XMASQ_UNDERLAY_INTERFACE": "eth0",
-                "XMASQ_HOST_TTL": os.environ.get("XMASQ_HOST_TTL", "10"),
-                "XMASQ_HOST_GRACE": os.environ.get("XMASQ_HOST_GRACE", "5"),
-                "state.source": state,
-            }
-        )
+        here = config.load()  # the lease and grace the testbed's processes get (the tests shorten them)
+        leases = config.environment(host_ttl=here.host_ttl, host_grace=here.host_grace)
+        plugin.configure({**self._settings(host), **leases, "state.source": state})
         plugin.enable(timeout=60)
         plugin.reload()
         return self.path(host, f"plugins/{plugin.id}/xmasq.sock")

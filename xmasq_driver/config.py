@@ -19,6 +19,11 @@ def env_name(name: str) -> str:
     return "XMASQ_" + name.upper()
 
 
+def environment(**settings: object) -> dict[str, str]:
+    """Settings (by field name) as the environment variables that set them."""
+    return {env_name(k): str(v) for k, v in settings.items()}
+
+
 @dataclass(frozen=True)
 class Config:
     etcd_endpoints: str = field(

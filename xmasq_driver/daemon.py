@@ -96,7 +96,4 @@ def _gone(pid: int) -> bool:
 
 def _env(config: Config) -> dict[str, str]:
     """The child's environment: the effective configuration as XMASQ_* variables."""
-    env = dict(os.environ)
-    for name, value in vars(config).items():
-        env[config_module.env_name(name)] = str(value)
-    return env
+    return dict(os.environ, **config_module.environment(**vars(config)))

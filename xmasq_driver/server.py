@@ -22,7 +22,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from . import log
 from .admin import Admin
 from .api import create_app
-from .config import Config
+from .config import Config, env_name
 from .datapath import Datapath
 from .firewall import Firewall
 from .ipam import IpamDriver
@@ -87,9 +87,9 @@ def tcp_listeners(config: Config) -> list[tuple[str, str, int, ssl.SSLContext | 
                 "xmasq: XMASQ_LISTEN needs XMASQ_TLS_CERT, XMASQ_TLS_KEY and XMASQ_TLS_CLIENT_CA:"
                 " the plugin API is served over TCP only with TLS and client certificates"
             )
-        found.append(("api", *_host_port(config.listen, "XMASQ_LISTEN"), _tls(config, client_auth=True)))
+        found.append(("api", *_host_port(config.listen, env_name("listen")), _tls(config, client_auth=True)))
     if config.metrics:
-        host, port = _host_port(config.metrics, "XMASQ_METRICS")
+        host, port = _host_port(config.metrics, env_name("metrics"))
         try:
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:

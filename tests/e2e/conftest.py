@@ -181,8 +181,9 @@ def env(dk, image, cfg):
 @pytest.fixture(scope="session")
 def tb(dk):  # dk: the root dockerd is up (its iptables policy is what the testbed must live with)
     """One 3-host testbed for every multi-host test, with short host leases."""
-    saved = {k: os.environ.get(k) for k in ("XMASQ_HOST_TTL", "XMASQ_HOST_GRACE")}
-    os.environ.update(XMASQ_HOST_TTL=str(TTL), XMASQ_HOST_GRACE=str(GRACE))
+    short = config.environment(host_ttl=TTL, host_grace=GRACE)
+    saved = {k: os.environ.get(k) for k in short}
+    os.environ.update(short)
     try:
         bed = Testbed.up(3)
     finally:

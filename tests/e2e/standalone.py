@@ -185,7 +185,7 @@ class Standalone:
             "host_id": self.host_id,
             "etcd_timeout": "1",
         }
-        return dict(os.environ, **{"XMASQ_" + k.upper(): v for k, v in {**defaults, **settings}.items()})
+        return dict(os.environ, **config.environment(**{**defaults, **settings}))
 
     def start(self, argv: list[str] | None = None, **settings: str) -> subprocess.Popen[bytes]:
         """Start the driver (`xmasq serve`, or argv) and wait until it answers Plugin.Activate."""
