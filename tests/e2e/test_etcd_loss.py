@@ -13,6 +13,7 @@ from tests.conftest import report
 from tests.e2e.cluster import Cluster, until
 from xmasq_driver import client as plugin
 from xmasq_driver.errors import BackendError
+from xmasq_driver.model import RemoteEndpoint
 from xmasq_driver.store import PREFIX, ClusterView, pool_key
 
 SERVE = "udpecho serve 5001 & iperf3 -s -D >/dev/null; sleep 3600"
@@ -113,7 +114,8 @@ def test_etcd_restored_from_an_older_snapshot(cl, tb, tmp_path):
     )
     view = _records(cl)
     assert view is not None
-    assert {ip: r["host"] for ip, r in view.endpoints[net].items()} == _running(cl, net)
+    assert all(isinstance(r, RemoteEndpoint) for r in view.endpoints[net].values())
+    assert {ip: r.host for ip, r in view.endpoints[net].items()} == _running(cl, net)
     for x in new:
         cl.sh(keep, f"udpecho wait {cl.ip(x, net)} 5001 10")
 
