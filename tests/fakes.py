@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+from collections.abc import Iterable
 
 from xmasq_driver.errors import BackendError
+from xmasq_driver.kv import Changes
 from xmasq_driver.model import PortMapping
 from xmasq_driver.overlay import Underlay, veth_names
 
@@ -18,6 +20,10 @@ class MemoryKV:
         self.leases: dict[int, set[str]] = {}
         self.down = False
         self.revision = 1
+        self.history: list[tuple[int, str, str | None]] = []  # (revision, key, value or None)
+        self.compacted = 0  # history before this revision is gone
+        self.watched = 0  # events delivered to watches
+        self.listed = 0  # keys returned by list_prefix
         self._changed = threading.Condition()
 
     def _check(self) -> None:
@@ -32,7 +38,18 @@ class MemoryKV:
             else:
                 self.data[key] = value
             self.revision += 1
+            self.history.append((self.revision, key, value))
             self._changed.notify_all()
+
+    def restore(self, data: dict[str, str]) -> None:
+        """What an etcd restored (empty or from a snapshot) looks like: its data replaced, its
+        revision and history back to the start."""
+        with self._changed:
+            self.data, self.revision, self.history, self.compacted = dict(data), 1, [], 0
+
+    def compact(self) -> None:
+        with self._changed:
+            self.history, self.compacted = [], self.revision
 
     def get(self, key: str) -> str | None:
         self._check()
@@ -56,18 +73,39 @@ class MemoryKV:
         self._check()
         self._write(key, None)
 
+    def txn(self, puts: dict[str, str], deletes: Iterable[str] = ()) -> None:
+        self._check()
+        with self._changed:
+            for key in deletes:
+                for k in [k for k in self.data if k == key or (key.endswith("/") and k.startswith(key))]:
+                    self._write(k, None)
+            for k, v in puts.items():
+                self._write(k, v)
+
     def get_prefix(self, prefix: str) -> dict[str, str]:
         return self.list_prefix(prefix)[0]
 
     def list_prefix(self, prefix: str) -> tuple[dict[str, str], int]:
         self._check()
         with self._changed:
-            return {k: v for k, v in self.data.items() if k.startswith(prefix)}, self.revision
+            found = {k: v for k, v in self.data.items() if k.startswith(prefix)}
+            self.listed += len(found)
+            return found, self.revision
 
-    def wait(self, prefix: str, revision: int, timeout: float) -> bool:
+    def watch(self, prefix: str, revision: int, timeout: float) -> Changes:
         self._check()
         with self._changed:
-            return self._changed.wait_for(lambda: self.revision >= revision, timeout)
+            current = self.revision
+            if revision <= self.compacted:
+                return Changes(current=current, compacted=True)
+
+            def found() -> list[tuple[int, str, str | None]]:
+                return [e for e in self.history if e[0] >= revision and e[1].startswith(prefix)]
+
+            self._changed.wait_for(found, timeout)
+            events = found()
+            self.watched += len(events)
+            return Changes([(k, v) for _, k, v in events], events[-1][0] if events else 0, current)
 
     def grant(self, ttl: int) -> int:
         self._check()
@@ -124,6 +162,12 @@ class FakeOverlay:
         self.peers[vni] = dict(peers)
         return changed
 
+    def update_peers(self, vni: int, gone: dict[str, tuple[str, str]], new: dict[str, tuple[str, str]]) -> int:
+        if vni not in self.networks:
+            return 0
+        peers = {ip: p for ip, p in self.peers.get(vni, {}).items() if ip not in gone}
+        return self.set_peers(vni, {**peers, **new})
+
 
 class FakeFirewall:
     def __init__(self) -> None:
@@ -171,7 +215,14 @@ class FakeDatapath:
     def remove_local(self, vni: int, ip: str) -> None:
         self.local.pop((vni, ip), None)
 
-    def set_remote(self, vni: int, peers: dict[str, tuple[str, str]]) -> int:
+    def set_remote_all(self, by_vni: dict[int, dict[str, tuple[str, str]]]) -> int:
+        return sum(self._set(vni, by_vni.get(vni, {})) for vni in self.remote.keys() | by_vni.keys())
+
+    def update_remote(self, vni: int, gone: dict[str, tuple[str, str]], new: dict[str, tuple[str, str]]) -> int:
+        peers = {ip: p for ip, p in self.remote.get(vni, {}).items() if ip not in gone}
+        return self._set(vni, {**peers, **new})
+
+    def _set(self, vni: int, peers: dict[str, tuple[str, str]]) -> int:
         changed = len(set(peers.items()) ^ set(self.remote.get(vni, {}).items()))
         self.remote[vni] = dict(peers)
         return changed

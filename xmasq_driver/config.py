@@ -66,7 +66,10 @@ class Config:
         },
     )
     flow_max: int = field(default=262144, metadata={"help": "flow cache entries (LRU)"})
-    remote_max: int = field(default=65536, metadata={"help": "remote endpoint cache entries"})
+    remote_max: int = field(
+        default=131072,
+        metadata={"help": "remote endpoint cache entries (endpoints of this host's networks on other hosts)"},
+    )
     bpf_src: str = field(default="", metadata={"help": "directory of the eBPF sources (default: bpf/ of this tree)"})
     host_id: str = field(default="", metadata={"help": "this host's cluster id (default: hostname)"})
     host_ttl: int = field(default=10, metadata={"help": "seconds this host's etcd lease lives without renewal"})
@@ -78,6 +81,13 @@ class Config:
         metadata={
             "help": "seconds no peer entry is removed after etcd is seen to have lost data (its revision went"
             " back: restored empty or from a snapshot), while every host re-asserts its records"
+        },
+    )
+    resync: float = field(
+        default=60.0,
+        metadata={
+            "help": "seconds between safety passes that list the whole cluster from etcd and correct (and"
+            " count) any drift; between them only the changes etcd reports are applied"
         },
     )
     threads: int = field(default=8, metadata={"help": "HTTP worker threads"})

@@ -244,25 +244,50 @@ class Datapath:
             self._drop_flows(lambda k: k.vni == vni and addr in (k.local, k.remote))
 
     # -- remote endpoints (from etcd) -------------------------------------
-    def set_remote(self, vni: int, peers: dict[str, tuple[str, str]]) -> int:
-        """Make the remote endpoints of `vni` exactly `peers` {ip: (mac, host ip)}; flows of
-        removed or moved endpoints are dropped so they re-learn through the slow path."""
+    def set_remote_all(self, by_vni: dict[int, dict[str, tuple[str, str]]]) -> int:
+        """Make the remote endpoints exactly `by_vni` {vni: {ip: (mac, host ip)}} (a VNI not in it
+        keeps none), in one scan of the map; returns the entries changed."""
         if not self.loaded:
             return 0
         with self._lock:
             remote = self._maps["remote_eps"]
-            have = {_ip(k.ip): _ip(v.host) for k, v in remote.items() if k.vni == vni}
-            want = {ip: host for ip, (_, host) in peers.items()} if self.enabled else {}
-            gone = {ip for ip, host in have.items() if want.get(ip) != host}
-            new = {ip: host for ip, host in want.items() if have.get(ip) != host}
-            for ip in gone:
+            have: dict[int, dict[str, tuple[str, str]]] = {}
+            for k, v in remote.items():
+                have.setdefault(k.vni, {})[_ip(k.ip)] = ("", _ip(v.host))
+        return sum(
+            self.update_remote(vni, have.get(vni, {}), by_vni.get(vni, {})) for vni in have.keys() | by_vni.keys()
+        )
+
+    def update_remote(self, vni: int, gone: dict[str, tuple[str, str]], new: dict[str, tuple[str, str]]) -> int:
+        """Remove the remote endpoints `gone`, then add `new` {ip: (mac, host ip)}; flows of
+        removed or moved endpoints are dropped so they re-learn through the slow path. What is
+        both gone and new with the same host is left as it is. Returns the entries changed."""
+        if not self.loaded:
+            return 0
+        new = new if self.enabled else {}
+        with self._lock:
+            remote = self._maps["remote_eps"]
+            moved = {ip for ip, (_, host) in gone.items() if new.get(ip, ("", ""))[1] != host}
+            added = {ip: host for ip, (_, host) in new.items() if ip in moved or ip not in gone}
+            for ip in moved - added.keys():
                 remote.pop(remote.Key(vni, _be32(ip)), None)
-            if gone:
-                addrs = {_be32(ip) for ip in gone}
+            if moved:
+                addrs = {_be32(ip) for ip in moved}
                 self._drop_flows(lambda k: k.vni == vni and k.remote in addrs)
-            for ip, host in new.items():
-                remote[remote.Key(vni, _be32(ip))] = remote.Leaf(_be32(host))
-            return len(gone) + len(new)
+            refused = 0
+            for ip, host in added.items():
+                try:
+                    remote[remote.Key(vni, _be32(ip))] = remote.Leaf(_be32(host))
+                except Exception:  # bcc: "Could not update table" (full): the slow path carries these
+                    refused += 1
+            if refused:
+                _log.warning(
+                    "remote endpoint cache full: endpoints left to the slow path (raise XMASQ_REMOTE_MAX)",
+                    vni=vni,
+                    refused=refused,
+                    size=self.sizes["REMOTE_MAX"],
+                )
+            return len(moved | added.keys()) - refused
 
     def prune_tunnels(self, live_hosts: set[str]) -> None:
         """Forget the learned headers of hosts that left the cluster."""

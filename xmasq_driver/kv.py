@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
@@ -23,7 +24,19 @@ from .config import Config
 from .errors import BackendError
 
 T = TypeVar("T")
+LIST_PAGE = 10000  # keys per range read
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 _log = log.get("kv")
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a watch saw: events in order, each (key, value; None if deleted)."""
+
+    events: list[tuple[str, str | None]] = field(default_factory=list)
+    revision: int = 0  # the revision of the last event (0: none)
+    current: int = 0  # the store's revision when the watch began (it went back: etcd lost data)
+    compacted: bool = False  # the history from the asked revision is gone: list again
 
 
 class KV(Protocol):
@@ -34,13 +47,18 @@ class KV(Protocol):
         ...
 
     def delete(self, key: str) -> None: ...
+    def txn(self, puts: dict[str, str], deletes: Iterable[str] = ()) -> None:
+        """Write `puts` and delete `deletes` in one transaction (at most MAX_TXN_OPS operations);
+        a key that ends in "/" deletes every key under it."""
+        ...
+
     def get_prefix(self, prefix: str) -> dict[str, str]: ...
     def list_prefix(self, prefix: str) -> tuple[dict[str, str], int]:
         """The keys under prefix and the store revision they were read at."""
         ...
 
-    def wait(self, prefix: str, revision: int, timeout: float) -> bool:
-        """Block until a key under prefix changes at or after revision; False on timeout."""
+    def watch(self, prefix: str, revision: int, timeout: float) -> Changes:
+        """The changes under prefix from revision on, as soon as there is one; none on timeout."""
         ...
 
     def grant(self, ttl: int) -> int:
@@ -118,16 +136,33 @@ class EtcdKV:
     def delete(self, key: str) -> None:
         self._call("delete", lambda c: c.delete(key))
 
+    def txn(self, puts: dict[str, str], deletes: Iterable[str] = ()) -> None:
+        ops: list[dict[str, Any]] = [{"request_put": {"key": _encode(k), "value": _encode(v)}} for k, v in puts.items()]
+        for key in deletes:
+            end = {"range_end": _encode(_prefix_end(key))} if key.endswith("/") else {}
+            ops.append({"request_delete_range": {"key": _encode(key), **end}})
+        if len(ops) > MAX_TXN_OPS:
+            raise BackendError(f"etcd transaction of {len(ops)} operations: at most {MAX_TXN_OPS}")
+        self._call("txn", lambda c: c.post(c.get_url("/kv/txn"), json={"success": ops}))
+
     def get_prefix(self, prefix: str) -> dict[str, str]:
         return self.list_prefix(prefix)[0]
 
     def list_prefix(self, prefix: str) -> tuple[dict[str, str], int]:
-        body = {"key": _encode(prefix), "range_end": _encode(_prefix_end(prefix))}
-        result = self._call("list", lambda c: c.post(c.get_url("/kv/range"), json=body))
-        items = {_decode(kv["key"]).decode(): _decode(kv.get("value", "")).decode() for kv in result.get("kvs", [])}
-        return items, int(result["header"]["revision"])
+        """In pages of LIST_PAGE keys, all read at the first page's revision (a large cluster's
+        records in one response would be one huge message)."""
+        items: dict[str, str] = {}
+        body: dict[str, Any] = {"key": _encode(prefix), "range_end": _encode(_prefix_end(prefix)), "limit": LIST_PAGE}
+        while True:
+            result = self._call("list", lambda c: c.post(c.get_url("/kv/range"), json=body))
+            kvs = result.get("kvs", [])
+            items.update((_decode(kv["key"]).decode(), _decode(kv.get("value", "")).decode()) for kv in kvs)
+            body["revision"] = revision = int(body.get("revision") or result["header"]["revision"])
+            if not result.get("more") or not kvs:
+                return items, revision
+            body["key"] = _encode(_decode(kvs[-1]["key"]).decode() + "\0")
 
-    def wait(self, prefix: str, revision: int, timeout: float) -> bool:
+    def watch(self, prefix: str, revision: int, timeout: float) -> Changes:
         request: dict[str, Any] = {
             "create_request": {
                 "key": _encode(prefix),
@@ -136,23 +171,28 @@ class EtcdKV:
             }
         }
 
-        def watch(c: Etcd3Client) -> bool:
+        def watch(c: Etcd3Client) -> Changes:
+            current = 0
             try:
                 with c.session.post(
                     c.get_url("/watch"), json=request, stream=True, timeout=(self._timeout, timeout)
                 ) as resp:
                     for line in resp.iter_lines():
                         result = json.loads(line).get("result", {}) if line else {}
-                        # A watch cancelled because its revision was compacted away also says
-                        # "list again": the caller's view may have missed changes.
-                        if result.get("events") or result.get("canceled"):
-                            return True
+                        current = current or int(result.get("header", {}).get("revision", 0))
+                        # A watch cancelled because its revision was compacted away cannot replay
+                        # what changed: the caller lists again.
+                        if result.get("canceled"):
+                            return Changes(current=current, compacted=True)
+                        if result.get("events"):
+                            return Changes(*_events(result["events"]), current=current)
             except requests.exceptions.RequestException as e:
                 # A quiet stream ends in a read timeout: no change, not a failure.
                 if isinstance(e, requests.exceptions.ReadTimeout) or "Read timed out" in str(e):
-                    return False
+                    return Changes(current=current)
                 raise Etcd3Exception(str(e))
-            return False
+            # etcd closed the stream (it stopped or restarted): changes may have been missed.
+            raise Etcd3Exception("watch stream closed by etcd")
 
         return self._call("watch", watch)
 
@@ -162,6 +202,16 @@ class EtcdKV:
     def keepalive(self, lease: int) -> bool:
         result = self._call("lease keepalive", lambda c: c.post(c.get_url("/lease/keepalive"), json={"ID": lease}))
         return int(result.get("result", {}).get("TTL", -1)) > 0
+
+
+def _events(events: list[dict[str, Any]]) -> tuple[list[tuple[str, str | None]], int]:
+    """The gateway's watch events as (key, value or None), and the last one's revision."""
+    out: list[tuple[str, str | None]] = []
+    for e in events:
+        kv = e["kv"]
+        value = None if e.get("type") == "DELETE" else _decode(kv.get("value", "")).decode()
+        out.append((_decode(kv["key"]).decode(), value))
+    return out, int(events[-1]["kv"]["mod_revision"])
 
 
 def _encode(text: str) -> str:

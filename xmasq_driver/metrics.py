@@ -54,6 +54,13 @@ def render(admin: Admin) -> str:
             "times etcd's revision went back (restored)",
             [({}, records["data_loss"])],
         ),
+        *_family(
+            "xmasq_reconcile_total",
+            "counter",
+            "control plane work: full passes (whole cluster listed), batches and events applied from the watch,"
+            " endpoint records examined, entries a safety pass found wrong (drift)",
+            [({"event": e}, records[e]) for e in ("full_passes", "batches", "events", "examined", "drift")],
+        ),
         *_family("xmasq_networks", "gauge", "xmasq networks on this host", [({}, len(status["networks"]))]),
         *_family(
             "xmasq_endpoints",

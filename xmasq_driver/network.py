@@ -34,7 +34,7 @@ from .model import (
 )
 from .overlay import Underlay, bridge_name, mac_for_ip, veth_names
 from .state import LocalState
-from .store import ClusterStore, ClusterView, Conflict, Reassertion
+from .store import ENDPOINT, MEMBER, ClusterStore, ClusterView, Conflict, Reassertion
 
 _log = log.get("network")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -261,7 +261,7 @@ class NetworkDriver:
             mac = iface.get("MacAddress") or mac_for_ip(ip.ip)
             if not _MAC.match(mac):
                 raise DriverError(f"Interface.MacAddress {mac!r} is not a MAC address")
-            owner = self.store.endpoints(net.key).get(str(ip.ip))
+            owner = self.store.get_endpoint(net.key, str(ip.ip))
             if owner and owner.host != self.store.host:
                 raise DriverError(f"address {ip.ip} is in use by endpoint {owner.endpoint[:12]} on host {owner.host}")
             undo = Undo()
@@ -302,7 +302,7 @@ class NetworkDriver:
 
     def _remove_endpoint(self, endpoint_id: str, ep: LocalEndpoint, net: LocalNetwork | None) -> None:
         if net is not None:
-            owner = self.store.endpoints(net.key).get(ep.ip)
+            owner = self.store.get_endpoint(net.key, ep.ip)
             if owner and owner.endpoint == endpoint_id:
                 self.store.delete_endpoint(net.key, ep.ip)
             self.datapath.remove_local(net.vni, ep.ip)
@@ -387,14 +387,14 @@ class NetworkDriver:
             for nid in list(self.state.networks):
                 with self._locked(nid):
                     self._reassert_network(view, nid, done)
-            for key, members in view.members.items():
-                if host in members and key not in keys:
+            for key, _ in view.owned_by(host, MEMBER):
+                if key not in keys:
                     vnis = [int(vni) for vni, owner in view.vnis.items() if owner == key]
                     self.store.leave_network(key, vnis[0] if vnis else 0)
                     done.removed += 1
-            for key, records in view.endpoints.items():
+            for key, ip in view.owned_by(host, ENDPOINT):
                 if key not in keys:
-                    done.removed += sum(self._remove_own_endpoint(key, ip) for ip in self._own(records))
+                    done.removed += self._remove_own_endpoint(key, ip)
         return done
 
     def _reassert_network(self, view: ClusterView, nid: str, done: Reassertion) -> None:
@@ -432,19 +432,17 @@ class NetworkDriver:
                 described = other.describe() if isinstance(other, RemoteEndpoint) else other
                 done.conflicts.append(Conflict("endpoint", f"{key} {ip}", record.describe(), described))
             done.repaired += written
-        stale = self._own(view.endpoints.get(key, {})) - mine.keys()
+        stale = {ip for k, ip in view.owned_by(host, ENDPOINT) if k == key} - mine.keys()
         done.removed += sum(self._remove_own_endpoint(key, ip) for ip in stale)
-
-    def _own(self, records: dict[str, RemoteEndpoint | str]) -> set[str]:
-        """The addresses whose endpoint record is this host's."""
-        return {ip for ip, r in records.items() if isinstance(r, RemoteEndpoint) and r.host == self.store.host}
 
     def _remove_own_endpoint(self, key: str, ip: str) -> bool:
         """Delete endpoint record key/ip if it is this host's (one that this host no longer has)."""
-        own = self._own
-        return self.store.delete_if(
-            self.store.endpoint_key(key, ip), lambda v: bool(own({ip: RemoteEndpoint.decode(v)}))
-        )
+
+        def ours(value: str) -> bool:
+            record = RemoteEndpoint.decode(value)
+            return isinstance(record, RemoteEndpoint) and record.host == self.store.host
+
+        return self.store.delete_if(self.store.endpoint_key(key, ip), ours)
 
     # -- restart ----------------------------------------------------------
     def restore(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
+import functools
 import ipaddress
 import socket
 import subprocess
@@ -35,6 +36,7 @@ NUD_NOARP = 0x40  # "static" in bridge(8) terms
 RFS_SOCK_FLOWS = 32768  # net.core.rps_sock_flow_entries the host is raised to for rfs (never lowered)
 RFS_VETH_FLOWS = 1024  # rps_flow_cnt of each container veth for rfs
 SOCK_FLOWS_SYSCTL = "/proc/sys/net/core/rps_sock_flow_entries"
+OPS_PER_CALL = 2000  # FDB/neighbour operations per netlink call (each call has the deadline)
 _log = log.get("overlay")
 
 
@@ -184,41 +186,34 @@ class Overlay:
         neighbour entry (ip -> mac) lets it answer ARP locally (proxy). Returns the
         number of entries changed; a missing device (network going away) changes none.
         """
-        vx = vxlan_name(vni)
+        dump = self._run(f"read peers of vni {vni}", lambda ipr: _dump(ipr, vni))
+        if dump is None:
+            return 0
+        fdb, neigh = dump
+        want_fdb = {mac: host for mac, host in peers.values()}
+        ops: list[_Op] = [("fdb", "del", {"lladdr": m, "dst": h}) for m, h in fdb.items() if m not in want_fdb]
+        ops += [("fdb", "replace", {"lladdr": m, "dst": h}) for m, h in want_fdb.items() if fdb.get(m) != h]
+        ops += [("neigh", "del", {"dst": ip, "lladdr": m}) for ip, m in neigh.items() if ip not in peers]
+        ops += [("neigh", "replace", {"dst": ip, "lladdr": m}) for ip, (m, _) in peers.items() if neigh.get(ip) != m]
+        return self._program(vni, ops)
 
-        def apply(ipr: IPRoute) -> int:
-            found = ipr.link_lookup(ifname=vx)
-            if not found:
-                return 0
-            idx, changed = found[0], 0
-            fdb = {
-                n.get("NDA_LLADDR"): n.get("NDA_DST")
-                for n in ipr.get_neighbours(family=socket.AF_BRIDGE, ifindex=idx)
-                if n.get("NDA_DST")
-            }
-            neigh = {
-                n.get("NDA_DST"): n.get("NDA_LLADDR") for n in ipr.get_neighbours(family=socket.AF_INET, ifindex=idx)
-            }
-            want_fdb = {mac: host for mac, host in peers.values()}
-            for mac, host in fdb.items():
-                if mac not in want_fdb:
-                    ipr.fdb("del", ifindex=idx, lladdr=mac, dst=host, flags=NTF_SELF)
-                    changed += 1
-            for mac, host in want_fdb.items():
-                if fdb.get(mac) != host:
-                    ipr.fdb("replace", ifindex=idx, lladdr=mac, dst=host, state=NUD_PERMANENT, flags=NTF_SELF)
-                    changed += 1
-            for ip, mac in neigh.items():
-                if ip not in peers:
-                    ipr.neigh("del", dst=ip, lladdr=mac, ifindex=idx)
-                    changed += 1
-            for ip, (mac, _) in peers.items():
-                if neigh.get(ip) != mac:
-                    ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
-                    changed += 1
-            return changed
+    def update_peers(self, vni: int, gone: dict[str, tuple[str, str]], new: dict[str, tuple[str, str]]) -> int:
+        """Remove the entries `gone` {ip: (mac, host ip)} as programmed, then add or replace `new`:
+        a change without a dump of the device's entries. Returns the number of entries changed."""
+        ops: list[_Op] = []
+        for what, entries in (("del", gone), ("replace", new)):
+            for ip, (mac, host) in entries.items():
+                ops += [("fdb", what, {"lladdr": mac, "dst": host}), ("neigh", what, {"dst": ip, "lladdr": mac})]
+        return self._program(vni, ops)
 
-        return self._run(f"program peers of vni {vni}", apply)
+    def _program(self, vni: int, ops: list[_Op]) -> int:
+        """Apply entry operations in chunks, each under the deadline (100,000 do not fit in one)."""
+        changed = 0
+        for i in range(0, len(ops), OPS_PER_CALL):
+            changed += self._run(
+                f"program peers of vni {vni}", functools.partial(_entries, vni=vni, ops=ops[i : i + OPS_PER_CALL])
+            )
+        return changed
 
     # -- endpoints --------------------------------------------------------
     def create_veth(self, endpoint_id: str, vni: int, mac: str, mtu: int) -> str:
@@ -297,6 +292,45 @@ def _delete_links(ipr: IPRoute, *names: str) -> None:
             except NetlinkError as e:
                 if e.code != 19:  # ENODEV: gone with its peer already
                     raise
+
+
+# An FDB or neighbour entry operation on a vxlan device: (table, "del" | "replace", attributes).
+_Op = tuple[str, str, dict[str, str]]
+
+
+def _dump(ipr: IPRoute, vni: int) -> tuple[dict[str, str], dict[str, str]] | None:
+    """The vxlan device's remote FDB entries {mac: host ip} and neighbours {ip: mac}."""
+    found = ipr.link_lookup(ifname=vxlan_name(vni))
+    if not found:
+        return None
+    fdb = {
+        n.get("NDA_LLADDR"): n.get("NDA_DST")
+        for n in ipr.get_neighbours(family=socket.AF_BRIDGE, ifindex=found[0])
+        if n.get("NDA_DST")
+    }
+    neigh = {n.get("NDA_DST"): n.get("NDA_LLADDR") for n in ipr.get_neighbours(family=socket.AF_INET, ifindex=found[0])}
+    return fdb, neigh
+
+
+def _entries(ipr: IPRoute, vni: int, ops: list[_Op]) -> int:
+    """Apply ops to the vni's vxlan device; a delete of what is gone already is what was asked."""
+    found = ipr.link_lookup(ifname=vxlan_name(vni))
+    if not found:
+        return 0
+    changed = 0
+    for table, op, attrs in ops:
+        extra: dict[str, int] = {"state": NUD_PERMANENT} if op == "replace" else {}
+        try:
+            if table == "fdb":
+                ipr.fdb(op, ifindex=found[0], flags=NTF_SELF, **attrs, **extra)
+            else:
+                ipr.neigh(op, ifindex=found[0], **attrs, **extra)
+        except NetlinkError as e:
+            if op != "del" or e.code != errno.ENOENT:
+                raise
+            continue
+        changed += 1
+    return changed
 
 
 def ensure_sock_flow_table() -> None:

@@ -1,23 +1,24 @@
-"""Keeps this host's slow path in step with the cluster in etcd.
+"""Keeps this host's slow path and fast-path caches in step with the cluster in etcd.
 
 Two threads:
 - heartbeat: this host's key `hosts/<id>` {underlay ip} on a lease, refreshed every
   ttl/3, re-registered if the lease expired (e.g. etcd was down longer than the ttl);
-- sync: level-triggered. Read the hosts and the endpoints of this host's networks,
-  program every remote endpoint (FDB + neighbour on the vxlan device), remove the
-  rest; then wait for any change in etcd from the revision read (a watch), or for
-  `resync` seconds, and do it again. A missed event or an etcd outage costs at most
-  one resync, never a wrong entry that stays.
-The fast path's remote-endpoint cache is written from the same view, and its learned
-tunnel headers of hosts no longer live are dropped; the firewall lets VXLAN in from
-exactly the live hosts.
+- sync: incremental. A full pass lists the whole cluster once (`sync_once`: at start, after
+  the watch failed or was compacted past its revision, after etcd lost data, and every `resync`
+  seconds as a safety pass that counts the drift it corrects); between full passes the watch's
+  events are applied to the in-memory `ClusterView` and only the endpoints they touch are
+  re-programmed (FDB + neighbour on the vxlan device, the fast path's remote entries). A burst
+  of writes arrives as one batch: what piles up while a batch is programmed is the next one.
+The firewall lets VXLAN in from exactly the live hosts; learned tunnel headers of hosts no
+longer live are dropped.
 A host whose key is gone keeps its entries for `grace` seconds more, so a driver that
 restarts (or a short etcd hiccup) does not flap its containers' reachability.
 
-Each pass also has this host's record owners (network and IPAM drivers) re-assert their
-records from the same view: etcd restored empty or from an older snapshot is repaired within
-a pass. Such a restore shows as etcd's revision going back; for `hold` seconds after that no
-peer entry or host is removed, while every host writes its records back.
+Each batch also has this host's record owners (network and IPAM drivers) re-assert their
+records against the view (they look up their own records through its per-host index, so this
+costs what the host has, not what the cluster has): etcd restored empty or from an older
+snapshot is repaired at once. Such a restore shows as etcd's revision going back; for `hold`
+seconds after that no peer entry or host is removed, while every host writes its records back.
 """
 
 from __future__ import annotations
@@ -30,19 +31,25 @@ from typing import Any, Protocol
 
 from . import log
 from .errors import BackendError
-from .model import RemoteEndpoint
+from .kv import Changes
+from .model import LocalNetwork, RemoteEndpoint
 from .state import LocalState
-from .store import ClusterStore, ClusterView, Conflict, Reassertion
+from .store import ENDPOINT, ClusterStore, ClusterView, Conflict, Reassertion
 
 _log = log.get("reconciler")
 
 
+Peer = tuple[str, str]  # (mac, underlay ip of its host)
+
+
 class PeerBackend(Protocol):
-    def set_peers(self, vni: int, peers: dict[str, tuple[str, str]]) -> int: ...
+    def set_peers(self, vni: int, peers: dict[str, Peer]) -> int: ...
+    def update_peers(self, vni: int, gone: dict[str, Peer], new: dict[str, Peer]) -> int: ...
 
 
 class RemoteCache(Protocol):
-    def set_remote(self, vni: int, peers: dict[str, tuple[str, str]]) -> int: ...
+    def set_remote_all(self, by_vni: dict[int, dict[str, Peer]]) -> int: ...
+    def update_remote(self, vni: int, gone: dict[str, Peer], new: dict[str, Peer]) -> int: ...
     def prune_tunnels(self, live_hosts: set[str]) -> None: ...
 
 
@@ -66,7 +73,7 @@ class Reconciler:
         owners: Sequence[RecordOwner] = (),
         ttl: int = 10,
         grace: float = 5.0,
-        resync: float = 5.0,
+        resync: float = 60.0,
         hold: float = 30.0,
     ):
         self.store, self.state, self.overlay, self.datapath = store, state, overlay, datapath
@@ -78,12 +85,17 @@ class Reconciler:
         self._missing_since: dict[str, float] = {}
         self._last_ip: dict[str, str] = {}
         self._grace_ends = float("inf")
-        self._revision = 0  # the highest etcd revision seen
+        self._revision = 0  # the highest etcd revision a full pass saw
         self._hold_until = 0.0
-        self._programmed: dict[int, dict[str, tuple[str, str]]] = {}  # vni -> peers last programmed
+        self._view: ClusterView | None = None  # the cluster as of the last event applied
+        self._full_due = "start"  # why the next step is a full pass ("": it is not)
+        self._next_full = 0.0
+        self._programmed: dict[int, dict[str, Peer]] = {}  # vni -> peers last programmed
         self._live: dict[str, str] = {}  # hosts last taken as live
         self.conflicts: dict[tuple[str, str], Conflict] = {}
-        self.counters = {"reasserted": 0, "stale_removed": 0, "data_loss": 0}
+        self.counters = dict.fromkeys(
+            ("reasserted", "stale_removed", "data_loss", "full_passes", "batches", "events", "examined", "drift"), 0
+        )
 
     def start(self) -> None:
         for name, target in (("heartbeat", self._heartbeat), ("sync", self._sync_loop)):
@@ -114,66 +126,161 @@ class Reconciler:
         failing = False
         while not self._stop.is_set():
             try:
-                revision = self.sync_once()
+                self.step()
                 failing = False
-                self._wait(revision)
             except BackendError as e:
                 if not failing:
                     _log.warning("sync failed; existing entries kept, retrying", error=e)
                 failing = True
+                self._full_due = "watch lost"  # events may have been missed meanwhile
                 self._stop.wait(1.0)
 
-    def _wait(self, revision: int) -> None:
-        """Until etcd changes after `revision`, stop(), or the resync interval."""
-        deadline = min(time.monotonic() + self.resync, self._grace_ends)  # evict on time, not a resync late
-        while not self._stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.store.wait_for_change(revision + 1, min(remaining, 1.0)):
-                return
+    def step(self, timeout: float = 1.0) -> None:
+        """A full pass if one is due, else wait up to `timeout` for changes and apply them."""
+        now = time.monotonic()
+        if self._view is None or self._full_due or now >= self._next_full:
+            self.sync_once(self._full_due or "periodic")
+            return
+        deadline = min(self._next_full, self._grace_ends, self._hold_until if self._hold_until > now else now + timeout)
+        changes = self.store.changes(self._view.revision + 1, max(0.01, min(timeout, deadline - now)))
+        if changes.compacted:
+            self.sync_once("compacted")
+        elif changes.current and changes.current < self._view.revision:
+            self.sync_once("revision went back")
+        else:
+            self.apply(changes)
+            if self._hold_until and time.monotonic() >= self._hold_until:
+                self._hold_until = 0.0
+                self.sync_once("hold over")  # what was held and is still gone goes now
 
-    def sync_once(self) -> int:
+    def sync_once(self, reason: str = "start") -> int:
+        """A full pass: list the whole cluster, re-assert this host's records, program every peer."""
         view = self.store.view()
         holding = self._notice_data_loss(view.revision)
+        self._view, self._full_due, self._next_full = view, "", time.monotonic() + self.resync
+        self.counters["full_passes"] += 1
         self._reassert(view)
-        snap = self.state.snapshot()
-        networks = snap.networks
-        live = self._live_hosts(view.hosts)
-        if holding:
-            live = {**self._live, **live}
-        self._live = live
-        live_ips = set(live.values())
-        try:  # first: a new peer's VXLAN must not meet the drop rule
-            self.firewall.set_cluster_hosts(live_ips)
-        except BackendError as e:
-            _log.warning("VXLAN source rules not updated", error=e)
-        local_ips = {ep.ip for ep in snap.endpoints.values()}
-        for nid, net in networks.items():
+        live = self._update_live(view, holding, full=True)
+        wanted: dict[int, dict[str, Peer]] = {}
+        fast: dict[int, dict[str, Peer]] = {}
+        changed = 0
+        for nid, net in self.state.snapshot().networks.items():
+            local = self._local_ips(net.key)
             peers = {
-                ip: (rec.mac, live[rec.host])
-                for ip, rec in view.endpoints.get(net.key, {}).items()
-                # a remote record for a local address is a conflict: the local endpoint is kept
-                if isinstance(rec, RemoteEndpoint)
-                and rec.host in live
-                and rec.host != self.store.host
-                and ip not in local_ips
+                ip: p for ip in view.endpoints.get(net.key, {}) if (p := self._peer(view, live, local, net.key, ip))
             }
             if holding:
                 peers = {**self._programmed.get(net.vni, {}), **peers}
-            self._programmed[net.vni] = peers
             try:
-                changed = self.overlay.set_peers(net.vni, peers)
-                # The fast path's remote entries follow the same source of truth.
-                changed += self.datapath.set_remote(net.vni, peers if net.fastpath else {})
+                n = self.overlay.set_peers(net.vni, peers)
             except BackendError as e:  # e.g. the network is being deleted right now
                 _log.warning("peer programming failed", network=nid[:12], vni=net.vni, error=e)
                 continue
+            wanted[net.vni], fast[net.vni], changed = peers, peers if net.fastpath else {}, changed + n
+            if n:
+                _log.info("peers programmed", network=nid[:12], vni=net.vni, peers=len(peers), changed=n)
+        # The fast path's remote entries follow the same source of truth; a network this host no
+        # longer has keeps none.
+        changed += self.datapath.set_remote_all(fast)
+        self._programmed = wanted
+        if reason == "periodic":
+            self.counters["drift"] += changed
             if changed:
-                _log.info("peers programmed", network=nid[:12], vni=net.vni, peers=len(peers), changed=changed)
-        for vni in set(self._programmed) - {net.vni for net in networks.values()}:
-            self.datapath.set_remote(vni, {})  # a network this host no longer has: none of its entries stay
-            del self._programmed[vni]
-        self.datapath.prune_tunnels(live_ips)
+                _log.warning("safety pass corrected drift", entries=changed)
+        elif reason != "start":
+            _log.info("full pass", reason=reason, changed=changed, revision=view.revision)
         return view.revision
+
+    def apply(self, changes: Changes) -> None:
+        """Apply a batch of watch events to the view; program the endpoints they touch."""
+        view = self._view
+        assert view is not None
+        touched: set[tuple[str, str]] = set()
+        for key, value in changes.events:
+            kind, *rest = view.apply(key, value)
+            if kind == "endpoints" and len(rest) == 2:
+                touched.add((rest[0], rest[1]))
+        if changes.events:
+            view.revision = max(view.revision, changes.revision)
+            self._revision = max(self._revision, view.revision)
+            self.counters["batches"] += 1
+            self.counters["events"] += len(changes.events)
+            self._reassert(view)
+        holding = time.monotonic() < self._hold_until
+        before = dict(self._live)
+        live = self._update_live(view, holding)
+        for host in before.keys() | live.keys():
+            if before.get(host) != live.get(host):
+                touched.update(view.owned_by(host, ENDPOINT))
+        networks = {net.vni: net for net in self.state.snapshot().networks.values()}
+        for vni in self._programmed.keys() - networks.keys():  # a network this host no longer has
+            self.datapath.update_remote(vni, self._programmed.pop(vni), {})
+        by_key = {}
+        for vni, net in networks.items():
+            by_key[net.key] = net
+            if vni not in self._programmed:  # a network new on this host: all of its peers
+                self._programmed[vni] = {}
+                touched.update((net.key, ip) for ip in view.endpoints.get(net.key, {}))
+        self.counters["examined"] += len(touched)
+        for key in {key for key, _ in touched}:
+            if key in by_key:
+                self._program(view, live, by_key[key], {ip for k, ip in touched if k == key}, holding)
+
+    def _program(
+        self, view: ClusterView, live: dict[str, str], net: LocalNetwork, ips: set[str], holding: bool
+    ) -> None:
+        """Program the peers at `ips` of one network as the view has them now."""
+        have = self._programmed[net.vni]
+        local = self._local_ips(net.key)
+        gone: dict[str, Peer] = {}
+        new: dict[str, Peer] = {}
+        for ip in ips:
+            old, want = have.get(ip), self._peer(view, live, local, net.key, ip)
+            if want is None and holding:
+                continue
+            if old is not None and (want is None or want[0] != old[0]):
+                gone[ip] = old
+            if want is not None and want != old:
+                new[ip] = want
+        if not gone and not new:
+            return
+        try:
+            changed = self.overlay.update_peers(net.vni, gone, new)
+            changed += self.datapath.update_remote(net.vni, gone, new if net.fastpath else {})
+        except BackendError as e:  # e.g. the network is being deleted right now: a full pass sorts it out
+            _log.warning("peer programming failed", network=net.key, vni=net.vni, error=e)
+            self._full_due = "programming failed"
+            return
+        for ip in gone:
+            have.pop(ip, None)
+        have.update(new)
+        _log.info("peers updated", network=net.key, vni=net.vni, added=len(new), removed=len(gone), changed=changed)
+
+    def _peer(self, view: ClusterView, live: dict[str, str], local: set[str], key: str, ip: str) -> Peer | None:
+        """What the record of key/ip asks this host to program, if anything."""
+        rec = view.endpoints.get(key, {}).get(ip)
+        # a remote record for a local address is a conflict: the local endpoint is kept
+        if isinstance(rec, RemoteEndpoint) and rec.host in live and rec.host != self.store.host and ip not in local:
+            return rec.mac, live[rec.host]
+        return None
+
+    def _local_ips(self, key: str) -> set[str]:
+        return {ep.ip for ep in self.state.endpoints_of({key}).values()}
+
+    def _update_live(self, view: ClusterView, holding: bool, full: bool = False) -> dict[str, str]:
+        """Take the hosts now live; on a change (or a full pass) the firewall and tunnels follow."""
+        live = self._live_hosts(view.hosts)
+        if holding:
+            live = {**self._live, **live}
+        changed, self._live = live != self._live, live
+        if changed or full:
+            live_ips = set(live.values())
+            try:  # first: a new peer's VXLAN must not meet the drop rule
+                self.firewall.set_cluster_hosts(live_ips)
+            except BackendError as e:
+                _log.warning("VXLAN source rules not updated", error=e)
+            self.datapath.prune_tunnels(live_ips)
+        return live
 
     def _notice_data_loss(self, revision: int) -> bool:
         """True while peers are held after etcd was seen to lose data (its revision went back)."""
@@ -219,11 +326,13 @@ class Reconciler:
         self.conflicts = current
 
     def health(self) -> dict[str, Any]:
-        """For `xmasq status` and metrics: conflicts now, records re-asserted, data losses seen."""
+        """For `xmasq status` and metrics: conflicts now, records re-asserted, data losses seen, the
+        control plane's work so far, and the peers programmed per VNI."""
         return {
             "conflicts": [asdict(c) for c in self.conflicts.values()],
             **self.counters,
             "holding": time.monotonic() < self._hold_until,
+            "peers": {str(vni): len(peers) for vni, peers in list(self._programmed.items())},
         }
 
     def _live_hosts(self, hosts: dict[str, str]) -> dict[str, str]:

@@ -24,11 +24,13 @@ import ipaddress
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .errors import BackendError, DriverError
-from .kv import KV
+from .kv import KV, Changes
 from .model import VNI_FIRST, VNI_LAST, ClusterNetwork, RemoteEndpoint
 
+T = TypeVar("T")
 PREFIX = "/xmasq/v1/"
 GATEWAY_OWNER = "gateway"
 
@@ -43,9 +45,15 @@ def pool_id_of(key: str) -> str:
     return head.replace("_", "/") + at + space
 
 
-@dataclass(frozen=True)
+# What ClusterView.owned indexes: the records that name a host as theirs.
+ENDPOINT, MEMBER, HOLDER, ADDRESS = "endpoint", "member", "holder", "address"
+
+
+@dataclass
 class ClusterView:
-    """Every record under PREFIX, read at one revision (one range read)."""
+    """Every record under PREFIX as of `revision`: read in one range read (`parse`), then kept
+    current by applying watch events (`apply`). `owned` indexes each host's records, so a host
+    finds its own without scanning the cluster."""
 
     revision: int
     hosts: dict[str, str] = field(default_factory=dict)  # host -> underlay ip
@@ -55,27 +63,79 @@ class ClusterView:
     endpoints: dict[str, dict[str, RemoteEndpoint | str]] = field(default_factory=dict)  # key -> ip -> record
     holders: dict[str, dict[str, str]] = field(default_factory=dict)  # pool key -> host -> holds
     addresses: dict[str, dict[str, str]] = field(default_factory=dict)  # pool key -> ip -> owner
+    # host -> {(kind, network or pool key, ip or "")}: derived from the records above
+    owned: dict[str, set[tuple[str, str, str]]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def parse(cls, items: dict[str, str], revision: int) -> ClusterView:
         view = cls(revision)
         for key, value in items.items():
-            kind, *rest = key[len(PREFIX) :].split("/")
-            if kind == "hosts" and len(rest) == 1:
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    view.hosts[rest[0]] = json.loads(value)["ip"]
-            elif kind == "networks" and len(rest) == 1:
-                view.networks[rest[0]] = ClusterNetwork.decode(value)
-            elif kind == "vnis" and len(rest) == 1:
-                view.vnis[rest[0]] = value
-            elif kind == "members" and len(rest) == 2:
-                view.members.setdefault(rest[0], set()).add(rest[1])
-            elif kind == "endpoints" and len(rest) == 2:
-                view.endpoints.setdefault(rest[0], {})[rest[1]] = RemoteEndpoint.decode(value)
-            elif kind == "ipam" and len(rest) == 3 and rest[0] in ("holders", "addresses"):
-                table = view.holders if rest[0] == "holders" else view.addresses
-                table.setdefault(rest[1], {})[rest[2]] = value
+            view.apply(key, value)
         return view
+
+    def apply(self, key: str, value: str | None) -> tuple[str, ...]:
+        """Record key=value (None: deleted); returns the key's parts after PREFIX."""
+        kind, *rest = parts = tuple(key[len(PREFIX) :].split("/"))
+        if kind == "hosts" and len(rest) == 1:
+            self.hosts.pop(rest[0], None)
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                if value is not None:
+                    self.hosts[rest[0]] = json.loads(value)["ip"]
+        elif kind == "networks" and len(rest) == 1:
+            _put(self.networks, rest[0], None if value is None else ClusterNetwork.decode(value))
+        elif kind == "vnis" and len(rest) == 1:
+            _put(self.vnis, rest[0], value)
+        elif kind == "members" and len(rest) == 2:
+            hosts = self.members.setdefault(rest[0], set())
+            (hosts.discard if value is None else hosts.add)(rest[1])
+            self._own(rest[1], (MEMBER, rest[0], ""), value is not None)
+            if not hosts:
+                del self.members[rest[0]]
+        elif kind == "endpoints" and len(rest) == 2:
+            records = self.endpoints.setdefault(rest[0], {})
+            old = records.get(rest[1])
+            if isinstance(old, RemoteEndpoint):
+                self._own(old.host, (ENDPOINT, rest[0], rest[1]), False)
+            record = None if value is None else RemoteEndpoint.decode(value)
+            if isinstance(record, RemoteEndpoint):
+                self._own(record.host, (ENDPOINT, rest[0], rest[1]), True)
+            _put(records, rest[1], record)
+            if not records:
+                del self.endpoints[rest[0]]
+        elif kind == "ipam" and len(rest) == 3 and rest[0] == "holders":
+            _put(self.holders.setdefault(rest[1], {}), rest[2], value)
+            self._own(rest[2], (HOLDER, rest[1], ""), value is not None)
+            if not self.holders[rest[1]]:
+                del self.holders[rest[1]]
+        elif kind == "ipam" and len(rest) == 3 and rest[0] == "addresses":
+            claims = self.addresses.setdefault(rest[1], {})
+            if rest[2] in claims:
+                self._own(claims[rest[2]], (ADDRESS, rest[1], rest[2]), False)
+            if value is not None:
+                self._own(value, (ADDRESS, rest[1], rest[2]), True)
+            _put(claims, rest[2], value)
+            if not claims:
+                del self.addresses[rest[1]]
+        return parts
+
+    def _own(self, host: str, record: tuple[str, str, str], present: bool) -> None:
+        if present:
+            self.owned.setdefault(host, set()).add(record)
+        elif record in self.owned.get(host, ()):
+            self.owned[host].discard(record)
+            if not self.owned[host]:
+                del self.owned[host]
+
+    def owned_by(self, host: str, kind: str) -> list[tuple[str, str]]:
+        """(network or pool key, ip) of each of `host`'s records of one kind."""
+        return [(a, b) for k, a, b in self.owned.get(host, ()) if k == kind]
+
+
+def _put(table: dict[str, T], key: str, value: T | None) -> None:
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = value
 
 
 @dataclass(frozen=True)
@@ -162,8 +222,9 @@ class ClusterStore:
     def address_key(pool: str, ip: str) -> str:
         return f"{PREFIX}ipam/addresses/{pool}/{ip}"
 
-    def wait_for_change(self, revision: int, timeout: float) -> bool:
-        return self.kv.wait(PREFIX, revision, timeout)
+    def changes(self, revision: int, timeout: float) -> Changes:
+        """The changes to the cluster from `revision` on (waits up to `timeout` for one)."""
+        return self.kv.watch(PREFIX, revision, timeout)
 
     # -- networks ---------------------------------------------------------
     def get_network(self, net: str) -> ClusterNetwork | None:
@@ -193,18 +254,12 @@ class ClusterStore:
                 return candidate
         raise DriverError("no free VNI left")
 
-    def release_vni(self, net: str, vni: int) -> None:
-        if self.kv.get(self.vni_key(vni)) == net:
-            self.kv.delete(self.vni_key(vni))
-
     def release_if_unused(self, net: str) -> bool:
         """Forget network `net` (its VNI, its record) unless some host still has it."""
         if self.kv.get_prefix(f"{PREFIX}members/{net}/"):
             return False
-        for key, owner in self.kv.get_prefix(f"{PREFIX}vnis/").items():
-            if owner == net:
-                self.kv.delete(key)
-        self.kv.delete(f"{PREFIX}networks/{net}")
+        vnis = [key for key, owner in self.kv.get_prefix(f"{PREFIX}vnis/").items() if owner == net]
+        self.kv.txn({}, [*vnis, self.network_key(net)])
         return True
 
     def join_network(self, net: str) -> None:
@@ -218,10 +273,8 @@ class ClusterStore:
         self.kv.delete(self._member_key(net))
         if self.kv.get_prefix(f"{PREFIX}members/{net}/"):
             return False
-        for key in self.kv.get_prefix(f"{PREFIX}endpoints/{net}/"):
-            self.kv.delete(key)
-        self.kv.delete(f"{PREFIX}networks/{net}")
-        self.release_vni(net, vni)
+        vni_record = [self.vni_key(vni)] if self.kv.get(self.vni_key(vni)) == net else []
+        self.kv.txn({}, [f"{PREFIX}endpoints/{net}/", self.network_key(net), *vni_record])
         return True
 
     def forget_host(self) -> int:
@@ -257,11 +310,11 @@ class ClusterStore:
     def delete_endpoint(self, net: str, ip: str) -> None:
         self.kv.delete(self.endpoint_key(net, ip))
 
-    def endpoints(self, net: str) -> dict[str, RemoteEndpoint]:
-        """The endpoints of network `net` (by address), those xmasq wrote."""
-        items = self.kv.get_prefix(f"{PREFIX}endpoints/{net}/")
-        found = {k.rsplit("/", 1)[1]: RemoteEndpoint.decode(v) for k, v in items.items()}
-        return {ip: r for ip, r in found.items() if isinstance(r, RemoteEndpoint)}
+    def get_endpoint(self, net: str, ip: str) -> RemoteEndpoint | None:
+        """The record of address `ip` on network `net`, if xmasq wrote one."""
+        raw = self.kv.get(self.endpoint_key(net, ip))
+        record = RemoteEndpoint.decode(raw) if raw else None
+        return record if isinstance(record, RemoteEndpoint) else None
 
     # -- IPAM -------------------------------------------------------------
     def hold_pool(self, pool_id: str) -> None:
@@ -286,8 +339,7 @@ class ClusterStore:
         """Free every address of the pool (by its key) once no host holds it."""
         if self.kv.get_prefix(f"{PREFIX}ipam/holders/{pool}/"):
             return False
-        for addr_key in self.kv.get_prefix(f"{PREFIX}ipam/addresses/{pool}/"):
-            self.kv.delete(addr_key)
+        self.kv.txn({}, [f"{PREFIX}ipam/addresses/{pool}/"])
         return True
 
     def pool_held(self, pool_id: str) -> bool:

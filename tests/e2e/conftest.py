@@ -18,9 +18,9 @@ import pytest
 from docker.types import IPAMConfig, IPAMPool
 
 from lab.image import ensure_image
+from lab.standalone import Standalone
 from lab.testbed import Testbed
 from tests.e2e.cluster import GRACE, TTL, XMASQ_LINKS, Cluster, links, remove_all
-from tests.e2e.standalone import Standalone
 from xmasq_driver import client as plugin
 from xmasq_driver import config, daemon
 from xmasq_driver.firewall import Firewall

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.e2e.standalone import openssl_pki
+from lab.standalone import openssl_pki
 
 NET, EP = "n" * 64, "e" * 64
 

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from tests.e2e.standalone import openssl_pki
+from lab.standalone import openssl_pki
+from xmasq_driver import kv as kv_module
 from xmasq_driver.config import Config
 from xmasq_driver.errors import BackendError
 from xmasq_driver.kv import EtcdKV
@@ -76,7 +77,32 @@ def test_tls_with_client_certificate(tls_etcd):
     lease = kv.grant(5)
     assert kv.keepalive(lease)
     kv.delete("/xmasq-tls/a")
-    assert kv.wait("/xmasq-tls/", revision + 1, 2.0)  # the delete is seen by a watch from that revision
+    seen = kv.watch("/xmasq-tls/", revision + 1, 2.0)  # a watch from that revision replays what came after
+    assert seen.events == [("/xmasq-tls/a", None)] and seen.current >= seen.revision > revision, seen
+    assert kv.watch("/xmasq-tls/", seen.revision + 1, 0.5).events == []  # then nothing: a quiet timeout
+
+
+def test_a_large_prefix_is_listed_in_pages_at_one_revision(tls_etcd, monkeypatch):
+    kv = EtcdKV(tls_etcd)
+    for i in range(7):
+        kv.put(f"/xmasq-pages/{i}", str(i))
+    monkeypatch.setattr(kv_module, "LIST_PAGE", 2)
+    call, pages = kv._call, []
+
+    def writing_between_pages(what, fn):  # type: ignore[no-untyped-def]
+        if what == "list":
+            pages.append(what)
+            if len(pages) == 2:
+                kv.put("/xmasq-pages/9", "late")  # written after the first page was read
+        return call(what, fn)
+
+    monkeypatch.setattr(kv, "_call", writing_between_pages)
+    items, revision = kv.list_prefix("/xmasq-pages/")
+    assert len(pages) == 4  # 7 keys in pages of 2
+    assert items == {f"/xmasq-pages/{i}": str(i) for i in range(7)}  # all at the first page's revision
+    assert revision < kv.list_prefix("/xmasq-pages/")[1]
+    for i in (*range(7), 9):
+        kv.delete(f"/xmasq-pages/{i}")
 
 
 def test_tls_without_client_certificate_is_refused_clearly(tls_etcd):
@@ -107,6 +133,6 @@ def test_a_watch_from_a_compacted_revision_says_list_again(tls_etcd):
     client = kv._clients[0]
     client.post(client.get_url("/kv/compaction"), json={"revision": now, "physical": True})
     start = time.monotonic()
-    assert kv.wait("/xmasq-compact/", before + 1, 5.0)
+    assert kv.watch("/xmasq-compact/", before + 1, 5.0).compacted
     assert time.monotonic() - start < 2.0
     kv.delete("/xmasq-compact/a")

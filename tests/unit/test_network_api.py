@@ -275,7 +275,7 @@ def test_endpoint_driver_options_are_refused_and_dockers_own_pass(h):
     h.create_network()
     body = {"NetworkID": "n1", "EndpointID": EP, "Interface": {"Address": "10.1.0.2/24"}, "Options": {"foo": "bar"}}
     assert "endpoint option foo is not supported by xmasq" in h.err("/NetworkDriver.CreateEndpoint", body)
-    assert not h.overlay.veths and not h.state.endpoints and not h.store.endpoints(h.state.networks["n1"].key)
+    assert not h.overlay.veths and not h.state.endpoints and not h.store.view().endpoints
     h.ok("/NetworkDriver.CreateEndpoint", dict(body, Options={"com.docker.network.endpoint.macaddress": "AhEiM0RV"}))
 
 

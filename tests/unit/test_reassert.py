@@ -43,8 +43,7 @@ def _records(h: Harness) -> dict[str, str]:
 
 def _restore(h: Harness, data: dict[str, str]) -> None:
     """etcd restored: its data replaced, its revision back to where it was (as after a restore)."""
-    h.kv.data = dict(data)
-    h.kv.revision = 1
+    h.kv.restore(data)
 
 
 @pytest.fixture

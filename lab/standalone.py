@@ -16,13 +16,12 @@ import sys
 import time
 from typing import Any
 
-import pytest
-
 from lab.testbed import with_own_sys
 from xmasq_driver import client as plugin
 from xmasq_driver import config
 
 ETCD_CLIENT, ETCD_PEER = 2479, 2480  # + 10 * member index, on the namespace's loopback
+HOST_SIDE, NS_SIDE = "198.51.100.13", "198.51.100.14"  # the namespace's link (TEST-NET-2: routed nowhere)
 
 
 def openssl_pki(d: str) -> dict[str, str]:
@@ -94,12 +93,12 @@ class Standalone:
         for cmd in (
             ["ip", "netns", "add", self.ns],
             ["ip", "link", "add", self.link, "type", "veth", "peer", "name", "eth0", "netns", self.ns],
-            ["ip", "addr", "add", "198.51.100.13/30", "dev", self.link],
+            ["ip", "addr", "add", f"{HOST_SIDE}/30", "dev", self.link],
             ["ip", "link", "set", self.link, "up"],
-            ["ip", "-n", self.ns, "addr", "add", "198.51.100.14/30", "dev", "eth0"],
+            ["ip", "-n", self.ns, "addr", "add", f"{NS_SIDE}/30", "dev", "eth0"],
             ["ip", "-n", self.ns, "link", "set", "eth0", "up"],
             ["ip", "-n", self.ns, "link", "set", "lo", "up"],
-            ["ip", "-n", self.ns, "route", "add", "default", "via", "198.51.100.13"],
+            ["ip", "-n", self.ns, "route", "add", "default", "via", HOST_SIDE],
         ):
             subprocess.run(cmd, check=True, capture_output=True)
 
@@ -110,8 +109,9 @@ class Standalone:
         return subprocess.Popen(["nsenter", f"--net=/run/netns/{self.ns}", *argv], **kw)
 
     # -- etcd -------------------------------------------------------------
-    def start_etcd(self, members: int = 1, tls: dict[str, str] | None = None) -> str:
-        """A cluster of `members` etcd servers; returns their client URLs, comma-separated."""
+    def start_etcd(self, members: int = 1, tls: dict[str, str] | None = None, also_on: str = "") -> str:
+        """A cluster of `members` etcd servers; returns their client URLs, comma-separated. With
+        `also_on` (the namespace's address) the first also listens there, for the root namespace."""
         scheme = "https" if tls else "http"
         names = [f"m{i}" for i in range(members)]
         peers = {n: f"http://127.0.0.1:{ETCD_PEER + 10 * i}" for i, n in enumerate(names)}
@@ -141,7 +141,9 @@ class Standalone:
                             "--data-dir",
                             os.path.join(self.tmp, f"etcd-{n}"),
                             "--listen-client-urls",
-                            clients[i],
+                            ",".join(
+                                [clients[i], *([f"{scheme}://{also_on}:{ETCD_CLIENT}"] if also_on and not i else [])]
+                            ),
                             "--advertise-client-urls",
                             clients[i],
                             "--listen-peer-urls",
@@ -227,7 +229,7 @@ class Standalone:
             except (OSError, AttributeError):
                 pass
             time.sleep(0.1)
-        pytest.fail(f"{what}: not up within {timeout}s")
+        raise TimeoutError(f"{what}: not up within {timeout}s")
 
     def cleanup(self) -> None:
         if self.driver is not None and self.driver.poll() is None:
