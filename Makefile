@@ -2,7 +2,7 @@
 VENV   := .venv
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: run stop setup dev test lint unit e2e demo bench profile install units plugin
+.PHONY: run stop setup dev test lint unit e2e demo bench scale profile install units plugin
 
 run:            ## set up the host and start the driver in the background
 	@scripts/run.sh
@@ -38,6 +38,9 @@ demo: dev run   ## two testbed hosts, one xmasq network across them, a ping (rem
 
 bench: dev run  ## benchmark vs host, Docker overlay and bridge, unpinned and pinned (QUICK=1: 2 x 1 s; PIN=CPU; MODES=)
 	$(VENV)/bin/python bench/run.py $(if $(QUICK),--quick) $(if $(PIN),--pin $(PIN)) $(if $(MODES),--modes $(MODES))
+
+scale: dev      ## control plane at scale: a real driver, simulated hosts in etcd (HOSTS=1000 ENDPOINTS=100000)
+	$(VENV)/bin/python bench/scale.py $(if $(HOSTS),--hosts $(HOSTS)) $(if $(ENDPOINTS),--endpoints $(ENDPOINTS))
 
 plugin:         ## build the image (Dockerfile) and create the managed plugin xmasq/xmasq:latest
 	@scripts/plugin.sh

@@ -192,6 +192,7 @@ class Testbed:
                     _ETCD_PEER,
                     "--initial-cluster",
                     f"testbed={_ETCD_PEER}",
+                    *("--auto-compaction-mode", "periodic", "--auto-compaction-retention", "5m"),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=logf,

@@ -75,6 +75,7 @@ if [ -z "${XMASQ_ETCD_ENDPOINTS:-}" ] && ! curl -sf -m 2 http://127.0.0.1:2379/h
         --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
         --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
         --initial-cluster xmasq-local=http://127.0.0.1:2380 \
+        --auto-compaction-mode periodic --auto-compaction-retention 5m \
         >>"$LOG_DIR/etcd.log" 2>&1 </dev/null &
     echo $! > "$RUN_DIR/etcd.pid"
     wait_for 30 etcd curl -sf -m 1 http://127.0.0.1:2379/health
