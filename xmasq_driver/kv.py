@@ -8,8 +8,11 @@ that names etcd and the endpoint, never with a library traceback.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -26,6 +29,7 @@ from .errors import BackendError
 T = TypeVar("T")
 LIST_PAGE = 10000  # keys per range read
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
+IDLE = 30.0  # seconds a quiet watch stream waits before it is reopened
 _log = log.get("kv")
 
 
@@ -79,6 +83,7 @@ class EtcdKV:
         self._urls = config.etcd_endpoint_list
         self._current = 0
         self._lock = threading.Lock()
+        self._stream: _Stream | None = None
 
     def _client(self, url: str, config: Config) -> Etcd3Client:
         u = urlparse(url if "://" in url else "http://" + url)
@@ -163,6 +168,21 @@ class EtcdKV:
             body["key"] = _encode(_decode(kvs[-1]["key"]).decode() + "\0")
 
     def watch(self, prefix: str, revision: int, timeout: float) -> Changes:
+        """From one watch stream that stays open between calls (a new one opened for each call
+        would, for what was written in between, wait for etcd's catch-up, every 100 ms)."""
+        stream = self._stream
+        if stream is None or stream.closed or (stream.prefix, stream.next) != (prefix, revision):
+            if stream is not None:
+                stream.close()
+            self._stream = None
+            stream = self._stream = _Stream(self, prefix, revision)
+        try:
+            return stream.take(timeout)
+        except BackendError:
+            self._stream = None
+            raise
+
+    def _open_watch(self, prefix: str, revision: int) -> requests.Response:
         request: dict[str, Any] = {
             "create_request": {
                 "key": _encode(prefix),
@@ -171,30 +191,15 @@ class EtcdKV:
             }
         }
 
-        def watch(c: Etcd3Client) -> Changes:
-            current = 0
+        def post(c: Etcd3Client) -> requests.Response:
             try:
-                with c.session.post(
-                    c.get_url("/watch"), json=request, stream=True, timeout=(self._timeout, timeout)
-                ) as resp:
-                    for line in resp.iter_lines():
-                        result = json.loads(line).get("result", {}) if line else {}
-                        current = current or int(result.get("header", {}).get("revision", 0))
-                        # A watch cancelled because its revision was compacted away cannot replay
-                        # what changed: the caller lists again.
-                        if result.get("canceled"):
-                            return Changes(current=current, compacted=True)
-                        if result.get("events"):
-                            return Changes(*_events(result["events"]), current=current)
+                resp = c.session.post(c.get_url("/watch"), json=request, stream=True, timeout=(self._timeout, IDLE))
+                resp.raise_for_status()
+                return resp
             except requests.exceptions.RequestException as e:
-                # A quiet stream ends in a read timeout: no change, not a failure.
-                if isinstance(e, requests.exceptions.ReadTimeout) or "Read timed out" in str(e):
-                    return Changes(current=current)
                 raise Etcd3Exception(str(e))
-            # etcd closed the stream (it stopped or restarted): changes may have been missed.
-            raise Etcd3Exception("watch stream closed by etcd")
 
-        return self._call("watch", watch)
+        return self._call("watch", post)
 
     def grant(self, ttl: int) -> int:
         return self._call("lease grant", lambda c: c.lease(ttl).id)
@@ -202,6 +207,84 @@ class EtcdKV:
     def keepalive(self, lease: int) -> bool:
         result = self._call("lease keepalive", lambda c: c.post(c.get_url("/lease/keepalive"), json={"ID": lease}))
         return int(result.get("result", {}).get("TTL", -1)) > 0
+
+
+class _Stream:
+    """A watch stream read by a thread of its own into a queue; `take` returns what has come.
+    A quiet stream is reopened from where it was every IDLE seconds (so a half-open connection is
+    noticed); one that etcd ends or breaks is reported as a BackendError."""
+
+    def __init__(self, kv: EtcdKV, prefix: str, revision: int):
+        self.kv, self.prefix, self.next = kv, prefix, revision
+        self._queue: queue.Queue[Changes | BackendError] = queue.Queue()
+        self._resp = kv._open_watch(prefix, revision)  # opened here: a failure is the caller's at once
+        self.closed = False
+        threading.Thread(target=self._read, name="etcd-watch", daemon=True).start()
+
+    def take(self, timeout: float) -> Changes:
+        """The events that came, waiting up to `timeout` for the first: merged in order, with the
+        store's revision when the stream was (re)opened."""
+        deadline = time.monotonic() + timeout
+        events: list[tuple[str, str | None]] = []
+        revision = current = 0
+        while True:
+            try:
+                wait = 0.0 if events else max(0.0, deadline - time.monotonic())
+                item = self._queue.get(timeout=wait) if wait else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, BackendError):
+                self.close()
+                raise item
+            current = current or item.current
+            if item.compacted:
+                self.close()
+                return Changes(current=current, compacted=True)
+            events += item.events
+            revision = max(revision, item.revision)
+        if revision:
+            self.next = revision + 1
+        return Changes(events, revision, current)
+
+    def _read(self) -> None:
+        resp, reopen_from = self._resp, self.next
+        while not self.closed:
+            try:
+                for line in resp.iter_lines():
+                    result = json.loads(line).get("result", {}) if line else {}
+                    header = int(result.get("header", {}).get("revision", 0))
+                    if result.get("canceled"):  # compacted past its revision: list again
+                        self._queue.put(Changes(current=header, compacted=True))
+                        return
+                    if result.get("created"):
+                        self._queue.put(Changes(current=header))
+                    elif result.get("events"):
+                        changes = Changes(*_events(result["events"]))
+                        reopen_from = changes.revision + 1
+                        self._queue.put(changes)
+                if not self.closed:  # etcd ended the stream (it stopped or restarted)
+                    self._queue.put(BackendError("etcd watch stream closed by etcd"))
+                return
+            except requests.exceptions.RequestException as e:
+                if self.closed:
+                    return
+                quiet = isinstance(e, requests.exceptions.ConnectionError) and "Read timed out" in str(e)
+                if not (quiet or isinstance(e, requests.exceptions.ReadTimeout)):
+                    self._queue.put(BackendError(f"etcd watch failed: {str(e)[:200]}"))
+                    return
+            try:  # quiet for IDLE seconds: the same watch, on a fresh connection
+                resp.close()
+                resp = self._resp = self.kv._open_watch(self.prefix, reopen_from)
+            except BackendError as e:
+                self._queue.put(e)
+                return
+            if self.closed:  # closed meanwhile: this connection too
+                resp.close()
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self._resp.close()
 
 
 def _events(events: list[dict[str, Any]]) -> tuple[list[tuple[str, str | None]], int]:
