@@ -84,10 +84,11 @@ class Config:
         },
     )
     resync: float = field(
-        default=60.0,
+        default=300.0,
         metadata={
-            "help": "seconds between safety passes that list the whole cluster from etcd and correct (and"
-            " count) any drift; between them only the changes etcd reports are applied"
+            "help": "seconds (+-10 %, so hosts do not list at once) between safety passes that list the whole"
+            " cluster from etcd and correct (and count) any drift; between them only the changes etcd reports"
+            " are applied"
         },
     )
     threads: int = field(default=8, metadata={"help": "HTTP worker threads"})

@@ -23,6 +23,7 @@ seconds after that no peer entry or host is removed, while every host writes its
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Sequence
@@ -73,7 +74,7 @@ class Reconciler:
         owners: Sequence[RecordOwner] = (),
         ttl: int = 10,
         grace: float = 5.0,
-        resync: float = 60.0,
+        resync: float = 300.0,
         hold: float = 30.0,
     ):
         self.store, self.state, self.overlay, self.datapath = store, state, overlay, datapath
@@ -157,7 +158,9 @@ class Reconciler:
         """A full pass: list the whole cluster, re-assert this host's records, program every peer."""
         view = self.store.view()
         holding = self._notice_data_loss(view.revision)
-        self._view, self._full_due, self._next_full = view, "", time.monotonic() + self.resync
+        # Jittered, so that hosts started together do not all list the cluster at the same moment.
+        self._next_full = time.monotonic() + self.resync * random.uniform(0.9, 1.1)
+        self._view, self._full_due = view, ""
         self.counters["full_passes"] += 1
         self._reassert(view)
         live = self._update_live(view, holding, full=True)

@@ -64,6 +64,7 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler]
         (network, ipam),
         config.host_ttl,
         config.host_grace,
+        resync=config.resync,
         hold=config.restore_hold,
     )
     return network, ipam, Admin(store, state, datapath, reconciler, network.discovered), reconciler

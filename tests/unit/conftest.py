@@ -31,7 +31,7 @@ class Harness:
         self.admin = Admin(self.store, self.state, self.datapath, self.reconciler, self.network.discovered)
         self.client = create_app(self.network, self.ipam, self.admin).test_client()
 
-    def reconciler_with(self, grace: float = 5.0, hold: float = 30.0, resync: float = 60.0) -> Reconciler:
+    def reconciler_with(self, grace: float = 5.0, hold: float = 30.0, resync: float = 300.0) -> Reconciler:
         """A reconciler for this host (it re-asserts the host's network and IPAM records)."""
         return Reconciler(
             self.store,
