@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 RUN_DIR=/run/xmasq
 LOG_DIR=/var/log/xmasq
 DATA_DIR=/var/lib/xmasq
-PACKAGES="docker.io etcd-server python3-bpfcc python3-venv clang llvm iproute2 iptables
+PACKAGES="docker.io etcd-server python3-bpfcc python3-venv clang llvm iproute2 iptables ipset
           etcd-client linux-headers-amd64 busybox-static curl gcc libc6-dev iperf3 sockperf tcpdump openssl systemd
           debootstrap nginx-light wrk redis-server redis-tools memcached libmemcached-tools bpftool linux-perf"
 SERVICES="nginx-light:nginx redis-server:redis-server memcached:memcached"  # package:unit the benchmark runs itself

@@ -10,6 +10,8 @@ into a network):
   filter INPUT -> XMASQ-VXLAN-IN    VXLAN with one of our VNIs is accepted only from cluster hosts
   XMASQ-FORWARD -> XMASQ-VXLAN-FWD  nothing forwarded (a container's packet, which would leave
                                     masqueraded as this host) may reach a cluster host's VXLAN port
+The cluster hosts are the ipset `xmasq-hosts` (hash:ip), which both chains match: one rule each
+whatever the cluster's size, and the whole set replaced at once (`ipset restore`, swap).
 Each rule carries a comment naming its owner (`xmasq:net:<vni>` or `xmasq:ep:<id12>`),
 so an owner's rules are removed exactly, and a restart re-adds only what is missing.
 """
@@ -27,6 +29,7 @@ from .overlay import BRIDGE_PREFIX, VXLAN_PORT
 FORWARD, ISOLATE, POSTROUTING, DNAT = "XMASQ-FORWARD", "XMASQ-ISOLATE", "XMASQ-POSTROUTING", "XMASQ-DNAT"
 VXLAN_IN, VXLAN_FWD = "XMASQ-VXLAN-IN", "XMASQ-VXLAN-FWD"
 HOST_OWNER = "xmasq:host"
+HOSTS_SET = "xmasq-hosts"  # the live cluster hosts' underlay addresses
 # Chains that hold owned rules
 _CHAINS = (("filter", FORWARD), ("filter", VXLAN_IN), ("filter", VXLAN_FWD), ("nat", POSTROUTING), ("nat", DNAT))
 _log = log.get("firewall")
@@ -57,6 +60,16 @@ class Firewall:
             raise BackendError(f"iptables {' '.join(args)}: {proc.stderr.strip()}")
         return proc
 
+    def _ipset(self, *args: str, script: str = "") -> None:
+        try:
+            proc = subprocess.run(["ipset", *args], input=script, capture_output=True, text=True, timeout=self._timeout)
+        except subprocess.TimeoutExpired:
+            raise BackendError(f"ipset timed out: {' '.join(args)}")
+        except FileNotFoundError:
+            raise BackendError("ipset is not installed")
+        if proc.returncode != 0:
+            raise BackendError(f"ipset {' '.join(args)}: {proc.stderr.strip()}")
+
     def _exists(self, table: str, chain: str, rule: list[str]) -> bool:
         return self._iptables("-t", table, "-C", chain, *rule, check=False).returncode == 0
 
@@ -73,6 +86,13 @@ class Firewall:
         for table, chain in (*_CHAINS, ("filter", ISOLATE)):
             self._iptables("-t", table, "-N", chain, check=False)
         self._ensure("filter", ISOLATE, ["-o", BRIDGE_PREFIX + "+", "-j", "DROP"])
+        self._ipset("create", HOSTS_SET, "hash:ip", "-exist")
+        hosts = ["-m", "comment", "--comment", HOST_OWNER]
+        for table, line in self.owned_rules(HOST_OWNER):  # an older version's rule per host
+            if "--match-set" not in line:
+                self._iptables("-t", table, "-D", *shlex.split(line)[1:], check=False)
+        self._ensure("filter", VXLAN_IN, ["-m", "set", "--match-set", HOSTS_SET, "src", *hosts, "-j", "RETURN"], 1)
+        self._ensure("filter", VXLAN_FWD, ["-m", "set", "--match-set", HOSTS_SET, "dst", *hosts, "-j", "DROP"])
         vxlan = ["-p", "udp", "--dport", str(VXLAN_PORT)]
         self._ensure("filter", "INPUT", [*vxlan, "-j", VXLAN_IN], position=1)
         # Not what is bridged to a container: only what leaves for another host is checked.
@@ -119,20 +139,10 @@ class Firewall:
     # -- cluster hosts ----------------------------------------------------
     def set_cluster_hosts(self, hosts: set[str]) -> None:
         """VXLAN is let in from exactly these underlay addresses, and nothing forwarded reaches them."""
-        have: dict[str, list[list[str]]] = {}  # host -> its rules (one per chain), as listed
-        for _, line in self.owned_rules(HOST_OWNER):
-            args = shlex.split(line)
-            flag = "-s" if "-s" in args else "-d"
-            have.setdefault(args[args.index(flag) + 1].removesuffix("/32"), []).append(args)
-        tag = ["-m", "comment", "--comment", HOST_OWNER]
-        for ip in sorted(set(hosts) - set(have)):
-            self._iptables("-t", "filter", "-I", VXLAN_IN, "1", "-s", ip, *tag, "-j", "RETURN")
-            self._iptables("-t", "filter", "-A", VXLAN_FWD, "-d", ip, *tag, "-j", "DROP")
-        for ip in set(have) - set(hosts):
-            for args in have[ip]:
-                self._iptables("-t", "filter", "-D", *args[1:], check=False)
-        if set(hosts) ^ set(have):
-            _log.info("cluster hosts set for VXLAN", hosts=",".join(sorted(hosts)))
+        new = f"{HOSTS_SET}-new"
+        lines = [f"create {new} hash:ip -exist", f"flush {new}", *(f"add {new} {ip}" for ip in sorted(hosts))]
+        self._ipset("restore", script="\n".join([*lines, f"swap {new} {HOSTS_SET}", f"destroy {new}"]) + "\n")
+        _log.info("cluster hosts set for VXLAN", hosts=len(hosts))
 
     # -- per endpoint -----------------------------------------------------
     def add_ports(self, endpoint_id: str, bridge: str, ports: list[PortMapping]) -> None:
