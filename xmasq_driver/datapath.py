@@ -35,7 +35,7 @@ from .overlay import VXLAN_PORT
 
 _log = log.get("datapath")
 DEFAULTS = Config()  # the configurable map sizes have their defaults there
-FIXED_SIZES = {"LOCAL_MAX": 4096, "TUNNEL_MAX": 4096}  # endpoints on one host; (host, vni) pairs
+FIXED_SIZES = {"LOCAL_MAX": 4096, "TUNNEL_MAX": 16384}  # endpoints on one host; (host, vni) pairs
 LAYOUT_HEADERS = ("common.h", "maps.h", "stats.h")  # what the pinned maps' layout is made of
 FASTPATH_MARK = 0x584D0001  # "XM" 0001: what the fast path encapsulated
 FILTER_PRIO, FILTER_HANDLE = 0x584D, 1
