@@ -2,7 +2,7 @@
 VENV   := .venv
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: run stop setup dev test lint unit e2e demo bench scale profile install units plugin
+.PHONY: run stop setup dev test lint unit e2e demo bench scale converge profile install units plugin
 
 run:            ## set up the host and start the driver in the background
 	@scripts/run.sh
@@ -41,6 +41,9 @@ bench: dev run  ## benchmark vs host, Docker overlay and bridge, unpinned and pi
 
 scale: dev      ## control plane at scale: a real driver, simulated hosts in etcd (HOSTS=1000 ENDPOINTS=100000)
 	$(VENV)/bin/python bench/scale.py $(if $(HOSTS),--hosts $(HOSTS)) $(if $(ENDPOINTS),--endpoints $(ENDPOINTS))
+
+converge: dev   ## convergence on a 5-host testbed: docker run to reachable from all others, removal gone from all
+	$(VENV)/bin/python bench/convergence.py
 
 plugin:         ## build the image (Dockerfile) and create the managed plugin xmasq/xmasq:latest
 	@scripts/plugin.sh

@@ -43,6 +43,7 @@ def report(record: dict) -> str:  # type: ignore[type-arg]
         ("full passes during the changes", str(f["full_passes_during_changes"])),
         ("etcd bytes sent per change", bytes_by_size),
         ("driver RSS after programming (MB)", f"{f['rss_mb']:.0f}"),
+        ("etcd database in use (MB)", f"{f['etcd_db_mb']:.0f}"),
         (
             "churn: bursts x (creates + deletes), restart in one",
             f"{churn['bursts']} x ({churn['creates_per_burst']} + {churn['deletes_per_burst']}),"

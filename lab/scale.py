@@ -70,6 +70,7 @@ class Figures:
     examined_per_change: float = 0.0  # endpoint records the driver looked at per change
     full_passes_during_changes: int = 0
     rss_mb: float = 0.0
+    etcd_db_mb: float = 0.0  # etcd's database in use after the endpoints were written
     churn: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -88,6 +89,7 @@ class Figures:
             "examined_per_change": self.examined_per_change,
             "full_passes_during_changes": self.full_passes_during_changes,
             "rss_mb": round(self.rss_mb, 1),
+            "etcd_db_mb": round(self.etcd_db_mb, 1),
             "churn": self.churn,
         }
 
@@ -160,9 +162,13 @@ class Scale:
             chunk = ops[i : i + MAX_TXN_OPS]
             self.kv.txn({k: v for k, v in chunk if v is not None}, [k for k, v in chunk if v is None])
 
-    def etcd_sent_bytes(self) -> float:
+    def etcd_metric(self, name: str) -> float:
+        """A metric of etcd's, summed over its labels."""
         text = self.session.get(f"{self.url}/metrics", timeout=10).text
-        return sum(float(v) for v in re.findall(rf"^{ETCD_BYTES}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+        return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+    def etcd_sent_bytes(self) -> float:
+        return self.etcd_metric(ETCD_BYTES)
 
     def add_hosts(self) -> None:
         self.write({f"{PREFIX}hosts/{h}": json.dumps({"ip": ip}) for h, ip in self.hosts})
@@ -250,6 +256,7 @@ class Scale:
             "every endpoint programmed", lambda: self.programmed() == figures.endpoints, timeout, 0.2
         )
         figures.rss_mb = self.rss_mb()
+        figures.etcd_db_mb = self.etcd_metric("etcd_mvcc_db_total_size_in_use_in_bytes") / 2**20
 
     def changes(self, figures: Figures, count: int, rng: random.Random) -> None:
         """`count` new endpoints, then their removals, one at a time: each until it is (or is no
