@@ -36,6 +36,8 @@ class EtcdRecord:
     """A record kept in etcd as JSON: `encode`, and `decode`, which gives back the raw text of a
     value xmasq did not write (someone else's: reported, never used)."""
 
+    __slots__ = ()  # a subclass with slots keeps no __dict__: the view holds one per endpoint
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)  # type: ignore[call-overload]
 
@@ -232,7 +234,7 @@ class LocalEndpoint:
         return cls(data["network_id"], data["address"], data["mac"], data["ifname"], ports)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RemoteEndpoint(EtcdRecord):
     """An endpoint as the cluster records it: etcd `endpoints/<key>/<ip>` (any host's)."""
 
