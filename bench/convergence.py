@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +29,7 @@ from docker.types import IPAMConfig, IPAMPool  # noqa: E402
 from pyroute2 import NetNS  # noqa: E402
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
 
+from lab import results  # noqa: E402
 from lab.image import ensure_image  # noqa: E402
 from lab.scale import percentile  # noqa: E402
 from lab.testbed import Testbed  # noqa: E402
@@ -115,19 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         for ns in namespaces.values():
             ns.close()
         tb.down()
-    record = {
-        "when": datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ"),
-        "hosts": args.hosts,
-        "rounds": rounds,
-        "machine": {"kernel": platform.release(), "cpus": os.cpu_count()},
-    }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "convergence.json"), "w") as f:
-        json.dump(record, f, indent=1)
-    text = report(record)
-    with open(os.path.join(args.out, "convergence.md"), "w") as f:
-        f.write(text)
-    print(text)
+    print(results.save(args.out, "convergence", results.record(hosts=args.hosts, rounds=rounds), report))
     return 0
 
 

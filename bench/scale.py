@@ -9,16 +9,13 @@ results/scale.json and results/scale.md.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lab import scale  # noqa: E402
+from lab import results, scale  # noqa: E402
 
 TARGETS = "all programmed <= 60 s after the last write; one change <= 100 ms p99, <= 10 ms driver CPU; RSS <= 300 MB"
 
@@ -75,19 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="xmasq-scale-") as tmp:
         figures = scale.run(tmp, args.hosts, args.endpoints, args.changes, args.bursts, args.burst)
-    record = {
-        "when": datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ"),
-        "figures": figures.summary(),
-        "samples": {"change_ms": figures.change_ms, "removal_ms": figures.removal_ms},
-        "machine": {"kernel": platform.release(), "cpus": os.cpu_count()},
-    }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "scale.json"), "w") as f:
-        json.dump(record, f, indent=1)
-    text = report(record)
-    with open(os.path.join(args.out, "scale.md"), "w") as f:
-        f.write(text)
-    print(text)
+    run = results.record(
+        figures=figures.summary(), samples={"change_ms": figures.change_ms, "removal_ms": figures.removal_ms}
+    )
+    print(results.save(args.out, "scale", run, report))
     return 0 if figures.churn["mismatch_count"] == 0 else 1
 
 
