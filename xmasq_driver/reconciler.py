@@ -225,9 +225,12 @@ class Reconciler:
                 self._programmed[vni] = {}
                 touched.update((net.key, ip) for ip in view.endpoints.get(net.key, {}))
         self.counters["examined"] += len(touched)
-        for key in {key for key, _ in touched}:
+        by_network: dict[str, set[str]] = {}
+        for key, ip in touched:
             if key in by_key:
-                self._program(view, live, by_key[key], {ip for k, ip in touched if k == key}, holding)
+                by_network.setdefault(key, set()).add(ip)
+        for key, ips in by_network.items():
+            self._program(view, live, by_key[key], ips, holding)
 
     def _program(
         self, view: ClusterView, live: dict[str, str], net: LocalNetwork, ips: set[str], holding: bool
