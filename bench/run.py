@@ -542,7 +542,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--use-testbed", action="store_true", help="use the testbed that is up (else make one)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "results"))
     parser.add_argument("--render", metavar="JSON", help="only write the report and charts of a recorded run")
+    parser.add_argument("--readme", metavar="JSON", help="only print the README's Performance tables of a recorded run")
     args = parser.parse_args(argv)
+    if args.readme:
+        with open(args.readme) as f:
+            print(readme_tables(json.load(f)))
+        return 0
     if args.render:
         with open(args.render) as f:
             name = os.path.basename(args.render).removeprefix("bench-").removesuffix(".json")
@@ -621,6 +626,44 @@ def write_report(record: dict[str, Any], out: str, name: str) -> str:
         images = "".join(f"![]({os.path.basename(p)})\n" for p in pngs if p)
         f.write(f"{head}\n\n{md}\n\n{images}")
     return md
+
+
+# The README's Performance tables: (row label, metric), and per group xmasq-on and what it is set against.
+README_ROWS = (
+    ("redis, 1 connection", "redis_c1_per_s"),
+    ("redis, 50 connections", "redis_c50_per_s"),
+    ("memcached, 1 connection", "memcached_c1_per_s"),
+    ("memcached, 50 connections", "memcached_c50_per_s"),
+    ("nginx requests/s", "http_rps"),
+    ("TCP request-response/s", "tcp_rr_per_s"),
+    ("UDP request-response/s", "udp_rr_per_s"),
+    ("TCP Gbit/s", "tcp_gbps"),
+    ("UDP 1400 B Gbit/s", "udp1400_gbps"),
+    ("CPU per GB (inverse)", "cpu_s_per_gb"),
+)
+README_GROUPS = (
+    ("across hosts", "xmasq-on", ("overlay", "host", "xmasq-nosteer")),
+    ("on one host", "xmasq-on-local", ("bridge", "host-local", "xmasq-nosteer-local")),
+)
+
+
+def readme_tables(record: dict[str, Any]) -> str:
+    """xmasq-on's advantage over each alternative, per mode, as the README shows it."""
+    by_mode = record["samples"]
+    out = []
+    for title, on, refs in README_GROUPS:
+        names = [r.replace("-local", "").replace("xmasq-", "") for r in refs]
+        head = [f"{mode}: / {names[0]}" if i == 0 else f"/ {n}" for mode in by_mode for i, n in enumerate(names)]
+        lines = [f"| {title} | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+        for label, metric in README_ROWS:
+            cells = []
+            for samples in by_mode.values():
+                for ref in refs:
+                    a = advantage(samples, on, ref, metric) if samples.get(on) and samples.get(ref) else None
+                    cells.append("-" if a is None else f"{a[0]:.2f} ({a[1]:.2f}-{a[2]:.2f})")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
 
 
 def control_table(control: dict[str, Any]) -> str:
