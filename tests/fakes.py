@@ -129,6 +129,7 @@ class FakeOverlay:
         self.veths: dict[str, tuple[int, str, int]] = {}
         self.peers: dict[int, dict[str, tuple[str, str]]] = {}
         self.fail_veth = False
+        self.fail_peers = 0  # how many set_peers calls fail next
         self.steered: list[tuple[str, str | None]] = []  # (host veth, the network's own mode)
         self._mtu = mtu
 
@@ -156,6 +157,9 @@ class FakeOverlay:
         self.steered.append((host, mode))
 
     def set_peers(self, vni: int, peers: dict[str, tuple[str, str]]) -> int:
+        if self.fail_peers:
+            self.fail_peers -= 1
+            raise BackendError(f"netlink: read peers of vni {vni} timed out after 5.0s")
         if vni not in self.networks:
             return 0
         changed = len(set(peers.items()) ^ set(self.peers.get(vni, {}).items()))

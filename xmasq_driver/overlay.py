@@ -90,18 +90,23 @@ class Overlay:
         self._timeout = timeout
         self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="netlink")
 
-    def _run(self, what: str, fn: Callable[[IPRoute], T]) -> T:
-        """Run fn with a fresh IPRoute (not thread-safe to share) under the deadline."""
+    def _run(self, what: str, fn: Callable[[IPRoute], T], timeout: float = 0.0) -> T:
+        """Run fn with a fresh IPRoute (not thread-safe to share) under the deadline (`timeout`, else
+        the configured one)."""
+        timeout = timeout or self._timeout
 
         def call() -> T:
             with IPRoute() as ipr:
                 return fn(ipr)
 
-        future = self._pool.submit(call)
         try:
-            return future.result(timeout=self._timeout)
+            future = self._pool.submit(call)
+        except RuntimeError:  # the interpreter is exiting (the driver stops) under a running pass
+            raise BackendError(f"netlink: {what}: the driver is stopping")
+        try:
+            return future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:
-            raise BackendError(f"netlink: {what} timed out after {self._timeout}s")
+            raise BackendError(f"netlink: {what} timed out after {timeout}s")
         except NetlinkError as e:
             raise BackendError(f"netlink: {what} failed: {e.args[-1] if e.args else e}")
 
@@ -186,7 +191,9 @@ class Overlay:
         neighbour entry (ip -> mac) lets it answer ARP locally (proxy). Returns the
         number of entries changed; a missing device (network going away) changes none.
         """
-        dump = self._run(f"read peers of vni {vni}", lambda ipr: _dump(ipr, vni))
+        # A dump reads every entry of the device: its deadline grows with them, as the ops' chunks do.
+        budget = max(60.0, self._timeout * (1 + len(peers) / OPS_PER_CALL))
+        dump = self._run(f"read peers of vni {vni}", lambda ipr: _dump(ipr, vni), budget)
         if dump is None:
             return 0
         fdb, neigh = dump

@@ -176,9 +176,10 @@ class Reconciler:
                 peers = {**self._programmed.get(net.vni, {}), **peers}
             try:
                 n = self.overlay.set_peers(net.vni, peers)
-            except BackendError as e:  # e.g. the network is being deleted right now
+            except BackendError as e:  # e.g. the network is being deleted right now: again in a second
                 _log.warning("peer programming failed", network=nid[:12], vni=net.vni, error=e)
-                continue
+                peers, n = self._programmed.get(net.vni, {}), 0  # what was programmed stays known
+                self._next_full = time.monotonic() + 1.0
             wanted[net.vni], fast[net.vni], changed = peers, peers if net.fastpath else {}, changed + n
             if n:
                 _log.info("peers programmed", network=nid[:12], vni=net.vni, peers=len(peers), changed=n)

@@ -174,6 +174,27 @@ def test_a_restart_part_way_through_a_burst_ends_exact(two):
     assert len(_programmed(h1)[0]) == 300
 
 
+def test_a_full_pass_that_fails_for_a_network_is_retried_and_removes_what_went(two):
+    """After a restart the kernel holds entries of endpoints deleted meanwhile; if programming the
+    network fails (a netlink deadline) they must still go, not be left behind by later deltas."""
+    h1, h2 = two
+    r = h1.reconciler_with()
+    _write(h2, _ips(10))
+    r.sync_once()
+    r.stop()
+    for ip in _ips(4):  # deleted while the driver is down
+        h1.kv.delete(f"{PREFIX}endpoints/shared/{ip}")
+    again = h1.reconciler_with()
+    h1.overlay.fail_peers = 1
+    again.sync_once()
+    _write(h2, _ips(2, 50))  # and changes come in meanwhile
+    deadline = time.monotonic() + 5
+    while _programmed(h1)[0] != _expected(h1, LIVE) and time.monotonic() < deadline:
+        again.step(0.2)
+    assert _programmed(h1) == (_expected(h1, LIVE), _expected(h1, LIVE)) and len(_programmed(h1)[0]) == 8
+    assert again.counters["full_passes"] == 2  # retried within a second, not at the safety pass
+
+
 def test_the_safety_pass_corrects_and_counts_drift(two):
     h1, h2 = two
     r = h1.reconciler_with(resync=0.3)
