@@ -27,7 +27,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from . import log
+from . import log, memory
 from .config import Config
 from .errors import BackendError
 from .model import VXLAN_OVERHEAD
@@ -148,6 +148,7 @@ class Datapath:
             for prog in progs:
                 self._fns[prog] = obj.load_func(prog, BPF.SCHED_CLS)
         self._objects = objects  # keep them: bcc closes the programs' fds when they go
+        memory.give_back()  # what LLVM freed after compiling
         self._maps = objects["bpf_lxc.c"]
         self.stat_names = stat_names(self.bpf_src)
         if self.enabled:

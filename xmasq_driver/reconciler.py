@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any, Protocol
 
-from . import log
+from . import log, memory
 from .errors import BackendError
 from .kv import Changes
 from .model import LocalNetwork, RemoteEndpoint
@@ -187,6 +187,7 @@ class Reconciler:
         # longer has keeps none.
         changed += self.datapath.set_remote_all(fast)
         self._programmed = wanted
+        memory.give_back()  # the listing's transient peak
         if reason == "periodic":
             self.counters["drift"] += changed
             if changed:
