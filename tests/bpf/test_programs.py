@@ -93,7 +93,7 @@ def dp():
     try:
         assert d.load(), d.reason
         d.add_local("xmtblxc0", VNI, ME, mac_for_ip(ipaddress.IPv4Address(ME)))
-        d.set_remote(VNI, {PEER: (mac_for_ip(ipaddress.IPv4Address(PEER)), REMOTE_HOST)})
+        d.update_remote(VNI, {}, {PEER: _peer(REMOTE_HOST)})
         d.nic_index = int(Path("/sys/class/net/xmtbnic0/ifindex").read_text())  # type: ignore[attr-defined]
         d.lxc_index = int(Path("/sys/class/net/xmtblxc0/ifindex").read_text())  # type: ignore[attr-defined]
         yield d
@@ -109,6 +109,11 @@ def clean(dp):
     dp.flush_flows()
     dp._maps["tunnels"].clear()
     return dp
+
+
+def _peer(host: str) -> tuple[str, str]:
+    """PEER's (mac, host) as the control plane programs it."""
+    return mac_for_ip(ipaddress.IPv4Address(PEER)), host
 
 
 def learn(dp: Datapath) -> bytes:
@@ -244,12 +249,25 @@ def test_removed_remote_endpoint_drops_its_flows(clean):
     dp = clean
     learn(dp)
     assert len(dp._maps["flows"]) == 1
-    dp.set_remote(VNI, {PEER: (mac_for_ip(ipaddress.IPv4Address(PEER)), OTHER_HOST)})  # moved
+    dp.update_remote(VNI, {PEER: _peer(REMOTE_HOST)}, {PEER: _peer(OTHER_HOST)})  # moved
     assert len(dp._maps["flows"]) == 0
     assert dp._maps["remote_eps"][dp._maps["remote_eps"].Key(VNI, _be32(PEER))].host == _be32(OTHER_HOST)
     packet = frame(ME, PEER)
     assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)
-    dp.set_remote(VNI, {PEER: (mac_for_ip(ipaddress.IPv4Address(PEER)), REMOTE_HOST)})
+    dp.update_remote(VNI, {PEER: _peer(OTHER_HOST)}, {PEER: _peer(REMOTE_HOST)})
+
+
+def test_a_full_pass_makes_the_remote_map_exactly_what_it_is_given(clean):
+    dp = clean
+
+    def entries() -> set[tuple[int, str, str]]:
+        return {(e["vni"], e["ip"], e["host"]) for e in dp.cache()["remote"]}
+
+    other = {STRANGER: (mac_for_ip(ipaddress.IPv4Address(STRANGER)), OTHER_HOST)}
+    assert dp.set_remote_all({VNI: {PEER: _peer(REMOTE_HOST)}, OTHER_VNI: other}) == 1  # one scan, one added
+    assert entries() == {(VNI, PEER, REMOTE_HOST), (OTHER_VNI, STRANGER, OTHER_HOST)}
+    assert dp.set_remote_all({VNI: {PEER: _peer(REMOTE_HOST)}}) == 1  # a VNI not given keeps none
+    assert entries() == {(VNI, PEER, REMOTE_HOST)}
 
 
 def test_with_the_fast_path_disabled_only_the_guard_runs():
@@ -267,7 +285,7 @@ def test_with_the_fast_path_disabled_only_the_guard_runs():
         assert "xmasq_" not in _filters("xmtboff0")  # the NIC hooks of the earlier run are gone
         off.add_local("xmhtestoff0", VNI, ME, mac_for_ip(ipaddress.IPv4Address(ME)))
         off.add_local("xmhtestoff2", VNI, neighbour, mac_for_ip(ipaddress.IPv4Address(neighbour)))
-        off.set_remote(VNI, {PEER: (mac_for_ip(ipaddress.IPv4Address(PEER)), REMOTE_HOST)})
+        off.update_remote(VNI, {}, {PEER: _peer(REMOTE_HOST)})
         assert off.cache()["remote"] == []  # nothing to encapsulate to
         lxc = int(Path("/sys/class/net/xmhtestoff0/ifindex").read_text())
         assert "xmasq_from_container" in _filters("xmhtestoff0")
