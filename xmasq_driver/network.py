@@ -196,9 +196,7 @@ class NetworkDriver:
                 vni = existing.vni if existing else self.store.claim_vni(key, opts.vni)
                 undo.add("leave network in etcd", lambda: self.store.leave_network(key, vni))
                 net = LocalNetwork(vni, str(subnet), str(gateway), mtu, internal, opts.given, key, opts.fastpath)
-                if not existing:
-                    self.store.put_network(key, net.cluster())
-                self.store.join_network(key)
+                self.store.join_network(key, None if existing else net.cluster())
                 undo.add("delete devices", lambda: self.overlay.delete_network(vni))
                 self.overlay.ensure_network(vni, gateway, mtu)
                 undo.add("delete rules", lambda: self.firewall.remove_network(vni))

@@ -234,9 +234,6 @@ class ClusterStore:
             raise DriverError(f"etcd's record of network {net} is not xmasq's: {record[:100]!r}")
         return record
 
-    def put_network(self, net: str, record: ClusterNetwork) -> None:
-        self.kv.put(self.network_key(net), record.encode())
-
     def claim_vni(self, net: str, vni: int | None) -> int:
         """Claim `vni` (or the lowest free one) for network `net`; idempotent."""
         if vni is not None:
@@ -262,8 +259,10 @@ class ClusterStore:
         self.kv.txn({}, [*vnis, self.network_key(net)])
         return True
 
-    def join_network(self, net: str) -> None:
-        self.kv.put(self._member_key(net), "1")
+    def join_network(self, net: str, record: ClusterNetwork | None = None) -> None:
+        """This host's membership, and with `record` the network's record too (one transaction:
+        a network is never in etcd without a member, nor a member without its network)."""
+        self.kv.txn({self._member_key(net): "1", **({self.network_key(net): record.encode()} if record else {})})
 
     def _member_key(self, net: str) -> str:
         return f"{PREFIX}members/{net}/{self.host}"
