@@ -21,8 +21,7 @@ from . import protocol as p
 from .errors import DriverError, NotFound
 from .model import Pool, check_name, check_subnet
 from .state import LocalState
-from .store import ADDRESS as ADDRESS_RECORD
-from .store import GATEWAY_OWNER, HOLDER, ClusterStore, ClusterView, Conflict, Reassertion, pool_id_of, pool_key
+from .store import GATEWAY_OWNER, ClusterStore, ClusterView, Conflict, Owned, Reassertion, pool_id_of, pool_key
 
 _log = log.get("ipam")
 ADDRESS_SPACE = "xmasq"
@@ -202,11 +201,11 @@ class IpamDriver:
                     done.repaired += written
                     if theirs is not None:
                         done.conflicts.append(Conflict("address", f"{pool_id} {ip}", owner, theirs))
-            for pool, _ in view.owned_by(host, HOLDER):
+            for pool, _ in view.owned_by(host, Owned.HOLDER):
                 if pool_id_of(pool) not in pools:
                     done.removed += self.store.delete_if(self.store.holder_key(pool), lambda _: True)
                     self.store.free_if_unheld(pool)
-            for pool, ip in view.owned_by(host, ADDRESS_RECORD):
+            for pool, ip in view.owned_by(host, Owned.ADDRESS):
                 if ip not in pools.get(pool_id_of(pool), Pool()).addresses:
                     done.removed += self.store.delete_if(self.store.address_key(pool, ip), lambda v: v == host)
         return done

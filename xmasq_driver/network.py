@@ -34,7 +34,7 @@ from .model import (
 )
 from .overlay import Underlay, bridge_name, mac_for_ip, veth_names
 from .state import LocalState
-from .store import ENDPOINT, MEMBER, ClusterStore, ClusterView, Conflict, Reassertion
+from .store import ClusterStore, ClusterView, Conflict, Owned, Reassertion
 
 _log = log.get("network")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -385,12 +385,12 @@ class NetworkDriver:
             for nid in list(self.state.networks):
                 with self._locked(nid):
                     self._reassert_network(view, nid, done)
-            for key, _ in view.owned_by(host, MEMBER):
+            for key, _ in view.owned_by(host, Owned.MEMBER):
                 if key not in keys:
                     vnis = [int(vni) for vni, owner in view.vnis.items() if owner == key]
                     self.store.leave_network(key, vnis[0] if vnis else 0)
                     done.removed += 1
-            for key, ip in view.owned_by(host, ENDPOINT):
+            for key, ip in view.owned_by(host, Owned.ENDPOINT):
                 if key not in keys:
                     done.removed += self._remove_own_endpoint(key, ip)
         return done
@@ -430,7 +430,7 @@ class NetworkDriver:
                 described = other.describe() if isinstance(other, RemoteEndpoint) else other
                 done.conflicts.append(Conflict("endpoint", f"{key} {ip}", record.describe(), described))
             done.repaired += written
-        stale = {ip for k, ip in view.owned_by(host, ENDPOINT) if k == key} - mine.keys()
+        stale = {ip for k, ip in view.owned_by(host, Owned.ENDPOINT) if k == key} - mine.keys()
         done.removed += sum(self._remove_own_endpoint(key, ip) for ip in stale)
 
     def _remove_own_endpoint(self, key: str, ip: str) -> bool:

@@ -35,7 +35,7 @@ from .errors import BackendError
 from .kv import Changes
 from .model import LocalNetwork, RemoteEndpoint
 from .state import LocalState
-from .store import ENDPOINT, ClusterStore, ClusterView, Conflict, Reassertion
+from .store import ClusterStore, ClusterView, Conflict, Owned, Reassertion
 
 _log = log.get("reconciler")
 
@@ -216,7 +216,7 @@ class Reconciler:
         live = self._update_live(view, holding)
         for host in before.keys() | live.keys():
             if before.get(host) != live.get(host):
-                touched.update(view.owned_by(host, ENDPOINT))
+                touched.update(view.owned_by(host, Owned.ENDPOINT))
         networks = {net.vni: net for net in self.state.snapshot().networks.values()}
         for vni in self._programmed.keys() - networks.keys():  # a network this host no longer has
             self.datapath.update_remote(vni, self._programmed.pop(vni), {})

@@ -45,8 +45,10 @@ def pool_id_of(key: str) -> str:
     return head.replace("_", "/") + at + space
 
 
-# What ClusterView.owned indexes: the records that name a host as theirs.
-ENDPOINT, MEMBER, HOLDER, ADDRESS = "endpoint", "member", "holder", "address"
+class Owned:
+    """The kinds of record that ClusterView.owned indexes by the host they name as theirs."""
+
+    ENDPOINT, MEMBER, HOLDER, ADDRESS = "endpoint", "member", "holder", "address"
 
 
 @dataclass
@@ -88,31 +90,31 @@ class ClusterView:
         elif kind == "members" and len(rest) == 2:
             hosts = self.members.setdefault(rest[0], set())
             (hosts.discard if value is None else hosts.add)(rest[1])
-            self._own(rest[1], (MEMBER, rest[0], ""), value is not None)
+            self._own(rest[1], (Owned.MEMBER, rest[0], ""), value is not None)
             if not hosts:
                 del self.members[rest[0]]
         elif kind == "endpoints" and len(rest) == 2:
             records = self.endpoints.setdefault(rest[0], {})
             old = records.get(rest[1])
             if isinstance(old, RemoteEndpoint):
-                self._own(old.host, (ENDPOINT, rest[0], rest[1]), False)
+                self._own(old.host, (Owned.ENDPOINT, rest[0], rest[1]), False)
             record = None if value is None else RemoteEndpoint.decode(value)
             if isinstance(record, RemoteEndpoint):
-                self._own(record.host, (ENDPOINT, rest[0], rest[1]), True)
+                self._own(record.host, (Owned.ENDPOINT, rest[0], rest[1]), True)
             _put(records, rest[1], record)
             if not records:
                 del self.endpoints[rest[0]]
         elif kind == "ipam" and len(rest) == 3 and rest[0] == "holders":
             _put(self.holders.setdefault(rest[1], {}), rest[2], value)
-            self._own(rest[2], (HOLDER, rest[1], ""), value is not None)
+            self._own(rest[2], (Owned.HOLDER, rest[1], ""), value is not None)
             if not self.holders[rest[1]]:
                 del self.holders[rest[1]]
         elif kind == "ipam" and len(rest) == 3 and rest[0] == "addresses":
             claims = self.addresses.setdefault(rest[1], {})
             if rest[2] in claims:
-                self._own(claims[rest[2]], (ADDRESS, rest[1], rest[2]), False)
+                self._own(claims[rest[2]], (Owned.ADDRESS, rest[1], rest[2]), False)
             if value is not None:
-                self._own(value, (ADDRESS, rest[1], rest[2]), True)
+                self._own(value, (Owned.ADDRESS, rest[1], rest[2]), True)
             _put(claims, rest[2], value)
             if not claims:
                 del self.addresses[rest[1]]
