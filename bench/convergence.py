@@ -27,11 +27,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from docker.types import IPAMConfig, IPAMPool  # noqa: E402
 from pyroute2 import NetNS  # noqa: E402
-from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
 
 from lab import results  # noqa: E402
 from lab.image import ensure_image  # noqa: E402
-from lab.scale import percentile  # noqa: E402
+from lab.scale import has_neighbour, percentile  # noqa: E402
 from lab.testbed import Testbed  # noqa: E402
 from xmasq_driver.config import Config  # noqa: E402
 from xmasq_driver.kv import EtcdKV  # noqa: E402
@@ -161,9 +160,7 @@ def _gone(ns: NetNS, vni: int, ip: str) -> float:
     index = ns.link_lookup(ifname=vxlan_name(vni))[0]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        try:
-            ns.neigh("get", dst=ip, ifindex=index)
-        except NetlinkError:
+        if not has_neighbour(ns, index, ip):
             return time.monotonic()
         time.sleep(0.001)
     raise TimeoutError(f"{ip} still on a host 10 s after its removal")

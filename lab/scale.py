@@ -12,12 +12,12 @@ Used by `make scale` (bench/scale.py) and, at a size that fits `make test`, by t
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import os
 import random
 import re
-import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -32,7 +32,7 @@ from lab.standalone import NS_SIDE, Standalone
 from xmasq_driver.config import Config
 from xmasq_driver.kv import MAX_TXN_OPS, EtcdKV
 from xmasq_driver.model import RemoteEndpoint
-from xmasq_driver.overlay import mac_for_ip, vxlan_name
+from xmasq_driver.overlay import mac_for_ip, peer_entries, vxlan_name
 from xmasq_driver.store import PREFIX
 
 NETWORK_ID = "5ca1e" * 12 + "0000"  # as Docker's: 64 characters
@@ -48,6 +48,16 @@ def sim_host(i: int) -> tuple[str, str]:
 
 def address(i: int) -> str:
     return str(SUBNET.network_address + 2 + i)
+
+
+def has_neighbour(ns: NetNS, ifindex: int, ip: str) -> bool:
+    """Whether the device in namespace `ns` has a neighbour entry for ip (one netlink get, not a dump)."""
+    try:
+        return bool(ns.neigh("get", dst=ip, ifindex=ifindex))
+    except NetlinkError as e:
+        if e.code == errno.ENOENT:
+            return False
+        raise
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -128,10 +138,6 @@ class Scale:
         self.ns = self.ns or NetNS(self.sa.ns)
         self.vx = self.ns.link_lookup(ifname=vxlan_name(self.vni))[0]
 
-    def restart_driver(self) -> None:
-        self.sa.stop()
-        self.start_driver()
-
     def status(self) -> dict[str, Any]:
         status, answer = self.sa.call("/Xmasq.Status")
         assert status == 200, answer
@@ -196,25 +202,13 @@ class Scale:
     # -- the kernel -------------------------------------------------------
     def has_neighbour(self, ip: str) -> bool:
         assert self.ns is not None
-        try:
-            return bool(self.ns.neigh("get", dst=ip, ifindex=self.vx))
-        except NetlinkError as e:
-            if e.code == 2:  # ENOENT
-                return False
-            raise
+        return has_neighbour(self.ns, self.vx, ip)
 
     def kernel(self) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
         """(FDB mac -> host, neighbour ip -> mac, eBPF remote ip -> host) of the scale network."""
-        assert self.ns is not None
-        fdb = {
-            n.get("NDA_LLADDR"): n.get("NDA_DST")
-            for n in self.ns.get_neighbours(family=socket.AF_BRIDGE, ifindex=self.vx)
-            if n.get("NDA_DST")
-        }
-        neigh = {
-            n.get("NDA_DST"): n.get("NDA_LLADDR")
-            for n in self.ns.get_neighbours(family=socket.AF_INET, ifindex=self.vx)
-        }
+        entries = peer_entries(self.ns, self.vni)
+        assert entries is not None
+        fdb, neigh = entries
         cache = self.sa.call("/Xmasq.Cache")[1]
         ebpf = {e["ip"]: e["host"] for e in cache.get("remote", []) if e["vni"] == self.vni}
         return fdb, neigh, ebpf
@@ -289,12 +283,10 @@ class Scale:
         checked against etcd."""
         start = time.monotonic()
         for b in range(bursts):
-            creates = self.new_endpoints(size, rng)
-            self.write(creates, self.removals(size // 2, rng, creates))
+            self._burst(size, rng)
             if b == bursts // 2:
                 self.sa.stop()
-                creates = self.new_endpoints(size, rng)
-                self.write(creates, self.removals(size // 2, rng, creates))
+                self._burst(size, rng)
                 self.start_driver()
         settled = self.until("the churn programmed", lambda: self.programmed() == len(self.used), 300, 0.2)
         wrong = self.mismatches()
@@ -308,6 +300,11 @@ class Scale:
             "mismatches": wrong[:20],
             "mismatch_count": len(wrong),
         }
+
+    def _burst(self, size: int, rng: random.Random) -> None:
+        """`size` creates and size/2 deletes of earlier endpoints, written at once."""
+        creates = self.new_endpoints(size, rng)
+        self.write(creates, self.removals(size // 2, rng, creates))
 
     def close(self) -> None:
         if self.ns is not None:

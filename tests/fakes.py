@@ -22,7 +22,6 @@ class MemoryKV:
         self.revision = 1
         self.history: list[tuple[int, str, str | None]] = []  # (revision, key, value or None)
         self.compacted = 0  # history before this revision is gone
-        self.watched = 0  # events delivered to watches
         self.listed = 0  # keys returned by list_prefix
         self._changed = threading.Condition()
 
@@ -104,7 +103,6 @@ class MemoryKV:
 
             self._changed.wait_for(found, timeout)
             events = found()
-            self.watched += len(events)
             return Changes([(k, v) for _, k, v in events], events[-1][0] if events else 0, current)
 
     def grant(self, ttl: int) -> int:
@@ -160,17 +158,18 @@ class FakeOverlay:
         if self.fail_peers:
             self.fail_peers -= 1
             raise BackendError(f"netlink: read peers of vni {vni} timed out after 5.0s")
+        return self._replace(vni, peers)
+
+    def update_peers(self, vni: int, gone: dict[str, tuple[str, str]], new: dict[str, tuple[str, str]]) -> int:
+        peers = {ip: p for ip, p in self.peers.get(vni, {}).items() if ip not in gone}
+        return self._replace(vni, {**peers, **new})
+
+    def _replace(self, vni: int, peers: dict[str, tuple[str, str]]) -> int:
         if vni not in self.networks:
             return 0
         changed = len(set(peers.items()) ^ set(self.peers.get(vni, {}).items()))
         self.peers[vni] = dict(peers)
         return changed
-
-    def update_peers(self, vni: int, gone: dict[str, tuple[str, str]], new: dict[str, tuple[str, str]]) -> int:
-        if vni not in self.networks:
-            return 0
-        peers = {ip: p for ip, p in self.peers.get(vni, {}).items() if ip not in gone}
-        return self.set_peers(vni, {**peers, **new})
 
 
 class FakeFirewall:

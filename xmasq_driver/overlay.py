@@ -193,7 +193,7 @@ class Overlay:
         """
         # A dump reads every entry of the device: its deadline grows with them, as the ops' chunks do.
         budget = max(60.0, self._timeout * (1 + len(peers) / OPS_PER_CALL))
-        dump = self._run(f"read peers of vni {vni}", lambda ipr: _dump(ipr, vni), budget)
+        dump = self._run(f"read peers of vni {vni}", lambda ipr: peer_entries(ipr, vni), budget)
         if dump is None:
             return 0
         fdb, neigh = dump
@@ -305,8 +305,9 @@ def _delete_links(ipr: IPRoute, *names: str) -> None:
 _Op = tuple[str, str, dict[str, str]]
 
 
-def _dump(ipr: IPRoute, vni: int) -> tuple[dict[str, str], dict[str, str]] | None:
-    """The vxlan device's remote FDB entries {mac: host ip} and neighbours {ip: mac}."""
+def peer_entries(ipr: IPRoute, vni: int) -> tuple[dict[str, str], dict[str, str]] | None:
+    """The vxlan device's remote FDB entries {mac: host ip} and neighbours {ip: mac} (None: no
+    device); `ipr` may be another namespace's (the scale harness reads the kernel with it)."""
     found = ipr.link_lookup(ifname=vxlan_name(vni))
     if not found:
         return None

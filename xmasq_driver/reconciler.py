@@ -86,7 +86,7 @@ class Reconciler:
         self._missing_since: dict[str, float] = {}
         self._last_ip: dict[str, str] = {}
         self._grace_ends = float("inf")
-        self._revision = 0  # the highest etcd revision a full pass saw
+        self._revision = 0  # the highest etcd revision seen (a full pass's or an event's)
         self._hold_until = 0.0
         self._view: ClusterView | None = None  # the cluster as of the last event applied
         self._full_due = "start"  # why the next step is a full pass ("": it is not)
