@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from lab.engine import SYSTEM, Engine
 from xmasq_driver import config, daemon, log
 from xmasq_driver.datapath import mount_bpffs
 from xmasq_driver.overlay import ensure_sock_flow_table
@@ -79,6 +80,7 @@ class Testbed:
     subnet: str = DEFAULT_SUBNET
     run_dir: str = RUN_DIR
     data_dir: str = DATA_DIR
+    engine: str = SYSTEM  # the Docker engine of every host (lab/engine.py)
 
     # -- addresses and paths ---------------------------------------------
     @property
@@ -106,7 +108,10 @@ class Testbed:
 
     def driver_env(self, host: str) -> dict[str, str]:
         paths = config.environment(
-            socket=self.path(host, "plugins/xmasq.sock"), state_dir=os.path.join(self.data_dir, host, "state")
+            socket=self.path(host, "plugins/xmasq.sock"),
+            state_dir=os.path.join(self.data_dir, host, "state"),
+            pidfile=self.path(host, "xmasq.pid"),
+            logfile=self.path(host, "xmasq.log"),
         )
         return dict(os.environ, **self._settings(host), **paths)
 
@@ -121,13 +126,14 @@ class Testbed:
 
     # -- up ---------------------------------------------------------------
     @classmethod
-    def up(cls, count: int, subnet: str = DEFAULT_SUBNET, mtu: int = 1500) -> Testbed:
+    def up(cls, count: int, subnet: str = DEFAULT_SUBNET, mtu: int = 1500, engine: str = SYSTEM) -> Testbed:
         if not 1 <= count <= 250:
             raise SystemExit("testbed: --hosts must be 1..250")
+        Engine(engine).ensure()
         existing = cls.load()
         if existing is not None:
             existing.down()
-        tb = cls([f"h{i}" for i in range(1, count + 1)], subnet)
+        tb = cls([f"h{i}" for i in range(1, count + 1)], subnet, engine=engine)
         os.makedirs(tb.run_dir, exist_ok=True)
         tb._save()  # first, so `down` finds everything even if `up` fails half way
         try:
@@ -144,12 +150,12 @@ class Testbed:
         except BaseException:
             tb.down()
             raise
-        _log.info("testbed up", hosts=count, subnet=subnet, etcd=tb.etcd_endpoint)
+        _log.info("testbed up", hosts=count, subnet=subnet, etcd=tb.etcd_endpoint, engine=engine)
         return tb
 
     def _save(self) -> None:
         with open(os.path.join(self.run_dir, "testbed.json"), "w") as f:
-            json.dump({"hosts": self.hosts, "subnet": self.subnet}, f)
+            json.dump({"hosts": self.hosts, "subnet": self.subnet, "engine": self.engine}, f)
 
     @classmethod
     def load(cls, run_dir: str = RUN_DIR) -> Testbed | None:
@@ -158,7 +164,7 @@ class Testbed:
                 data = json.load(f)
         except (OSError, ValueError):
             return None
-        return cls(data["hosts"], data["subnet"], run_dir)
+        return cls(data["hosts"], data["subnet"], run_dir, engine=data.get("engine", SYSTEM))
 
     def _underlay(self, mtu: int) -> None:
         prefix = ipaddress.IPv4Network(self.subnet).prefixlen
@@ -250,8 +256,7 @@ class Testbed:
         _run("ip", "-n", ns, "route", "add", "default", "via", self.gateway)
 
     def start_driver(self, host: str) -> None:
-        pid, logfile = self.path(host, "xmasq.pid"), self.path(host, "xmasq.log")
-        driver = [sys.executable, "-m", "xmasq_driver", "daemon", "start", "--pidfile", pid, "--logfile", logfile]
+        driver = [sys.executable, "-m", "xmasq_driver", "daemon", "start"]
         self.in_host(
             host,
             with_own_sys(driver, self.path(host, "bpffs")),
@@ -267,15 +272,19 @@ class Testbed:
     def _dockerd(self, host: str) -> None:
         root = os.path.join(self.data_dir, host, "docker")
         os.makedirs(root, exist_ok=True)
-        os.makedirs("/run/docker/plugins", exist_ok=True)
-        # A private mount namespace in which this host's plugin directory is the one dockerd reads.
-        script = (
-            # Swarm tasks use the image present here (no registry to pull from).
-            f"mount --bind {self.path(host, 'plugins')} /run/docker/plugins"
-            " && DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 exec dockerd"
-            f" --data-root {root} --exec-root {self.path(host, 'exec')} -H {self.docker_host(host)}"
-            f" --pidfile {self.path(host, 'docker.pid')} --cgroup-parent /xmtb-{host} --log-level warn"
-        )
+        engine = Engine(self.engine)
+        # A private mount namespace in which this host's plugin directory is the one dockerd reads
+        # (and, for another engine, the testbed's directories are at their paths in its root).
+        binds = {self.path(host, "plugins"): "/run/docker/plugins"}
+        if engine.root:
+            binds |= {self.run_dir: self.run_dir, self.data_dir: self.data_dir}
+        dockerd = [
+            "env",
+            "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1",  # swarm tasks use the image present here (no registry)
+            "dockerd",
+            *("--data-root", root, "--exec-root", self.path(host, "exec"), "-H", self.docker_host(host)),
+            *("--pidfile", self.path(host, "docker.pid"), "--cgroup-parent", f"/xmtb-{host}", "--log-level", "warn"),
+        ]
         with open(self.path(host, "dockerd.log"), "ab") as logf:
             subprocess.Popen(
                 [
@@ -287,7 +296,7 @@ class Testbed:
                     "private",
                     "sh",
                     "-c",
-                    script,
+                    engine.script(binds, dockerd),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
@@ -295,6 +304,7 @@ class Testbed:
                 start_new_session=True,
             )
         _wait(f"dockerd of {host}", lambda: self.docker(host).ping(), 60)
+        engine.check(self.docker(host).version()["Version"])
 
     def restart_dockerd(self, host: str) -> None:
         """Stop the host's dockerd cleanly (its containers stop) and start it again."""

@@ -9,9 +9,6 @@ import sys
 
 from . import __version__, config, log
 
-PIDFILE = "/run/xmasq/xmasq.pid"
-LOGFILE = "/var/log/xmasq/xmasq.log"
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xmasq", description="XMasq Docker overlay network driver")
@@ -23,8 +20,6 @@ def main(argv: list[str] | None = None) -> int:
 
     daemon = sub.add_parser("daemon", help="start, stop or check the driver in the background")
     daemon.add_argument("action", choices=["start", "stop", "status"])
-    daemon.add_argument("--pidfile", default=PIDFILE)
-    daemon.add_argument("--logfile", default=LOGFILE)
     daemon.add_argument("--kill", action="store_true", help="stop with SIGKILL (no clean shutdown)")
     config.add_arguments(daemon)
 
@@ -33,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     tb_up = tb_sub.add_parser("up", help="create N hosts, each with its own dockerd and driver")
     tb_up.add_argument("--hosts", type=int, default=2)
     tb_up.add_argument("--subnet", default="172.31.255.0/24", help="underlay subnet (.254 is the bridge)")
+    tb_up.add_argument(
+        "--engine",
+        default="system",
+        help="the hosts' Docker engine: system, or a Debian suite whose docker.io runs from a root"
+        " that scripts/engine.sh builds (trixie: 26.1, bookworm: 20.10)",
+    )
     tb_sub.add_parser("down", help="remove everything the testbed made")
     tb_sub.add_parser("status", help="list the hosts")
     tb_exec = tb_sub.add_parser("exec", help="run a command on a host (DOCKER_HOST set to its dockerd)")
@@ -82,10 +83,10 @@ def _daemon(args: argparse.Namespace, cfg: config.Config) -> int:
     from . import daemon
 
     if args.action == "start":
-        pid = daemon.start(cfg, args.pidfile, args.logfile)
-        print(f"xmasq driver running: pid {pid}, socket {cfg.socket}, log {args.logfile}")
+        pid = daemon.start(cfg, cfg.pidfile, cfg.logfile)
+        print(f"xmasq driver running: pid {pid}, socket {cfg.socket}, log {cfg.logfile}")
     elif args.action == "stop":
-        stopped = daemon.stop(args.pidfile, signal.SIGKILL if args.kill else signal.SIGTERM)
+        stopped = daemon.stop(cfg.pidfile, signal.SIGKILL if args.kill else signal.SIGTERM)
         print("xmasq driver stopped" if stopped else "xmasq driver was not running")
     else:
         up = daemon.answering(cfg)
@@ -128,7 +129,11 @@ def _testbed(args: argparse.Namespace) -> int:
     from lab.testbed import Testbed  # the testbed is tooling, not the driver: imported only here
 
     if args.action == "up":
-        tb = Testbed.up(args.hosts, args.subnet)
+        try:
+            tb = Testbed.up(args.hosts, args.subnet, engine=args.engine)
+        except ValueError as e:  # an unknown engine, before anything was made
+            print(f"testbed: {e}", file=sys.stderr)
+            return 2
         for host in tb.hosts:
             print(f"{host}: {tb.host_ip(host)}  DOCKER_HOST={tb.docker_host(host)}")
         print(f"etcd: {tb.etcd_endpoint}; try: xmasq testbed exec h1 -- docker network ls")

@@ -40,6 +40,8 @@ class Config:
     )
     socket: str = field(default="/run/docker/plugins/xmasq.sock", metadata={"help": "plugin unix socket path"})
     state_dir: str = field(default="/var/lib/xmasq", metadata={"help": "local state directory"})
+    pidfile: str = field(default="/run/xmasq/xmasq.pid", metadata={"help": "where `xmasq daemon` keeps the pid"})
+    logfile: str = field(default="/var/log/xmasq/xmasq.log", metadata={"help": "the log `xmasq daemon start` writes"})
     bpf_pin_dir: str = field(
         default="/sys/fs/bpf/xmasq", metadata={"help": "bpffs directory; maps are pinned in <dir>/<host id>"}
     )
