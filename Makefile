@@ -2,7 +2,7 @@
 VENV   := .venv
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: run stop setup dev test lint unit e2e demo bench scale converge profile install units plugin
+.PHONY: run stop setup dev test test-engines lint unit e2e demo bench scale converge profile install units plugin
 
 run:            ## set up the host and start the driver in the background
 	@scripts/run.sh
@@ -32,6 +32,10 @@ test: dev       ## the whole suite, against a driver restarted from this tree; C
 	@RESTART=1 scripts/run.sh
 	@$(MAKE) --no-print-directory lint
 	$(PYTEST) tests
+
+test-engines: dev ## the e2e tests on the other Debian release's Docker engine (ENGINE=trixie|bookworm; SMOKE=1)
+	@RESTART=1 scripts/run.sh
+	$(VENV)/bin/python -m tests.engines $(if $(ENGINE),--engine $(ENGINE)) $(if $(SMOKE),--smoke)
 
 demo: dev run   ## two testbed hosts, one xmasq network across them, a ping (removes it all after)
 	$(VENV)/bin/python scripts/demo.py

@@ -3,6 +3,10 @@
 Every test runs inside `env`, which records the host's xmasq state (links, iptables
 rules, etcd keys, the driver's state file) before the test, removes what the test
 created afterwards, and fails if anything of xmasq is left behind.
+
+On another Docker engine (tests/engines.py) the suite runs in two parts: `--only single-host`
+in a testbed host whose dockerd is that engine, `--only multi-host` with XMASQ_TEST_ENGINE
+naming the engine of the testbed's hosts.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import docker
 import pytest
 from docker.types import IPAMConfig, IPAMPool
 
+from lab.engine import SYSTEM
 from lab.image import ensure_image
 from lab.standalone import Standalone
 from lab.testbed import Testbed
@@ -29,6 +34,24 @@ from xmasq_driver.state import LocalState
 from xmasq_driver.store import PREFIX
 
 XMASQ = os.path.join(os.path.dirname(__file__), "..", "..", ".venv", "bin", "xmasq")
+
+
+def pytest_addoption(parser):  # type: ignore[no-untyped-def]
+    parser.addoption(
+        "--only",
+        choices=["single-host", "multi-host"],
+        help="only the tests of one dockerd (dk, not tb) or only those of the testbed (tb)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    only = config.getoption("--only")
+    if not only:
+        return
+    keep = (lambda f: "dk" in f and "tb" not in f) if only == "single-host" else (lambda f: "tb" in f)
+    chosen = [i for i in items if keep(getattr(i, "fixturenames", ()))]
+    config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
+    items[:] = chosen
 
 
 @pytest.fixture(scope="session")
@@ -185,7 +208,7 @@ def tb(dk):  # dk: the root dockerd is up (its iptables policy is what the testb
     saved = {k: os.environ.get(k) for k in short}
     os.environ.update(short)
     try:
-        bed = Testbed.up(3)
+        bed = Testbed.up(3, engine=os.environ.get("XMASQ_TEST_ENGINE", SYSTEM))
     finally:
         for k, v in saved.items():
             if v is None:
