@@ -107,7 +107,7 @@ class Config:
     tls_client_ca: str = field(
         default="", metadata={"help": "CA that signs the clients allowed on the plugin API's TCP listener"}
     )
-    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG (also every request body), INFO, WARNING or ERROR"})
 
     @property
     def etcd_endpoint_list(self) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -19,6 +20,15 @@ def test_activate_declares_both_drivers(h):
 
 def test_capabilities(h):
     assert h.ok("/NetworkDriver.GetCapabilities") == {"Scope": "local", "ConnectivityScope": "global"}
+
+
+def test_debug_log_holds_each_request_as_docker_sent_it(h, caplog):
+    """How docs/design-notes.md lists what each Docker engine sends (XMASQ_LOG_LEVEL=DEBUG)."""
+    body = {"NetworkID": "n1", "Options": {"com.docker.network.generic": {}}, "IPv4Data": []}
+    with caplog.at_level(logging.DEBUG, logger="xmasq.api"):
+        h.call("/NetworkDriver.CreateNetwork", body)
+    [record] = [r for r in caplog.records if r.getMessage() == "request"]
+    assert record.fields == {"path": "/NetworkDriver.CreateNetwork", "body": json.dumps(body, sort_keys=True)}
 
 
 def test_unknown_path_is_404_with_err(h):
