@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 
 SYSTEM = "system"
-ENGINES_DIR = "/var/lib/xmasq-engines"
+ENGINES_DIR = os.environ.get("XMASQ_ENGINES_DIR", "/var/lib/xmasq-engines")  # one root per release
 # The engine each Debian release ships (docker.io): what a root of that suite must report.
 VERSIONS = {"bookworm": "20.10.", "trixie": "26.1."}
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "engine.sh")
@@ -58,7 +58,7 @@ class Engine:
     def ensure(self) -> None:
         """Build the engine's root if it is not complete (idempotent, ~1 min the first time)."""
         if self.root:
-            subprocess.run([SCRIPT, self.name], check=True)
+            subprocess.run([SCRIPT, self.name, self.root], check=True)
 
     def check(self, version: str) -> None:
         """Refuse to go on with a dockerd that is not this engine (a test run would claim to have

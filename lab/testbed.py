@@ -106,11 +106,14 @@ class Testbed:
     def docker_host(self, host: str) -> str:
         return "unix://" + self.docker_socket(host)
 
+    def pidfile(self, host: str) -> str:
+        return self.path(host, "xmasq.pid")
+
     def driver_env(self, host: str) -> dict[str, str]:
         paths = config.environment(
             socket=self.path(host, "plugins/xmasq.sock"),
             state_dir=os.path.join(self.data_dir, host, "state"),
-            pidfile=self.path(host, "xmasq.pid"),
+            pidfile=self.pidfile(host),
             logfile=self.path(host, "xmasq.log"),
         )
         return dict(os.environ, **self._settings(host), **paths)
@@ -267,7 +270,7 @@ class Testbed:
         )
 
     def stop_driver(self, host: str, kill: bool = False) -> None:
-        daemon.stop(self.path(host, "xmasq.pid"), signal.SIGKILL if kill else signal.SIGTERM)
+        daemon.stop(self.pidfile(host), signal.SIGKILL if kill else signal.SIGTERM)
 
     def _dockerd(self, host: str) -> None:
         root = os.path.join(self.data_dir, host, "docker")

@@ -75,7 +75,7 @@ def test_fifty_parallel_docker_runs_on_one_host(env):
 
 
 def _rss_kb(tb, host: str) -> int:  # type: ignore[no-untyped-def]
-    with open(tb.path(host, "xmasq.pid")) as f:
+    with open(tb.pidfile(host)) as f:
         pid = int(f.read())
     with open(f"/proc/{pid}/status") as f:
         return int(next(line.split()[1] for line in f if line.startswith("VmRSS:")))
