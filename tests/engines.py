@@ -20,8 +20,18 @@ from lab.engine import Engine, other
 from lab.testbed import Testbed, with_own_sys
 
 E2E = "tests/e2e"
-SMOKE_SINGLE = ["test_single_host.py", "test_options.py"]
-SMOKE_MULTI = ["test_multi_host.py", "test_fastpath.py", "test_swarm.py"]
+# The smoke set (`make test`, ~8 min): every request the driver serves, the same-host redirect,
+# the cross-host fast path, swarm's global scope and the managed plugin.
+SMOKE_SINGLE = [
+    "test_single_host.py",
+    "test_options.py",
+    "test_same_host_fastpath.py::test_tcp_udp_icmp_take_the_redirect",
+]
+SMOKE_MULTI = [
+    "test_multi_host.py::test_full_mesh_and_isolation",
+    "test_fastpath.py::test_tcp_udp_and_icmp_take_the_fast_path",
+    "test_swarm.py",
+]
 ALL_MULTI_BUT = ["test_bench.py"]  # the benchmark's own smoke: the data path, not the engine
 
 
@@ -51,7 +61,7 @@ def multi_host(engine: str, selection: list[str], extra: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tests.engines", description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", default=None, help="a Debian suite of lab/engine.py (default: the other one)")
-    parser.add_argument("--smoke", action="store_true", help=f"only {', '.join(SMOKE_SINGLE + SMOKE_MULTI)}")
+    parser.add_argument("--smoke", action="store_true", help="only the smoke set (what `make test` runs)")
     args, extra = parser.parse_known_args(argv)
     engine = args.engine or other()
     Engine(engine).ensure()

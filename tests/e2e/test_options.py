@@ -57,6 +57,27 @@ def test_static_ip_and_mac_address(env):
     env.sh(b, "ping -c 1 -W 2 10.244.4.99")
 
 
+def test_per_network_mac_and_two_networks_at_create(env, dk):
+    """What API 1.44+ engines (Docker 25 and later) send that 20.10 could not: a MAC per network
+    (Interface.MacAddress, and com.docker.network.endpoint.macaddress in the endpoint options) and a
+    container created on two networks at once (two CreateEndpoints before the first Join)."""
+    api = dk.api.api_version
+    if not docker.utils.version_gte(api, "1.44"):
+        pytest.skip(f"Docker {dk.version()['Version']} (API {api}) has neither: tests.engines runs this on 26")
+    a, b = env.network("mac-a", "10.244.14.0/24"), env.network("mac-b", "10.244.15.0/24")
+    ep = dk.api.create_endpoint_config
+    c = env.run(
+        "mac",
+        a.name,
+        networking_config={a.name: ep(mac_address="02:42:0a:f4:0e:63"), b.name: ep(mac_address="02:42:0a:f4:0f:63")},
+    )
+    links = env.sh(c, "ip -o link")[1]
+    assert "02:42:0a:f4:0e:63" in links and "02:42:0a:f4:0f:63" in links, links
+    peer_a, peer_b = env.run("mac-pa", a.name), env.run("mac-pb", b.name)
+    env.sh(peer_a, f"ping -c 1 -W 2 {env.ip(c, a)}")
+    env.sh(peer_b, f"ping -c 1 -W 2 {env.ip(c, b)}")
+
+
 def test_network_alias_and_labels_are_dockers_and_work(env, dk):
     net = env.network("alias", "10.244.5.0/24", labels={"team": "net"})
     assert dk.networks.get(net.id).attrs["Labels"] == {"team": "net"}
