@@ -2,7 +2,7 @@
 VENV   := .venv
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: run stop setup dev test test-engines lint unit e2e demo bench scale converge profile install units plugin
+.PHONY: run stop setup dev test test-engines test-release lint unit e2e demo bench scale converge profile install units plugin
 
 run:            ## set up the host and start the driver in the background
 	@scripts/run.sh
@@ -28,14 +28,20 @@ e2e: dev        ## end-to-end tests against a driver restarted from this tree
 	@RESTART=1 scripts/run.sh
 	$(PYTEST) tests/e2e
 
-test: dev       ## the whole suite, against a driver restarted from this tree; CI runs exactly this
+test: dev       ## the whole suite (driver restarted from this tree), a smoke set on the other Debian release's engine, the README on that release; CI runs exactly this
 	@RESTART=1 scripts/run.sh
 	@$(MAKE) --no-print-directory lint
 	$(PYTEST) tests
+	$(VENV)/bin/python -m tests.engines --smoke
+	$(VENV)/bin/python -m tests.release
 
-test-engines: dev ## the e2e tests on the other Debian release's Docker engine (ENGINE=trixie|bookworm; SMOKE=1)
+test-engines: dev ## the end-to-end suite on this machine's Docker engine, then on the other release's (ENGINE=trixie|bookworm)
 	@RESTART=1 scripts/run.sh
-	$(VENV)/bin/python -m tests.engines $(if $(ENGINE),--engine $(ENGINE)) $(if $(SMOKE),--smoke)
+	$(PYTEST) tests/e2e
+	$(VENV)/bin/python -m tests.engines $(if $(ENGINE),--engine $(ENGINE))
+
+test-release: dev ## the README's commands on the other Debian release, in a container of it (RELEASE=trixie|bookworm)
+	$(VENV)/bin/python -m tests.release $(if $(RELEASE),--release $(RELEASE))
 
 demo: dev run   ## two testbed hosts, one xmasq network across them, a ping (removes it all after)
 	$(VENV)/bin/python scripts/demo.py

@@ -11,6 +11,13 @@ DATA_DIR=/var/lib/xmasq
 PACKAGES="docker.io etcd-server python3-bpfcc python3-venv clang llvm iproute2 iptables ipset
           etcd-client linux-headers-amd64 busybox-static curl gcc libc6-dev iperf3 sockperf tcpdump openssl systemd
           debootstrap nginx-light wrk redis-server redis-tools memcached libmemcached-tools bpftool linux-perf"
+# What differs between the supported releases (Debian 12 bookworm, 13 trixie).
+. /etc/os-release
+case "${VERSION_CODENAME:-}" in
+    bookworm) ;;
+    trixie) PACKAGES="$PACKAGES docker-cli" ;; # split out of docker.io, which only recommends it
+    *) echo "setup: ${PRETTY_NAME:-this system} is not a supported release (Debian 12 or 13); trying Debian 12's packages" >&2 ;;
+esac
 SERVICES="nginx-light:nginx redis-server:redis-server memcached:memcached"  # package:unit the benchmark runs itself
 
 say() { echo "setup: $*"; }
