@@ -10,7 +10,7 @@ set -euo pipefail
 suite=${1:?usage: scripts/engine.sh SUITE ROOT}
 root=${2:?usage: scripts/engine.sh SUITE ROOT}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-PACKAGES="docker.io iptables"
+PACKAGES="docker.io iptables procps"  # procps: dockerd runs ps for `docker top`
 stamp="$suite: $PACKAGES"
 
 say() { echo "engine: $*"; }
