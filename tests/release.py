@@ -29,7 +29,8 @@ HOST_CA = "/etc/ssl/certs/ca-certificates.crt"  # pip's CA bundle here, for a re
 # What --privileged gives, but for CAP_SYS_RESOURCE, which a machine's root may lack itself (then
 # --privileged fails): every other capability and device, no seccomp or AppArmor filter, /proc
 # unmasked, dockerd's data on a volume (overlayfs does not stack on overlayfs). The container then
-# mounts its own /sys (its network namespace's), cgroup2 and bpffs, as a machine has them.
+# makes its /sys (its network namespace's) and its cgroups (v1 or v2) writable and mounts bpffs, as a
+# machine has them.
 PRIVILEGES = [
     "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--device-cgroup-rule", "a *:* rwm",
     "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
@@ -37,7 +38,8 @@ PRIVILEGES = [
 ]  # fmt: skip
 # The machine before the README's first command: its mounts, and make (a minimal root has none).
 MACHINE = (
-    "mount -t sysfs sysfs /sys && mount -t cgroup2 cgroup2 /sys/fs/cgroup && mount -t bpf bpf /sys/fs/bpf"
+    "mount -o remount,bind,rw /sys && mount -t bpf bpf /sys/fs/bpf && for m in"
+    " $(awk '$2 ~ \"^/sys/fs/cgroup\" {print $2}' /proc/mounts); do mount -o remount,bind,rw $m; done"
     " && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make >/dev/null"
 )
 STEPS = [
