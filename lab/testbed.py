@@ -141,8 +141,10 @@ class Testbed:
         tb._save()  # first, so `down` finds everything even if `up` fails half way
         try:
             # The hosts' drivers see only their own namespaces' settings: the machine's socket flow
-            # table, which their flow steering (rfs) needs, is raised here as on a real host.
-            ensure_sock_flow_table()
+            # table, which their flow steering (rfs) needs, is raised here as on a real host (where
+            # this machine is itself in a network namespace, a container's, the table is not ours).
+            with contextlib.suppress(FileNotFoundError):
+                ensure_sock_flow_table()
             tb._underlay(mtu)
             tb._etcd()
             for host in tb.hosts:
