@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,11 @@ class Config:
         default="", metadata={"help": "CA that signs the clients allowed on the plugin API's TCP listener"}
     )
     log_level: str = field(default="INFO", metadata={"help": "DEBUG (also every request body), INFO, WARNING or ERROR"})
+
+    @property
+    def host(self) -> str:
+        """This host's cluster id: host_id, or the hostname."""
+        return self.host_id or socket.gethostname()
 
     @property
     def etcd_endpoint_list(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""IpamDriver: cluster-wide unique addresses from etcd, keyed by subnet.
+"""IpamDriver: cluster-wide unique addresses from etcd, keyed by subnet (IPv4 or IPv6).
 
 Pools are named by their subnet (and sub-pool), so the same `--subnet` on every host
 is one pool; `--ipam-opt xmasq.space=NAME` names a separate pool for the same subnet (two
@@ -19,7 +19,7 @@ import threading
 from . import log
 from . import protocol as p
 from .errors import DriverError, NotFound
-from .model import Pool, check_name, check_subnet
+from .model import Address, Pool, Subnet, check_name, check_subnet, is_host_address
 from .state import LocalState
 from .store import GATEWAY_OWNER, ClusterStore, ClusterView, Conflict, Owned, Reassertion, pool_id_of, pool_key
 
@@ -31,12 +31,12 @@ SPACE_OPTION = "xmasq.space"
 ADDRESS, GATEWAY = "address", "gateway"  # the kinds of claim in the local record
 
 
-def _parse_pool_id(pool_id: str) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Network]:
+def _parse_pool_id(pool_id: str) -> tuple[Subnet, Subnet]:
     """PoolID is "<subnet>[|<range>][@<space>]"; returns (subnet, range)."""
     subnet_s, _, range_s = pool_id.partition("@")[0].partition("|")
     try:
-        subnet = ipaddress.IPv4Network(subnet_s)
-        rng = ipaddress.IPv4Network(range_s) if range_s else subnet
+        subnet = ipaddress.ip_network(subnet_s)
+        rng = ipaddress.ip_network(range_s) if range_s else subnet
     except ValueError:
         raise NotFound(f"pool {pool_id!r} is not an xmasq pool")
     return subnet, rng
@@ -84,17 +84,18 @@ class IpamDriver:
         return p.AddressSpacesResponse(ADDRESS_SPACE, ADDRESS_SPACE)
 
     def request_pool(self, req: p.RequestPoolRequest) -> p.RequestPoolResponse:
-        if req.v6:
-            raise DriverError("IPv6 pools are not supported by xmasq yet")
         if not req.pool:
             raise DriverError("the xmasq IPAM driver needs a subnet (--subnet)")
         try:
-            subnet = ipaddress.IPv4Network(req.pool)
-            rng = ipaddress.IPv4Network(req.sub_pool) if req.sub_pool else subnet
+            subnet = ipaddress.ip_network(req.pool)
+            rng = ipaddress.ip_network(req.sub_pool) if req.sub_pool else subnet
         except ValueError as e:
             raise DriverError(f"bad pool: {e}")
+        want = 6 if req.v6 else 4  # Docker asks for each of a network's subnets with its version
+        if subnet.version != want or rng.version != want:
+            raise DriverError(f"pool {req.pool} is not an IPv{want} subnet, which Docker asked for (V6={req.v6})")
         check_subnet(subnet)
-        if not rng.subnet_of(subnet):
+        if not rng.subnet_of(subnet):  # type: ignore[arg-type]  # one version: checked above
             raise DriverError(f"sub-pool {rng} is not inside {subnet}")
         for k in req.options:
             if k != SPACE_OPTION:
@@ -130,7 +131,7 @@ class IpamDriver:
             if req.address:
                 ip = self._claim_given(req.pool_id, self._parse_address(req.address, subnet), gateway)
             elif gateway:
-                ip = self._claim_given(req.pool_id, next(subnet.hosts()), gateway=True)
+                ip = self._claim_given(req.pool_id, subnet.network_address + 1, gateway=True)
             else:
                 ip = self._claim_next(req.pool_id, subnet, rng)
             self._record(req.pool_id, address=str(ip), kind=GATEWAY if gateway else ADDRESS)
@@ -138,16 +139,16 @@ class IpamDriver:
         return p.RequestAddressResponse(f"{ip}/{subnet.prefixlen}")
 
     @staticmethod
-    def _parse_address(address: str, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
+    def _parse_address(address: str, subnet: Subnet) -> Address:
         try:
-            ip = ipaddress.IPv4Interface(address).ip
+            ip = ipaddress.ip_interface(address).ip
         except ValueError:
-            raise DriverError(f"address {address!r} is not an IPv4 address")
-        if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
+            raise DriverError(f"address {address!r} is not an IP address")
+        if not is_host_address(ip, subnet):
             raise DriverError(f"address {ip} is not a host address of {subnet}")
         return ip
 
-    def _claim_given(self, pool_id: str, ip: ipaddress.IPv4Address, gateway: bool) -> ipaddress.IPv4Address:
+    def _claim_given(self, pool_id: str, ip: Address, gateway: bool) -> Address:
         owner = GATEWAY_OWNER if gateway else self.store.host
         if self.store.claim_address(pool_id, ip, owner):
             return ip
@@ -155,13 +156,12 @@ class IpamDriver:
             return ip  # every host of the network shares the gateway
         raise DriverError(f"address {ip} is already in use")
 
-    def _claim_next(
-        self, pool_id: str, subnet: ipaddress.IPv4Network, rng: ipaddress.IPv4Network
-    ) -> ipaddress.IPv4Address:
-        # Lowest free address; a create that loses a race just moves on to the next.
+    def _claim_next(self, pool_id: str, subnet: Subnet, rng: Subnet) -> Address:
+        # Lowest free address; a create that loses a race just moves on to the next. The range's
+        # addresses are counted, not listed (an IPv6 /64 has 2^64), and only up to the first free one.
         taken = self.store.claimed_addresses(pool_id)
         for ip in rng.hosts():
-            if ip in taken or ip in (subnet.network_address, subnet.broadcast_address):
+            if ip in taken or not is_host_address(ip, subnet):
                 continue
             if self.store.claim_address(pool_id, ip, self.store.host):
                 return ip

@@ -21,7 +21,11 @@ VNI_FIRST, VNI_LAST = 256, (1 << 24) - 1
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8 (passed to bpf/ as OUTER_LEN)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # network keys, IPAM spaces
 NAME_RULE = "1-64 of A-Z a-z 0-9 _ . -"
-SMALLEST_SUBNET = 30  # a /30 holds a gateway and one container
+# The longest prefix per IP version: a gateway and one container (IPv4 loses the network and
+# broadcast addresses, IPv6 only the network's, its subnet-router anycast address).
+SMALLEST_SUBNET = {4: 30, 6: 126}
+Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 OPT_VNI, OPT_NETWORK, OPT_FASTPATH, OPT_STEER = "xmasq.vni", "xmasq.network", "xmasq.fastpath", "xmasq.steer"
 OPT_ENCRYPTED = "encrypted"  # Docker's overlay: IPsec between hosts
@@ -62,10 +66,18 @@ def check_name(option: str, value: str) -> str:
     return value
 
 
-def check_subnet(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
-    if subnet.prefixlen > SMALLEST_SUBNET:
-        raise DriverError(f"subnet {subnet} is too small (at most /{SMALLEST_SUBNET})")
+def check_subnet(subnet: Subnet) -> Subnet:
+    if subnet.prefixlen > SMALLEST_SUBNET[subnet.version]:
+        raise DriverError(f"subnet {subnet} is too small (at most /{SMALLEST_SUBNET[subnet.version]})")
     return subnet
+
+
+def is_host_address(ip: Address, subnet: Subnet) -> bool:
+    """An address a container or gateway may have in subnet: not the network's own address, nor
+    (IPv4) its broadcast address."""
+    if ip not in subnet or ip == subnet.network_address:
+        return False
+    return subnet.version == 6 or ip != subnet.broadcast_address
 
 
 def _int_option(options: dict[str, str], key: str, low: int, high: int) -> int | None:

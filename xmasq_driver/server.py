@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
-import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -38,7 +37,7 @@ _log = log.get("server")
 
 
 def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler]:
-    host = config.host_id or socket.gethostname()
+    host = config.host
     store = ClusterStore(EtcdKV(config), host)
     state = LocalState(os.path.join(config.state_dir, "state.json"))
     overlay = Overlay(config.underlay_interface, config.netlink_timeout, config.steer_flows)

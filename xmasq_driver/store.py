@@ -28,7 +28,7 @@ from typing import TypeVar
 
 from .errors import BackendError, DriverError
 from .kv import KV, Changes
-from .model import VNI_FIRST, VNI_LAST, ClusterNetwork, RemoteEndpoint
+from .model import VNI_FIRST, VNI_LAST, Address, ClusterNetwork, RemoteEndpoint
 
 T = TypeVar("T")
 PREFIX = "/xmasq/v1/"
@@ -346,15 +346,15 @@ class ClusterStore:
     def pool_held(self, pool_id: str) -> bool:
         return bool(self.kv.get_prefix(f"{PREFIX}ipam/holders/{pool_key(pool_id)}/"))
 
-    def claim_address(self, pool_id: str, ip: ipaddress.IPv4Address, owner: str) -> bool:
+    def claim_address(self, pool_id: str, ip: Address, owner: str) -> bool:
         return self.kv.create(self.address_key(pool_key(pool_id), str(ip)), owner)
 
-    def address_owner(self, pool_id: str, ip: ipaddress.IPv4Address) -> str | None:
+    def address_owner(self, pool_id: str, ip: Address) -> str | None:
         return self.kv.get(self.address_key(pool_key(pool_id), str(ip)))
 
-    def claimed_addresses(self, pool_id: str) -> set[ipaddress.IPv4Address]:
+    def claimed_addresses(self, pool_id: str) -> set[Address]:
         items = self.kv.get_prefix(f"{PREFIX}ipam/addresses/{pool_key(pool_id)}/")
-        return {ipaddress.IPv4Address(k.rsplit("/", 1)[1]) for k in items}
+        return {ipaddress.ip_address(k.rsplit("/", 1)[1]) for k in items}
 
-    def release_address(self, pool_id: str, ip: ipaddress.IPv4Address) -> None:
+    def release_address(self, pool_id: str, ip: Address) -> None:
         self.kv.delete(self.address_key(pool_key(pool_id), str(ip)))

@@ -24,9 +24,16 @@ def test_capabilities_and_spaces(h):
     }
 
 
-def test_pool_needs_subnet_and_ipv4(h):
+def test_pool_needs_a_subnet_of_the_version_docker_asked_for(h):
     assert "needs a subnet" in h.err("/IpamDriver.RequestPool", {"Pool": ""})
-    assert "IPv6" in h.err("/IpamDriver.RequestPool", {"Pool": "fd00::/64", "V6": True})
+    assert "pool fd00::/64 is not an IPv4 subnet" in h.err("/IpamDriver.RequestPool", {"Pool": "fd00::/64"})
+    assert "pool 10.0.0.0/24 is not an IPv6 subnet" in h.err(
+        "/IpamDriver.RequestPool", {"Pool": "10.0.0.0/24", "V6": True}
+    )
+    assert "not an IPv6 subnet" in h.err(
+        "/IpamDriver.RequestPool", {"Pool": "fd00::/64", "SubPool": "10.0.0.0/25", "V6": True}
+    )
+    assert "too small (at most /126)" in h.err("/IpamDriver.RequestPool", {"Pool": "fd00::/127", "V6": True})
     assert "bad pool" in h.err("/IpamDriver.RequestPool", {"Pool": "10.0.0.0/33"})
     assert "not inside" in h.err("/IpamDriver.RequestPool", {"Pool": "10.0.0.0/24", "SubPool": "10.1.0.0/25"})
     assert "field V6 must be a boolean" in h.err("/IpamDriver.RequestPool", {"Pool": "10.0.0.0/24", "V6": "yes"})
@@ -44,6 +51,30 @@ def test_addresses_are_sequential_and_gateway_first(h):
     a = h.ok("/IpamDriver.RequestAddress", {"PoolID": "10.3.0.0/24"})
     b = h.ok("/IpamDriver.RequestAddress", {"PoolID": "10.3.0.0/24"})
     assert (a["Address"], b["Address"]) == ("10.3.0.2/24", "10.3.0.3/24")
+
+
+def test_ipv6_pool_gives_unique_addresses_across_hosts(h):
+    """Dual stack (#19): an IPv6 pool in the same etcd scheme as IPv4's, gateway first."""
+    other = Harness(kv=h.kv, host="host2")
+    for x in (h, other):
+        assert _pool(x, "fd00:3::/126", V6=True) == {"PoolID": "fd00:3::/126", "Pool": "fd00:3::/126", "Data": {}}
+    pid = {"PoolID": "fd00:3::/126"}
+    assert h.ok("/IpamDriver.RequestAddress", {**pid, "Options": GW})["Address"] == "fd00:3::1/126"
+    assert h.ok("/IpamDriver.RequestAddress", pid)["Address"] == "fd00:3::2/126"
+    assert other.ok("/IpamDriver.RequestAddress", pid)["Address"] == "fd00:3::3/126"  # no broadcast in IPv6
+    assert "no free address left in fd00:3::/126" in h.err("/IpamDriver.RequestAddress", pid)
+    assert h.kv.data["/xmasq/v1/ipam/addresses/fd00:3::_126/fd00:3::3"] == "host2"
+    assert "held by host host2" in h.err("/IpamDriver.ReleaseAddress", {**pid, "Address": "fd00:3::3"})
+    h.ok("/IpamDriver.ReleaseAddress", {**pid, "Address": "fd00:3::2"})
+    assert h.ok("/IpamDriver.RequestAddress", {**pid, "Address": "fd00:3::2/126"})["Address"] == "fd00:3::2/126"
+    assert "not a host address" in h.err("/IpamDriver.RequestAddress", {**pid, "Address": "fd00:3::"})
+    assert "not a host address" in h.err("/IpamDriver.RequestAddress", {**pid, "Address": "10.0.0.1"})
+
+
+def test_a_large_ipv6_pool_is_never_listed(h):
+    _pool(h, "fd00:4::/64", V6=True)  # 2^64 addresses: counted up to the first free one
+    addresses = [h.ok("/IpamDriver.RequestAddress", {"PoolID": "fd00:4::/64"})["Address"] for _ in range(3)]
+    assert addresses == ["fd00:4::1/64", "fd00:4::2/64", "fd00:4::3/64"]
 
 
 def test_sub_pool_limits_the_range(h):
