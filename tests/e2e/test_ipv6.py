@@ -3,6 +3,8 @@ refuse --ipv6 (test_options.py), so Docker's bridge driver is the network driver
 
 from __future__ import annotations
 
+import docker
+import pytest
 from docker.types import IPAMConfig, IPAMPool
 
 from xmasq_driver.kv import EtcdKV
@@ -28,3 +30,13 @@ def test_the_xmasq_ipam_gives_a_dual_stack_network_unique_ipv6_addresses(env, dk
         "fd00:244:16::3": cfg.host,
     }
     env.sh(a, "ping -c 1 -W 2 fd00:244:16::3")
+
+
+def test_an_xmasq_network_with_ipv6_is_refused_and_its_pools_released(env, dk, cfg):
+    """Until #19 is done: the xmasq IPAM takes the IPv6 pool, the network driver refuses the network,
+    and Docker's release of both pools leaves nothing in etcd (the env fixture checks)."""
+    pools = [IPAMPool(subnet="10.244.17.0/24"), IPAMPool(subnet="fd00:244:17::/64")]
+    ipam = IPAMConfig(driver="xmasq", pool_configs=pools)
+    with pytest.raises(docker.errors.APIError, match="IPv6 is not supported by xmasq yet"):
+        env.networks.append(dk.networks.create("xmt-v6refused", driver="xmasq", enable_ipv6=True, ipam=ipam))
+    assert not EtcdKV(cfg).get_prefix(f"{PREFIX}ipam/holders/fd00:244:17::_64/")
