@@ -20,7 +20,7 @@ from lab.engine import Engine, other
 from lab.testbed import Testbed, with_own_sys
 
 E2E = "tests/e2e"
-# The smoke set (`make test`, ~8 min): every request the driver serves, the same-host redirect,
+# The smoke set (`make test`, ~5-6 min here): every request the driver serves, the same-host redirect,
 # the cross-host fast path, swarm's global scope and the managed plugin.
 SMOKE_SINGLE = [
     "test_single_host.py",

@@ -81,8 +81,9 @@ def create_app(network: NetworkDriver, ipam: IpamDriver, admin: Admin) -> Flask:
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
                 raise DriverError(f"request body is not valid JSON: {e}")
         # What each engine sends, verbatim (XMASQ_LOG_LEVEL=DEBUG): how docs/design-notes.md's
-        # list of request fields per Docker version was made.
-        _log.debug("request", path=request.path, body=json.dumps(body, sort_keys=True))
+        # list of request fields per Docker version was made. Encoded only when it is kept.
+        if _log.debugging():
+            _log.debug("request", path=request.path, body=json.dumps(body, sort_keys=True))
         return _json(p.encode(handler(p.decode(struct, body) if struct is not None else None)))
 
     for path in table:

@@ -47,6 +47,10 @@ class Logger:
     def _emit(self, level: int, msg: str, exc_info: bool = False, **fields: Any) -> None:
         self._log.log(level, msg, extra={"fields": fields}, exc_info=exc_info)
 
+    def debugging(self) -> bool:
+        """Whether debug lines are kept: for fields that cost something to make."""
+        return self._log.isEnabledFor(logging.DEBUG)
+
     def debug(self, msg: str, **fields: Any) -> None:
         self._emit(logging.DEBUG, msg, **fields)
 
