@@ -82,6 +82,13 @@ def _sh(container, command: str, check: bool = True) -> str:  # type: ignore[no-
     return out.decode(errors="replace")
 
 
+def _restarted(client, name: str, network: str):  # type: ignore[no-untyped-def]
+    """The container if it is running with an address on `network`, else None."""
+    c = client.containers.get(name)
+    running = c.status == "running" and (c.attrs["NetworkSettings"]["Networks"].get(network) or {}).get("IPAddress")
+    return c if running else None
+
+
 def _task_containers(tb, service: str) -> dict[str, list]:  # type: ignore[type-arg, no-untyped-def]
     return {
         h: tb.docker(h).containers.list(filters={"label": f"com.docker.swarm.service.name={service}"}) for h in HOSTS
@@ -219,7 +226,9 @@ def test_plugin_disable_enable_and_dockerd_restart_keep_containers_connected(tb,
         start = time.monotonic()
         tb.restart_dockerd("h2")  # the plugin is restored with the daemon, the container restarted
         assert tb.docker("h2").plugins.get(NAME).enabled
-        b = tb.docker("h2").containers.get("keep-h2")
+        # dockerd starts containers on swarm-scoped networks only once its cluster part is up, after
+        # its API answers: wait for the container to be running with its address again
+        b = _wait("keep-h2 restarted with its address", lambda: _restarted(tb.docker("h2"), "keep-h2", "swkeep"), 60)
         containers[1] = b
         ip_b = b.attrs["NetworkSettings"]["Networks"]["swkeep"]["IPAddress"]
         _sh(a, f"udpecho wait {ip_b} 5001 30")
