@@ -316,7 +316,13 @@ def peer_entries(ipr: IPRoute, vni: int) -> tuple[dict[str, str], dict[str, str]
         for n in ipr.get_neighbours(family=socket.AF_BRIDGE, ifindex=found[0])
         if n.get("NDA_DST")
     }
-    neigh = {n.get("NDA_DST"): n.get("NDA_LLADDR") for n in ipr.get_neighbours(family=socket.AF_INET, ifindex=found[0])}
+    # Only the permanent entries are the driver's: a deleted entry that a reader (`ip neigh get`,
+    # a dump) held at that moment stays behind as FAILED until the kernel's garbage collection.
+    neigh = {
+        n.get("NDA_DST"): n.get("NDA_LLADDR")
+        for n in ipr.get_neighbours(family=socket.AF_INET, ifindex=found[0])
+        if n["state"] & NUD_PERMANENT
+    }
     return fdb, neigh
 
 
