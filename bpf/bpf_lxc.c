@@ -8,6 +8,7 @@
  */
 #include "lib/encap.h"
 #include "lib/flow.h"
+#include "lib/ipv6.h"
 #include "lib/stats.h"
 
 /* ARP for IPv4 over Ethernet; the addresses are unaligned, hence bytes. */
@@ -62,8 +63,10 @@ static __always_inline int encap(struct __sk_buff *skb, struct lxc_info *me, str
 }
 
 /* A container sends only as itself: its own MAC on every frame, its own address on every
- * IPv4 packet and ARP message (0.0.0.0 allowed for ARP probes). VLAN tags would hide the
- * inner headers from these checks, so tagged frames count as spoofed too. */
+ * IPv4 packet and ARP message (0.0.0.0 allowed for ARP probes), on every IPv6 packet (its
+ * link-local or network address; :: allowed for duplicate address detection) and NDP message
+ * (lib/ipv6.h). VLAN tags would hide the inner headers from these checks, so tagged frames
+ * count as spoofed too. */
 static __always_inline int spoofed(struct __sk_buff *skb, struct ethhdr *eth, void *data_end, struct lxc_info *me)
 {
     if (skb->vlan_present || !mac_equal(eth->h_source, me->mac))
@@ -79,6 +82,13 @@ static __always_inline int spoofed(struct __sk_buff *skb, struct ethhdr *eth, vo
         __be32 spa;
         __builtin_memcpy(&spa, arp->spa, 4);
         return !mac_equal(arp->sha, me->mac) || (spa != me->ip && spa != 0);
+    }
+    if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+        struct ipv6hdr *ip6 = (void *)(eth + 1);
+        if ((void *)(ip6 + 1) > data_end)
+            return 1;
+        __u8 *src = ip6->saddr.in6_u.u6_addr8;
+        return (!ip6_is_zero(src) && !ip6_is_own(src, me)) || ndp_spoofed(ip6, data_end, me);
     }
     return eth->h_proto == bpf_htons(ETH_P_8021Q) || eth->h_proto == bpf_htons(ETH_P_8021AD);
 }

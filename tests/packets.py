@@ -63,6 +63,29 @@ def arp(sender_mac: bytes, sender_ip: str, target_ip: str, frame_src: bytes | No
     return b"\xff" * 6 + (frame_src or sender_mac) + b"\x08\x06" + body
 
 
+def link_local(mac: bytes) -> str:
+    """fe80::/64 with the modified EUI-64 of `mac`: the kernel's link-local address for it."""
+    eui = bytes([mac[0] ^ 0x02]) + mac[1:3] + b"\xff\xfe" + mac[3:]
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + b"\0" * 6 + eui))
+
+
+def ipv6(src_mac: bytes, dst_mac: bytes, src: str, dst: str, nexthdr: int, payload: bytes) -> bytes:
+    """An Ethernet frame with an IPv6 packet (checksums are not needed by what reads them here)."""
+    hdr = struct.pack("!IHBB", 6 << 28, len(payload), nexthdr, 64)
+    hdr += ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed
+    return dst_mac + src_mac + b"\x86\xdd" + hdr + payload
+
+
+def ndp(icmp_type: int, target: str, options: list[tuple[int, bytes]]) -> bytes:
+    """An NDP message (135 solicitation, 136 advertisement, ...): ICMPv6 header, reserved word,
+    target address, then each (type, value) option padded to 8-byte units."""
+    body = struct.pack("!BBHI", icmp_type, 0, 0, 0) + ipaddress.IPv6Address(target).packed
+    for kind, value in options:
+        units = (len(value) + 2 + 7) // 8
+        body += struct.pack("!BB", kind, units) + value.ljust(units * 8 - 2, b"\0")
+    return body
+
+
 def vxlan(vni: int, inner: bytes) -> bytes:
     """A VXLAN header and the inner frame: the payload of a UDP datagram to VXLAN_PORT."""
     return struct.pack("!II", 0x08000000, vni << 8) + inner

@@ -216,9 +216,9 @@ class Datapath:
         return index
 
     # -- local endpoints --------------------------------------------------
-    def add_local(self, ifname: str, vni: int, ip: str, mac: str, fast: bool = True) -> None:
-        """Guard the endpoint's veth against spoofing; with `fast` (its network's switch, and the
-        global one) its flows may also take the fast path."""
+    def add_local(self, ifname: str, vni: int, ip: str, mac: str, fast: bool = True, ip6: str | None = None) -> None:
+        """Guard the endpoint's veth against spoofing (`ip6`: its IPv6 address, if it has one); with
+        `fast` (its network's switch, and the global one) its flows may also take the fast path."""
         if not self.loaded:
             return
         fast = fast and self.enabled
@@ -226,8 +226,11 @@ class Datapath:
             index = self._attach(ifname, ("from_container", INGRESS), ("to_container", EGRESS))
             local, by_if = self._maps["local_eps"], self._maps["lxc_by_ifindex"]
             local[local.Key(vni, _be32(ip))] = local.Leaf(index, _mac(mac))
-            by_if[by_if.Key(index)] = by_if.Leaf(vni, _be32(ip), _mac(mac), int(fast))
-        _log.info("eBPF endpoint", vni=vni, ip=ip, ifname=ifname, ifindex=index, fastpath=fast)
+            leaf = by_if.Leaf(vni, _be32(ip), _mac(mac), int(fast))
+            if ip6:
+                leaf.ip6[:] = ipaddress.IPv6Address(ip6).packed
+            by_if[by_if.Key(index)] = leaf
+        _log.info("eBPF endpoint", vni=vni, ip=ip, ip6=ip6, ifname=ifname, ifindex=index, fastpath=fast)
 
     def remove_local(self, vni: int, ip: str) -> None:
         if not self.loaded:

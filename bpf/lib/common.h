@@ -37,6 +37,7 @@ struct lxc_info {
     __u8 mac[6];
     __u8 fast; /* 0: anti-spoofing only (fast path off for its network or globally) */
     __u8 pad;
+    __u8 ip6[16]; /* its IPv6 address on the network, all zero if it has none */
 };
 
 /* A container on another host (written from etcd, never learned). */

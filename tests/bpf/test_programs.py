@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.packets import arp, csum, frame, ipv4, mac_bytes, udp, vxlan
+from tests.packets import arp, csum, frame, ipv4, ipv6, link_local, mac_bytes, ndp, udp, vxlan
 from xmasq_driver.datapath import FASTPATH_MARK, Datapath, _be32
 from xmasq_driver.overlay import mac_for_ip
 
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
 VNI, OTHER_VNI = 4242, 4343
 ME, PEER, STRANGER = "10.9.0.2", "10.9.0.3", "10.9.0.9"
+ME6, STRANGER6 = "fd00:9::2", "fd00:9::9"
 LOCAL_HOST, REMOTE_HOST, OTHER_HOST = "192.0.2.1", "192.0.2.77", "192.0.2.88"
 NIC_MAC, GW_MAC = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 SPORT = 0xBEEF
@@ -92,7 +93,7 @@ def dp():
     d = Datapath(pin, "xmtbnic0", sizes={"FLOW_MAX": 1024, "REMOTE_MAX": 1024})
     try:
         assert d.load(), d.reason
-        d.add_local("xmtblxc0", VNI, ME, mac_for_ip(ipaddress.IPv4Address(ME)))
+        d.add_local("xmtblxc0", VNI, ME, mac_for_ip(ipaddress.IPv4Address(ME)), ip6=ME6)
         d.update_remote(VNI, {}, {PEER: _peer(REMOTE_HOST)})
         d.nic_index = int(Path("/sys/class/net/xmtbnic0/ifindex").read_text())  # type: ignore[attr-defined]
         d.lxc_index = int(Path("/sys/class/net/xmtblxc0/ifindex").read_text())  # type: ignore[attr-defined]
@@ -174,7 +175,21 @@ def with_ip_options(packet: bytes) -> bytes:
     return packet[:14] + bytes(ip) + b"\x01" * 4 + packet[34:]
 
 
-MY_MAC = mac_bytes(ME)
+MY_MAC, PEER_MAC = mac_bytes(ME), mac_bytes(PEER)
+MY_LL, PEER_LL = link_local(MY_MAC), link_local(PEER_MAC)
+ALL_NODES_MAC, ICMPV6 = bytes.fromhex("333300000001"), 58
+
+
+def ext(nexthdr: int) -> bytes:
+    """An 8-byte hop-by-hop or destination options header: router alert (as MLD has), then PadN."""
+    return bytes([nexthdr, 0, 5, 2, 0, 0, 1, 0])
+
+
+def v6(src: str, payload: bytes, nexthdr: int = 17) -> bytes:
+    """An IPv6 packet ME's container sends from its own MAC with source address `src`."""
+    return ipv6(MY_MAC, ALL_NODES_MAC, src, "ff02::1", nexthdr, payload)
+
+
 SPOOFED = {
     "other source address": frame(STRANGER, PEER),
     "other source MAC": mac_bytes(PEER) + mac_bytes(PEER) + frame(ME, PEER)[12:],
@@ -183,12 +198,40 @@ SPOOFED = {
     "ARP for another address": arp(MY_MAC, STRANGER, PEER),
     "ARP with another MAC inside": arp(mac_bytes(PEER), ME, PEER, frame_src=MY_MAC),
     "VLAN-tagged frame": frame(ME, PEER)[:12] + b"\x81\x00\x00\x05" + frame(ME, PEER)[12:],
+    "IPv6 from another's link-local": v6(link_local(PEER_MAC), udp(40000, 5001, b"x")),
+    "IPv6 from another address": v6(STRANGER6, udp(40000, 5001, b"x")),
+    "IPv6 from another MAC": ipv6(PEER_MAC, ALL_NODES_MAC, MY_LL, PEER_LL, 17, udp(40000, 5001, b"x")),
+    "NA for another's link-local": v6(MY_LL, ndp(136, PEER_LL, [(2, MY_MAC)]), ICMPV6),
+    "NA for another address": v6(MY_LL, ndp(136, STRANGER6, [(2, MY_MAC)]), ICMPV6),
+    "NA for itself naming another MAC": v6(MY_LL, ndp(136, ME6, [(2, PEER_MAC)]), ICMPV6),
+    "NA with another MAC in a later option": v6(MY_LL, ndp(136, ME6, [(14, b"nonce!"), (2, PEER_MAC)]), ICMPV6),
+    "NS naming another MAC": v6(MY_LL, ndp(135, PEER_LL, [(1, PEER_MAC)]), ICMPV6),
+    "NS with a zero-length option": v6(MY_LL, ndp(135, PEER_LL, [])[:24] + b"\x01\x00" + b"\0" * 6, ICMPV6),
+    "NS with more options than an honest one": v6(MY_LL, ndp(135, PEER_LL, [(14, b"n")] * 5), ICMPV6),
+    "NA cut inside its target": v6(MY_LL, ndp(136, ME6, [])[:20], ICMPV6),
+    "Router Advertisement": v6(MY_LL, struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0), ICMPV6),
+    "extension header cut short": v6(MY_LL, b"\x3a", nexthdr=60),  # (a cut IPv6 header: as IPv4's)
+    "NA for another address behind a destination options header": v6(
+        MY_LL, ext(58) + ndp(136, STRANGER6, [(2, MY_MAC)]), nexthdr=60
+    ),
+    "NA behind more extension headers than are walked": v6(
+        MY_LL, ext(60) + ext(60) + ext(60) + ext(60) + ext(58) + ndp(136, ME6, []), nexthdr=60
+    ),
+    "Redirect": v6(MY_LL, ndp(137, PEER_LL, []) + ipaddress.IPv6Address(STRANGER6).packed, ICMPV6),
 }
 HONEST = {
     "ARP request": arp(MY_MAC, ME, PEER),
     "ARP probe": arp(MY_MAC, "0.0.0.0", ME),
     "IPv4 with options": with_ip_options(frame(ME, PEER)),
-    "IPv6 from its own MAC": mac_bytes(PEER) + MY_MAC + b"\x86\xdd" + b"\x60" + b"\0" * 39,
+    "IPv6 from the unspecified address": v6("::", b"", nexthdr=59),
+    "IPv6 from its link-local": v6(MY_LL, udp(40000, 5001, b"x")),
+    "IPv6 from its address": v6(ME6, udp(40000, 5001, b"x")),
+    "NS for duplicate address detection": v6("::", ndp(135, ME6, []), ICMPV6),
+    "NS with its MAC": v6(MY_LL, ndp(135, PEER_LL, [(1, MY_MAC)]), ICMPV6),
+    "NA for its address with its MAC and a nonce": v6(ME6, ndp(136, ME6, [(2, MY_MAC), (14, b"nonce!")]), ICMPV6),
+    "NA for its link-local, Ethernet padding after it": v6(MY_LL, ndp(136, MY_LL, []), ICMPV6) + b"\0" * 8,
+    "MLD report behind hop-by-hop options": v6(MY_LL, ext(58) + struct.pack("!BBHHH", 143, 0, 0, 0, 0), nexthdr=0),
+    "ICMPv6 echo request": v6(MY_LL, struct.pack("!BBHHH", 128, 0, 0, 1, 1), ICMPV6),
 }
 
 

@@ -13,7 +13,7 @@ import pytest
 from lab.testbed import BRIDGE
 from tests.conftest import report
 from tests.e2e.cluster import Cluster
-from tests.packets import VXLAN_PORT, arp, frame, mac_bytes, vxlan
+from tests.packets import VXLAN_PORT, arp, frame, ipv6, link_local, mac_bytes, ndp, udp, vxlan
 
 N = 20
 STRANGER_NS, STRANGER_LINK = "xmt-stranger", "xmtstranger0"
@@ -65,6 +65,44 @@ def test_forged_source_address_or_mac_is_dropped_and_counted(cl, fastpath):
         f"anti-spoofing, fast path {fastpath}: {len(forged)} kinds x {N} forged frames: 0 delivered, "
         f"{dropped} counted in drop_spoofed"
     )
+
+
+def rx_packets(cl: Cluster, container) -> int:  # type: ignore[no-untyped-def]
+    return int(cl.sh(container, "cat /sys/class/net/eth0/statistics/rx_packets")[1])
+
+
+def test_forged_ipv6_sources_and_ndp_answers_are_dropped_and_counted(cl):
+    """On any xmasq network a container can send IPv6 (its link-local address) with a raw socket:
+    it may send only as itself, and may not answer Neighbour Discovery for another container."""
+    net = cl.network("spoof6", "10.241.0.0/24")
+    a, c = cl.run("h1", "spoof6-a", net), cl.run("h1", "spoof6-c", net)
+    mac_a, mac_c = (mac_bytes(cl.ip(x, net)) for x in (a, c))
+    ll_a, ll_c = link_local(mac_a), link_local(mac_c)
+
+    def to_c(src: str, payload: bytes, nexthdr: int = 17, src_mac: bytes = mac_a) -> bytes:
+        return ipv6(src_mac, mac_c, src, ll_c, nexthdr, payload)
+
+    datagram = udp(40000, 5001, b"xmasq")
+    # Docker turns IPv6 off in a container on a network without it (disable_ipv6), but raw frames
+    # still go out. The control: A's frames as itself reach C.
+    before, rx = cl.stats("h1")["drop_spoofed"], rx_packets(cl, c)
+    send_frames(cl, a, to_c(ll_a, datagram))
+    assert rx_packets(cl, c) - rx >= N
+    assert cl.stats("h1")["drop_spoofed"] == before
+
+    forged = {
+        "C's link-local": to_c(ll_c, datagram),
+        "C's MAC": to_c(ll_a, datagram, src_mac=mac_c),
+        "NA for C's address": to_c(ll_a, ndp(136, ll_c, [(2, mac_a)]), 58),
+        "NA naming C's MAC": to_c(ll_a, ndp(136, ll_a, [(2, mac_c)]), 58),
+        "Router Advertisement": to_c(ll_a, bytes([134]) + b"\0" * 15, 58),
+    }
+    rx = rx_packets(cl, c)
+    send_frames(cl, a, *forged.values())
+    assert rx_packets(cl, c) - rx < N  # none of them (what arrives is the network's own chatter)
+    dropped = cl.stats("h1")["drop_spoofed"] - before
+    assert dropped == N * len(forged), dropped
+    report(f"IPv6 anti-spoofing: {len(forged)} kinds x {N} forged frames: {dropped} counted in drop_spoofed")
 
 
 @pytest.fixture
