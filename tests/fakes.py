@@ -129,13 +129,18 @@ class FakeOverlay:
         self.fail_veth = False
         self.fail_peers = 0  # how many set_peers calls fail next
         self.steered: list[tuple[str, str | None]] = []  # (host veth, the network's own mode)
+        self.gateways6: dict[int, str] = {}
+        self.fdb: dict[int, set[tuple[str, str]]] = {}  # vni -> (mac, host), as the kernel's FDB
         self._mtu = mtu
 
     def underlay(self) -> Underlay:
         return Underlay("eth0", 2, "192.0.2.2", self._mtu)
 
-    def ensure_network(self, vni: int, gateway: ipaddress.IPv4Interface, mtu: int) -> None:
+    def ensure_network(
+        self, vni: int, gateway: ipaddress.IPv4Interface, mtu: int, gateway6: ipaddress.IPv6Interface | None = None
+    ) -> None:
         self.networks[vni] = (str(gateway), mtu)
+        self.gateways6[vni] = str(gateway6 or "")
 
     def delete_network(self, vni: int) -> None:
         self.networks.pop(vni, None)
@@ -160,15 +165,23 @@ class FakeOverlay:
             raise BackendError(f"netlink: read peers of vni {vni} timed out after 5.0s")
         return self._replace(vni, peers)
 
-    def update_peers(self, vni: int, gone: dict[str, tuple[str, str]], new: dict[str, tuple[str, str]]) -> int:
+    def update_peers(
+        self,
+        vni: int,
+        gone: dict[str, tuple[str, str]],
+        new: dict[str, tuple[str, str]],
+        kept: frozenset[tuple[str, str]] = frozenset(),
+    ) -> int:
         peers = {ip: p for ip, p in self.peers.get(vni, {}).items() if ip not in gone}
-        return self._replace(vni, {**peers, **new})
+        fdb = self.fdb.get(vni, set()) - (set(gone.values()) - kept) | set(new.values())
+        return self._replace(vni, {**peers, **new}, fdb)
 
-    def _replace(self, vni: int, peers: dict[str, tuple[str, str]]) -> int:
+    def _replace(self, vni: int, peers: dict[str, tuple[str, str]], fdb: set[tuple[str, str]] | None = None) -> int:
         if vni not in self.networks:
             return 0
         changed = len(set(peers.items()) ^ set(self.peers.get(vni, {}).items()))
         self.peers[vni] = dict(peers)
+        self.fdb[vni] = set(peers.values()) if fdb is None else fdb
         return changed
 
 
@@ -178,6 +191,7 @@ class FakeFirewall:
         self.ports: dict[str, list[PortMapping]] = {}
         self.fail_ports = False
         self.cluster_hosts: set[str] = set()
+        self.subnets6: dict[int, str] = {}
 
     def set_cluster_hosts(self, hosts: set[str]) -> None:
         self.cluster_hosts = set(hosts)
@@ -185,8 +199,9 @@ class FakeFirewall:
     def ensure_base(self) -> None:
         pass
 
-    def add_network(self, vni: int, bridge: str, subnet: str, internal: bool) -> None:
+    def add_network(self, vni: int, bridge: str, subnet: str, internal: bool, subnet6: str = "") -> None:
         self.networks[vni] = (bridge, subnet, internal)
+        self.subnets6[vni] = subnet6
 
     def remove_network(self, vni: int) -> None:
         self.networks.pop(vni, None)
@@ -210,13 +225,16 @@ class FakeDatapath:
         self.local: dict[tuple[int, str], tuple[str, str, bool]] = {}
         self.remote: dict[int, dict[str, tuple[str, str]]] = {}
         self.live_hosts: set[str] = set()
+        self.local6: dict[tuple[int, str], str | None] = {}  # the IPv6 address add_local was given
         self.flows = 3
 
-    def add_local(self, ifname: str, vni: int, ip: str, mac: str, fast: bool) -> None:
+    def add_local(self, ifname: str, vni: int, ip: str, mac: str, fast: bool, ip6: str | None = None) -> None:
         self.local[(vni, ip)] = (ifname, mac, fast)
+        self.local6[(vni, ip)] = ip6
 
     def remove_local(self, vni: int, ip: str) -> None:
         self.local.pop((vni, ip), None)
+        self.local6.pop((vni, ip), None)
 
     def set_remote_all(self, by_vni: dict[int, dict[str, tuple[str, str]]]) -> int:
         return sum(self._set(vni, by_vni.get(vni, {})) for vni in self.remote.keys() | by_vni.keys())

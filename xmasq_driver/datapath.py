@@ -268,7 +268,7 @@ class Datapath:
         both gone and new with the same host is left as it is. Returns the entries changed."""
         if not self.loaded:
             return 0
-        new = new if self.enabled else {}
+        gone, new = _ipv4(gone), _ipv4(new) if self.enabled else {}
         with self._lock:
             remote = self._maps["remote_eps"]
             moved = {ip for ip, (_, host) in gone.items() if new.get(ip, ("", ""))[1] != host}
@@ -362,3 +362,8 @@ def mount_bpffs() -> None:
             return
     subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True, capture_output=True, timeout=10)
     _log.info("mounted bpffs", path="/sys/fs/bpf")
+
+
+def _ipv4(peers: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """The peers the remote cache keys hold: IPv4 (IPv6 peers take the slow path, for now)."""
+    return {ip: peer for ip, peer in peers.items() if ":" not in ip}

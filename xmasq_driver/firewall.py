@@ -12,6 +12,9 @@ into a network):
                                     masqueraded as this host) may reach a cluster host's VXLAN port
 The cluster hosts are the ipset `xmasq-hosts` (hash:ip), which both chains match: one rule each
 whatever the cluster's size, and the whole set replaced at once (`ipset restore`, swap).
+An IPv6 network (--ipv6) has the same FORWARD, isolation and masquerade rules for its IPv6
+subnet in ip6tables, in chains of the same names, made when the first one is created (a host
+without IPv6 networks needs no ip6tables); the VXLAN chains stay IPv4 only, as the underlay is.
 Each rule carries a comment naming its owner (`xmasq:net:<vni>` or `xmasq:ep:<id12>`),
 so an owner's rules are removed exactly, and a restart re-adds only what is missing.
 """
@@ -30,8 +33,12 @@ FORWARD, ISOLATE, POSTROUTING, DNAT = "XMASQ-FORWARD", "XMASQ-ISOLATE", "XMASQ-P
 VXLAN_IN, VXLAN_FWD = "XMASQ-VXLAN-IN", "XMASQ-VXLAN-FWD"
 HOST_OWNER = "xmasq:host"
 HOSTS_SET = "xmasq-hosts"  # the live cluster hosts' underlay addresses
-# Chains that hold owned rules
-_CHAINS = (("filter", FORWARD), ("filter", VXLAN_IN), ("filter", VXLAN_FWD), ("nat", POSTROUTING), ("nat", DNAT))
+# Chains that hold owned rules, per IP version
+_CHAINS = {
+    4: (("filter", FORWARD), ("filter", VXLAN_IN), ("filter", VXLAN_FWD), ("nat", POSTROUTING), ("nat", DNAT)),
+    6: (("filter", FORWARD), ("nat", POSTROUTING)),
+}
+_BINARY = {4: "iptables", 6: "ip6tables"}
 _log = log.get("firewall")
 
 
@@ -44,20 +51,21 @@ def ep_owner(endpoint_id: str) -> str:
 
 
 class Firewall:
-    def __init__(self, timeout: float = 10.0, binary: str = "iptables"):
+    def __init__(self, timeout: float = 10.0):
         self._timeout = timeout
-        self._binary = binary
 
-    def _iptables(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [self._binary, "-w", str(int(self._timeout)), *args]
+    def _iptables(self, *args: str, check: bool = True, v: int = 4) -> subprocess.CompletedProcess[str]:
+        """iptables, or with `v` 6 ip6tables."""
+        binary = _BINARY[v]
+        cmd = [binary, "-w", str(int(self._timeout)), *args]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self._timeout + 2)
         except subprocess.TimeoutExpired:
-            raise BackendError(f"iptables timed out: {' '.join(args)}")
+            raise BackendError(f"{binary} timed out: {' '.join(args)}")
         except FileNotFoundError:
-            raise BackendError(f"{self._binary} is not installed")
+            raise BackendError(f"{binary} is not installed")
         if check and proc.returncode != 0:
-            raise BackendError(f"iptables {' '.join(args)}: {proc.stderr.strip()}")
+            raise BackendError(f"{binary} {' '.join(args)}: {proc.stderr.strip()}")
         return proc
 
     def _ipset(self, *args: str, script: str = "") -> None:
@@ -70,25 +78,36 @@ class Firewall:
         if proc.returncode != 0:
             raise BackendError(f"ipset {' '.join(args)}: {proc.stderr.strip()}")
 
-    def _exists(self, table: str, chain: str, rule: list[str]) -> bool:
-        return self._iptables("-t", table, "-C", chain, *rule, check=False).returncode == 0
+    def _exists(self, table: str, chain: str, rule: list[str], v: int = 4) -> bool:
+        return self._iptables("-t", table, "-C", chain, *rule, check=False, v=v).returncode == 0
 
-    def _ensure(self, table: str, chain: str, rule: list[str], position: int | None = None) -> None:
-        if self._exists(table, chain, rule):
+    def _ensure(self, table: str, chain: str, rule: list[str], position: int | None = None, v: int = 4) -> None:
+        if self._exists(table, chain, rule, v):
             return
         if position is None:
-            self._iptables("-t", table, "-A", chain, *rule)
+            self._iptables("-t", table, "-A", chain, *rule, v=v)
         else:
-            self._iptables("-t", table, "-I", chain, str(position), *rule)
+            self._iptables("-t", table, "-I", chain, str(position), *rule, v=v)
+
+    def _ensure_chains(self, v: int) -> None:
+        """The driver's chains of IP version `v`, isolation, and the jumps to FORWARD (after
+        DOCKER-USER, so users' rules still apply) and POSTROUTING."""
+        for table, chain in (*_CHAINS[v], ("filter", ISOLATE)):
+            self._iptables("-t", table, "-N", chain, check=False, v=v)
+        self._ensure("filter", ISOLATE, ["-o", BRIDGE_PREFIX + "+", "-j", "DROP"], v=v)
+        if not self._exists("filter", "FORWARD", ["-j", FORWARD], v):
+            rules = self._iptables("-t", "filter", "-S", "FORWARD", v=v).stdout.splitlines()
+            appended = [r for r in rules if r.startswith("-A FORWARD")]
+            after_user = next((i + 1 for i, r in enumerate(appended) if r == "-A FORWARD -j DOCKER-USER"), 0)
+            self._ensure("filter", "FORWARD", ["-j", FORWARD], position=after_user + 1, v=v)
+        self._ensure("nat", "POSTROUTING", ["-j", POSTROUTING], position=1, v=v)
 
     def ensure_base(self) -> None:
         """Create the driver's chains and the jumps to them; idempotent."""
-        for table, chain in (*_CHAINS, ("filter", ISOLATE)):
-            self._iptables("-t", table, "-N", chain, check=False)
-        self._ensure("filter", ISOLATE, ["-o", BRIDGE_PREFIX + "+", "-j", "DROP"])
+        self._ensure_chains(4)
         self._ipset("create", HOSTS_SET, "hash:ip", "-exist")
         hosts = ["-m", "comment", "--comment", HOST_OWNER]
-        for table, line in self.owned_rules(HOST_OWNER):  # an older version's rule per host
+        for _, table, line in self.owned_rules(HOST_OWNER):  # an older version's rule per host
             if "--match-set" not in line:
                 self._iptables("-t", table, "-D", *shlex.split(line)[1:], check=False)
         self._ensure("filter", VXLAN_IN, ["-m", "set", "--match-set", HOSTS_SET, "src", *hosts, "-j", "RETURN"], 1)
@@ -97,41 +116,41 @@ class Firewall:
         self._ensure("filter", "INPUT", [*vxlan, "-j", VXLAN_IN], position=1)
         # Not what is bridged to a container: only what leaves for another host is checked.
         self._ensure("filter", FORWARD, [*vxlan, "!", "-o", BRIDGE_PREFIX + "+", "-j", VXLAN_FWD], position=1)
-        if not self._exists("filter", "FORWARD", ["-j", FORWARD]):
-            rules = self._iptables("-t", "filter", "-S", "FORWARD").stdout.splitlines()
-            appended = [r for r in rules if r.startswith("-A FORWARD")]
-            after_user = next((i + 1 for i, r in enumerate(appended) if r == "-A FORWARD -j DOCKER-USER"), 0)
-            self._ensure("filter", "FORWARD", ["-j", FORWARD], position=after_user + 1)
-        self._ensure("nat", "POSTROUTING", ["-j", POSTROUTING], position=1)
         local = ["-m", "addrtype", "--dst-type", "LOCAL", "-j", DNAT]
         self._ensure("nat", "PREROUTING", local, position=1)
         self._ensure("nat", "OUTPUT", local, position=1)
 
     # -- per network ------------------------------------------------------
-    def add_network(self, vni: int, bridge: str, subnet: str, internal: bool) -> None:
+    def add_network(self, vni: int, bridge: str, subnet: str, internal: bool, subnet6: str = "") -> None:
         tag = ["-m", "comment", "--comment", net_owner(vni)]
         # VXLAN of this VNI (the 24 bits after the UDP header and 4 flag bytes) from anyone
         # set_cluster_hosts did not let through.
         vni_match = ["-m", "u32", "--u32", f"0x0>>0x16&0x3c@0xc>>0x8={vni:#x}"]
         self._ensure("filter", VXLAN_IN, [*vni_match, *tag, "-j", "DROP"])
+        self._network_rules(4, bridge, subnet, internal, tag)
+        # Published ports reached from 127.0.0.1 leave with the gateway address.
+        if not internal:
+            self._ensure("nat", POSTROUTING, ["-s", "127.0.0.0/8", "-o", bridge, *tag, "-j", "MASQUERADE"])
+        if subnet6:
+            self._ensure_chains(6)
+            self._network_rules(6, bridge, subnet6, internal, tag)
+
+    def _network_rules(self, v: int, bridge: str, subnet: str, internal: bool, tag: list[str]) -> None:
+        """What a network's traffic of IP version `v` may do: the same for IPv4 and IPv6."""
         if internal:
             # No path out of or into the network except between its own members.
-            self._ensure("filter", FORWARD, ["-i", bridge, "!", "-o", bridge, *tag, "-j", "DROP"])
-            self._ensure("filter", FORWARD, ["-o", bridge, "!", "-i", bridge, *tag, "-j", "DROP"])
+            self._ensure("filter", FORWARD, ["-i", bridge, "!", "-o", bridge, *tag, "-j", "DROP"], v=v)
+            self._ensure("filter", FORWARD, ["-o", bridge, "!", "-i", bridge, *tag, "-j", "DROP"], v=v)
         else:
-            self._ensure("filter", FORWARD, ["-i", bridge, "!", "-o", bridge, *tag, "-j", ISOLATE])
-            self._ensure(
-                "filter",
-                FORWARD,
-                ["-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", *tag, "-j", "ACCEPT"],
-            )
-            self._ensure("filter", FORWARD, ["-i", bridge, "!", "-o", bridge, *tag, "-j", "ACCEPT"])
+            self._ensure("filter", FORWARD, ["-i", bridge, "!", "-o", bridge, *tag, "-j", ISOLATE], v=v)
+            established = ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"]
+            self._ensure("filter", FORWARD, ["-o", bridge, *established, *tag, "-j", "ACCEPT"], v=v)
+            self._ensure("filter", FORWARD, ["-i", bridge, "!", "-o", bridge, *tag, "-j", "ACCEPT"], v=v)
             # Only what leaves for a non-xmasq interface: bridged traffic also passes POSTROUTING
             # (br_netfilter), and another network may use the same subnet.
-            self._ensure("nat", POSTROUTING, ["-s", subnet, "!", "-o", BRIDGE_PREFIX + "+", *tag, "-j", "MASQUERADE"])
-            # Published ports reached from 127.0.0.1 leave with the gateway address.
-            self._ensure("nat", POSTROUTING, ["-s", "127.0.0.0/8", "-o", bridge, *tag, "-j", "MASQUERADE"])
-        self._ensure("filter", FORWARD, ["-i", bridge, "-o", bridge, *tag, "-j", "ACCEPT"])
+            masquerade = ["-s", subnet, "!", "-o", BRIDGE_PREFIX + "+", *tag, "-j", "MASQUERADE"]
+            self._ensure("nat", POSTROUTING, masquerade, v=v)
+        self._ensure("filter", FORWARD, ["-i", bridge, "-o", bridge, *tag, "-j", "ACCEPT"], v=v)
 
     def remove_network(self, vni: int) -> None:
         self._remove_owned(net_owner(vni))
@@ -162,20 +181,20 @@ class Firewall:
         self._remove_owned(ep_owner(endpoint_id))
 
     # -- listing ----------------------------------------------------------
-    def owned_rules(self, owner: str | None = None) -> list[tuple[str, str]]:
-        """(table, rule) for every rule of `owner`, or of any xmasq owner when None."""
+    def owned_rules(self, owner: str | None = None) -> list[tuple[int, str, str]]:
+        """(IP version, table, rule) for every rule of `owner`, or of any xmasq owner when None."""
         found = []
-        for table, chain in _CHAINS:
-            proc = self._iptables("-t", table, "-S", chain, check=False)
-            for line in proc.stdout.splitlines():
-                args = shlex.split(line)
-                comment = args[args.index("--comment") + 1] if "--comment" in args else ""
-                if comment == owner or (owner is None and comment.startswith("xmasq:")):
-                    found.append((table, line))
+        for v, chains in _CHAINS.items():
+            for table, chain in chains:
+                proc = self._iptables("-t", table, "-S", chain, check=False, v=v)
+                for line in proc.stdout.splitlines():
+                    args = shlex.split(line)
+                    comment = args[args.index("--comment") + 1] if "--comment" in args else ""
+                    if comment == owner or (owner is None and comment.startswith("xmasq:")):
+                        found.append((v, table, line))
         return found
 
     def _remove_owned(self, owner: str) -> None:
-        for table, line in self.owned_rules(owner):
-            args = shlex.split(line)
-            self._iptables("-t", table, "-D", *args[1:], check=False)
+        for v, table, line in self.owned_rules(owner):
+            self._iptables("-t", table, "-D", *shlex.split(line)[1:], check=False, v=v)
         _log.debug("rules removed", owner=owner)

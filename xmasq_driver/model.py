@@ -26,6 +26,7 @@ NAME_RULE = "1-64 of A-Z a-z 0-9 _ . -"
 SMALLEST_SUBNET = {4: 30, 6: 126}
 Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 OPT_VNI, OPT_NETWORK, OPT_FASTPATH, OPT_STEER = "xmasq.vni", "xmasq.network", "xmasq.fastpath", "xmasq.steer"
 OPT_ENCRYPTED = "encrypted"  # Docker's overlay: IPsec between hosts
@@ -58,6 +59,20 @@ class EtcdRecord:
             return cls.from_json(json.loads(raw))  # type: ignore[attr-defined,no-any-return]
         except (ValueError, KeyError, TypeError, AttributeError):
             return raw
+
+
+# Left out of a record while empty: an IPv4-only network's or endpoint's record is what the
+# releases before IPv6 wrote and read, so hosts of both versions share a cluster.
+_IPV6_FIELDS = ("subnet6", "gateway6", "address6")
+
+
+def _without_empty(data: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k not in fields or v}
+
+
+def subnets_text(subnet: str, subnet6: str) -> str:
+    """A network's subnets as its messages name them: "10.1.0.0/24" or "10.1.0.0/24 and fd00::/64"."""
+    return f"{subnet} and {subnet6}" if subnet6 else subnet
 
 
 def check_name(option: str, value: str) -> str:
@@ -149,19 +164,31 @@ class ClusterNetwork(EtcdRecord):
     mtu: int
     internal: bool
     options: dict[str, str] = field(default_factory=dict)
+    subnet6: str = ""  # its IPv6 subnet (--ipv6), "" if it has none
+    gateway6: str = ""  # with the IPv6 subnet's prefix length
+
+    def to_json(self) -> dict[str, Any]:
+        return _without_empty(asdict(self), _IPV6_FIELDS)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ClusterNetwork:
         return ClusterNetwork(
-            data["vni"], data["subnet"], data["gateway"], data["mtu"], data["internal"], data.get("options", {})
+            data["vni"],
+            data["subnet"],
+            data["gateway"],
+            data["mtu"],
+            data["internal"],
+            data.get("options", {}),
+            data.get("subnet6", ""),
+            data.get("gateway6", ""),
         )
 
     def describe(self) -> str:
-        return f"VNI {self.vni} subnet {self.subnet}"
+        return f"VNI {self.vni} subnet {subnets_text(self.subnet, self.subnet6)}"
 
     def same_network(self, other: ClusterNetwork) -> bool:
-        """The same identity: VNI and subnet (hosts may differ in options such as the MTU)."""
-        return (self.vni, self.subnet) == (other.vni, other.subnet)
+        """The same identity: VNI and subnets (hosts may differ in options such as the MTU)."""
+        return (self.vni, self.subnet, self.subnet6) == (other.vni, other.subnet, other.subnet6)
 
 
 @dataclass(frozen=True)
@@ -176,7 +203,9 @@ class LocalNetwork(ClusterNetwork):
         return LocalNetwork(**{k: data[k] for k in _LOCAL_NETWORK_FIELDS if k in data})
 
     def cluster(self) -> ClusterNetwork:
-        return ClusterNetwork(self.vni, self.subnet, self.gateway, self.mtu, self.internal, self.options)
+        return ClusterNetwork(
+            self.vni, self.subnet, self.gateway, self.mtu, self.internal, self.options, self.subnet6, self.gateway6
+        )
 
     @property
     def steer(self) -> str | None:
@@ -191,8 +220,14 @@ class LocalNetwork(ClusterNetwork):
     def gateway_ip(self) -> str:
         return str(ipaddress.IPv4Interface(self.gateway).ip)
 
+    @property
+    def gateway6_ip(self) -> str | None:
+        return str(ipaddress.IPv6Interface(self.gateway6).ip) if self.gateway6 else None
 
-_LOCAL_NETWORK_FIELDS = ("vni", "subnet", "gateway", "mtu", "internal", "options", "key", "fastpath")
+
+_LOCAL_NETWORK_FIELDS = (
+    "vni", "subnet", "gateway", "mtu", "internal", "options", "subnet6", "gateway6", "key", "fastpath"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -232,18 +267,28 @@ class LocalEndpoint:
     mac: str
     ifname: str  # the container end of its veth, as handed to Docker
     ports: tuple[PortMapping, ...] = ()
+    address6: str = ""  # its IPv6 address with the prefix length, "" if it has none
 
     @property
     def ip(self) -> str:
         return str(ipaddress.IPv4Interface(self.address).ip)
 
+    @property
+    def ip6(self) -> str | None:
+        return str(ipaddress.IPv6Interface(self.address6).ip) if self.address6 else None
+
+    @property
+    def ips(self) -> list[str]:
+        """Its addresses: each has an endpoint record of its own in etcd, with the same content."""
+        return [self.ip] + ([self.ip6] if self.ip6 else [])
+
     def to_json(self) -> dict[str, Any]:
-        return dict(asdict(self), ports=[asdict(m) for m in self.ports])
+        return _without_empty(dict(asdict(self), ports=[asdict(m) for m in self.ports]), _IPV6_FIELDS)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LocalEndpoint:
         ports = tuple(PortMapping(**m) for m in data.get("ports", []))
-        return cls(data["network_id"], data["address"], data["mac"], data["ifname"], ports)
+        return cls(data["network_id"], data["address"], data["mac"], data["ifname"], ports, data.get("address6", ""))
 
 
 @dataclass(frozen=True, slots=True)

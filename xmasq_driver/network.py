@@ -15,7 +15,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from . import log
 from . import protocol as p
@@ -24,13 +24,16 @@ from .model import (
     OPT_VNI,
     VXLAN_OVERHEAD,
     ClusterNetwork,
+    Interface,
     LocalEndpoint,
     LocalNetwork,
     NetworkOptions,
     PortMapping,
     RemoteEndpoint,
+    Subnet,
     check_subnet,
     proto_name,
+    subnets_text,
 )
 from .overlay import Underlay, bridge_name, mac_for_ip, veth_names
 from .state import LocalState
@@ -44,7 +47,9 @@ _NETWORK_REQUEST_KEYS = {p.GENERIC, p.INTERNAL, p.ENABLE_IPV6, p.ENABLE_IPV4}
 
 class OverlayBackend(Protocol):
     def underlay(self) -> Underlay: ...
-    def ensure_network(self, vni: int, gateway: ipaddress.IPv4Interface, mtu: int) -> None: ...
+    def ensure_network(
+        self, vni: int, gateway: ipaddress.IPv4Interface, mtu: int, gateway6: ipaddress.IPv6Interface | None = None
+    ) -> None: ...
     def delete_network(self, vni: int) -> None: ...
     def create_veth(self, endpoint_id: str, vni: int, mac: str, mtu: int) -> str: ...
     def delete_veth(self, endpoint_id: str) -> None: ...
@@ -52,13 +57,13 @@ class OverlayBackend(Protocol):
 
 
 class DatapathBackend(Protocol):
-    def add_local(self, ifname: str, vni: int, ip: str, mac: str, fast: bool) -> None: ...
+    def add_local(self, ifname: str, vni: int, ip: str, mac: str, fast: bool, ip6: str | None = None) -> None: ...
     def remove_local(self, vni: int, ip: str) -> None: ...
 
 
 class FirewallBackend(Protocol):
     def ensure_base(self) -> None: ...
-    def add_network(self, vni: int, bridge: str, subnet: str, internal: bool) -> None: ...
+    def add_network(self, vni: int, bridge: str, subnet: str, internal: bool, subnet6: str = "") -> None: ...
     def remove_network(self, vni: int) -> None: ...
     def add_ports(self, endpoint_id: str, bridge: str, ports: list[PortMapping]) -> None: ...
     def remove_ports(self, endpoint_id: str) -> None: ...
@@ -91,31 +96,41 @@ def _refuse_what_docker_asks_beyond(req: p.NetworkRequest) -> None:
     for k in req.options:
         if k not in _NETWORK_REQUEST_KEYS:
             raise DriverError(f"network setting {k} from Docker is not supported by xmasq")
-    if req.options.get(p.ENABLE_IPV6) or req.ipv6:
-        raise DriverError("IPv6 is not supported by xmasq yet (--ipv6)")
     if req.options.get(p.ENABLE_IPV4) is False:
-        raise DriverError("IPv6-only networks are not supported by xmasq (--ipv4=false)")
+        raise DriverError("IPv6-only networks are not supported by xmasq (--ipv4=false): the underlay is IPv4")
+    if req.ipv6 and not req.options.get(p.ENABLE_IPV6):
+        raise DriverError("IPv6Data given for a network without IPv6 (create it with --ipv6)")
 
 
-def _subnet_and_gateway(req: p.NetworkRequest) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Interface]:
-    if len(req.ipv4) != 1:
-        raise DriverError(f"xmasq needs exactly one IPv4 subnet per network, got {len(req.ipv4)}")
-    data = req.ipv4[0]
+def _parsed(parse: Callable[[str], Any], text: str, version: int, error: str) -> Any:
+    """`text` parsed as an address or network of IP `version` ("" stays None), else DriverError."""
+    if not text:
+        return None
     try:
-        subnet = ipaddress.IPv4Network(data.pool)
+        value = parse(text)
     except ValueError:
-        raise DriverError(f"IPv4Data.Pool {data.pool!r} is not an IPv4 subnet")
-    check_subnet(subnet)
-    try:
-        gw = ipaddress.IPv4Interface(data.gateway) if data.gateway else None
-    except ValueError:
-        raise DriverError(f"IPv4Data.Gateway {data.gateway!r} is not an IPv4 address")
-    if gw is None:
-        gw = ipaddress.IPv4Interface(f"{next(subnet.hosts())}/{subnet.prefixlen}")
-    gw = ipaddress.IPv4Interface(f"{gw.ip}/{subnet.prefixlen}")
-    if gw.ip not in subnet:
-        raise DriverError(f"gateway {gw.ip} is outside subnet {subnet}")
-    return subnet, gw
+        raise DriverError(error)
+    if value.version != version:
+        raise DriverError(error)
+    return value
+
+
+def _subnet_and_gateway(data: list[p.IPData], version: int) -> tuple[Subnet, Interface]:
+    """The network's subnet of IP `version` and its gateway (given, else the subnet's first host)."""
+    field = "IPv4Data" if version == 4 else "IPv6Data"
+    if len(data) != 1:
+        raise DriverError(f"xmasq needs exactly one IPv{version} subnet per network, got {len(data)}")
+    pool, gateway = data[0].pool, data[0].gateway
+    subnet = check_subnet(
+        _parsed(ipaddress.ip_network, pool, version, f"{field}.Pool {pool!r} is not an IPv{version} subnet")
+    )
+    given = _parsed(
+        ipaddress.ip_interface, gateway, version, f"{field}.Gateway {gateway!r} is not an IPv{version} address"
+    )
+    gw = given.ip if given else next(subnet.hosts())
+    if gw not in subnet:
+        raise DriverError(f"gateway {gw} is outside subnet {subnet}")
+    return subnet, ipaddress.ip_interface(f"{gw}/{subnet.prefixlen}")
 
 
 class NetworkDriver:
@@ -178,7 +193,9 @@ class NetworkDriver:
         if not isinstance(generic, dict):
             raise DriverError(f"Options.{p.GENERIC} must be an object")
         _refuse_what_docker_asks_beyond(req)
-        subnet, gateway = _subnet_and_gateway(req)
+        subnet, gateway = _subnet_and_gateway(req.ipv4, 4)
+        subnet6, gateway6 = _subnet_and_gateway(req.ipv6, 6) if req.options.get(p.ENABLE_IPV6) else (None, None)
+        v6 = {"subnet6": str(subnet6), "gateway6": str(gateway6)} if subnet6 else {}
         underlay_mtu = self.overlay.underlay().mtu
         opts = NetworkOptions.parse(generic, req.network_id, underlay_mtu)
         internal = bool(req.options.get(p.INTERNAL, False))
@@ -189,21 +206,32 @@ class NetworkDriver:
             undo = Undo()
             with undo.guard():
                 existing = self.store.get_network(key)
-                if existing and existing.subnet != str(subnet):
-                    raise DriverError(f"network {key} already exists with subnet {existing.subnet}, not {subnet}")
+                asked = subnets_text(str(subnet), v6.get("subnet6", ""))
+                if existing and subnets_text(existing.subnet, existing.subnet6) != asked:
+                    had = subnets_text(existing.subnet, existing.subnet6)
+                    raise DriverError(f"network {key} already exists with subnet {had}, not {asked}")
                 if existing and opts.vni is not None and existing.vni != opts.vni:
                     raise DriverError(f"network {key} already exists with VNI {existing.vni}")
                 vni = existing.vni if existing else self.store.claim_vni(key, opts.vni)
                 undo.add("leave network in etcd", lambda: self.store.leave_network(key, vni))
-                net = LocalNetwork(vni, str(subnet), str(gateway), mtu, internal, opts.given, key, opts.fastpath)
+                net = LocalNetwork(
+                    vni, str(subnet), str(gateway), mtu, internal, opts.given, **v6, key=key, fastpath=opts.fastpath
+                )
                 self.store.join_network(key, None if existing else net.cluster())
                 undo.add("delete devices", lambda: self.overlay.delete_network(vni))
-                self.overlay.ensure_network(vni, gateway, mtu)
+                self._ensure_devices(net)
                 undo.add("delete rules", lambda: self.firewall.remove_network(vni))
-                self.firewall.add_network(vni, bridge_name(vni), str(subnet), internal)
+                self.firewall.add_network(vni, bridge_name(vni), net.subnet, internal, net.subnet6)
                 self.state.set_network(req.network_id, net)
-        _log.info("network created", network=req.network_id[:12], key=key, vni=vni, subnet=subnet, internal=internal)
+        _log.info(
+            "network created", network=req.network_id[:12], key=key, vni=vni, subnet=subnet, subnet6=subnet6,
+            internal=internal,
+        )  # fmt: skip
         return p.Empty()
+
+    def _ensure_devices(self, net: LocalNetwork) -> None:
+        gateway6 = ipaddress.IPv6Interface(net.gateway6) if net.gateway6 else None
+        self.overlay.ensure_network(net.vni, ipaddress.IPv4Interface(net.gateway), net.mtu, gateway6)
 
     def delete_network(self, req: p.NetworkIdRequest) -> p.Empty:
         with self._networks_lock, self._locked(req.network_id):
@@ -240,8 +268,6 @@ class NetworkDriver:
         for name in ("Address", "AddressIPv6", "MacAddress"):
             if not isinstance(iface.get(name) or "", str):
                 raise DriverError(f"Interface.{name} must be a string")
-        if iface.get("AddressIPv6"):
-            raise DriverError("IPv6 is not supported by xmasq yet")
         for k in req.options:  # Docker's own keys are Docker's to honour; a user's --driver-opt is not
             if not k.startswith(p.DOCKER_PREFIX):
                 raise DriverError(f"endpoint option {k} is not supported by xmasq (it has no endpoint options)")
@@ -249,32 +275,36 @@ class NetworkDriver:
             net = self._network(req.network_id)
             if req.endpoint_id in self.state.endpoints:
                 return self._endpoint_reply(iface, self.state.endpoints[req.endpoint_id])
-            address = iface.get("Address") or ""
-            try:
-                ip = ipaddress.IPv4Interface(address)
-            except ValueError:
-                raise DriverError(f"Interface.Address {address!r} is not an IPv4 address in CIDR form")
-            if ip.ip not in ipaddress.IPv4Network(net.subnet):
-                raise DriverError(f"address {ip.ip} is outside the network's subnet {net.subnet}")
+            ip = cast(ipaddress.IPv4Interface, _address(iface, "Address", 4, net.subnet))
+            ip6 = _address(iface, "AddressIPv6", 6, net.subnet6) if net.subnet6 else None
+            if iface.get("AddressIPv6") and ip6 is None:
+                raise DriverError(f"Interface.AddressIPv6 given, but network {net.key} has no IPv6 subnet")
             mac = iface.get("MacAddress") or mac_for_ip(ip.ip)
             if not _MAC.match(mac):
                 raise DriverError(f"Interface.MacAddress {mac!r} is not a MAC address")
-            owner = self.store.get_endpoint(net.key, str(ip.ip))
-            if owner and owner.host != self.store.host:
-                raise DriverError(f"address {ip.ip} is in use by endpoint {owner.endpoint[:12]} on host {owner.host}")
+            ep = LocalEndpoint(req.network_id, str(ip), mac, "", address6=str(ip6) if ip6 else "")
+            for addr in ep.ips:
+                owner = self.store.get_endpoint(net.key, addr)
+                if owner and owner.host != self.store.host:
+                    raise DriverError(
+                        f"address {addr} is in use by endpoint {owner.endpoint[:12]} on host {owner.host}"
+                    )
             undo = Undo()
             with undo.guard():
                 undo.add("delete veth", lambda: self.overlay.delete_veth(req.endpoint_id))
                 ifname = self.overlay.create_veth(req.endpoint_id, net.vni, mac, net.mtu)
                 host_veth = veth_names(req.endpoint_id)[0]
                 self.overlay.steer(host_veth, net.steer)
-                undo.add("remove from eBPF maps", lambda: self.datapath.remove_local(net.vni, str(ip.ip)))
-                self.datapath.add_local(host_veth, net.vni, str(ip.ip), mac, net.fastpath)
-                undo.add("delete endpoint in etcd", lambda: self.store.delete_endpoint(net.key, str(ip.ip)))
-                self.store.put_endpoint(net.key, str(ip.ip), RemoteEndpoint(self.store.host, mac, req.endpoint_id))
-                ep = LocalEndpoint(req.network_id, str(ip), mac, ifname)
+                undo.add("remove from eBPF maps", lambda: self.datapath.remove_local(net.vni, ep.ip))
+                self.datapath.add_local(host_veth, net.vni, ep.ip, mac, net.fastpath, ep.ip6)
+                undo.add("delete endpoint in etcd", lambda: self.store.delete_endpoint(net.key, ep.ips))
+                self.store.put_endpoint(net.key, ep.ips, RemoteEndpoint(self.store.host, mac, req.endpoint_id))
+                ep = dataclasses.replace(ep, ifname=ifname)
                 self.state.set_endpoint(req.endpoint_id, ep)
-        _log.info("endpoint created", network=req.network_id[:12], endpoint=req.endpoint_id[:12], address=ip, mac=mac)
+        _log.info(
+            "endpoint created", network=req.network_id[:12], endpoint=req.endpoint_id[:12], address=ip,
+            address6=ip6, mac=mac,
+        )  # fmt: skip
         return self._endpoint_reply(iface, ep)
 
     @staticmethod
@@ -300,9 +330,10 @@ class NetworkDriver:
 
     def _remove_endpoint(self, endpoint_id: str, ep: LocalEndpoint, net: LocalNetwork | None) -> None:
         if net is not None:
-            owner = self.store.get_endpoint(net.key, ep.ip)
-            if owner and owner.endpoint == endpoint_id:
-                self.store.delete_endpoint(net.key, ep.ip)
+            records = {ip: self.store.get_endpoint(net.key, ip) for ip in ep.ips}
+            ours = [ip for ip, record in records.items() if record and record.endpoint == endpoint_id]
+            if ours:
+                self.store.delete_endpoint(net.key, ours)
             self.datapath.remove_local(net.vni, ep.ip)
         self.firewall.remove_ports(endpoint_id)
         self.overlay.delete_veth(endpoint_id)
@@ -311,7 +342,8 @@ class NetworkDriver:
     def join(self, req: p.JoinRequest) -> p.JoinResponse:
         net = self._network(req.network_id)
         ep = self._endpoint(req.endpoint_id)
-        reply = p.JoinResponse(p.InterfaceName(ep.ifname, net.iface_prefix), None if net.internal else net.gateway_ip)
+        gateways = (None, None) if net.internal else (net.gateway_ip, net.gateway6_ip if ep.ip6 else None)
+        reply = p.JoinResponse(p.InterfaceName(ep.ifname, net.iface_prefix), *gateways)
         _log.info(
             "endpoint joined", network=req.network_id[:12], endpoint=req.endpoint_id[:12], sandbox=req.sandbox_key
         )
@@ -417,14 +449,16 @@ class NetworkDriver:
             self.store.join_network(key)
             done.repaired += 1
         # Endpoints of other networks may change meanwhile (a copy); this network's cannot.
-        mine = {ep.ip: RemoteEndpoint(host, ep.mac, eid) for eid, ep in self.state.endpoints_of({key}).items()}
+        mine = {
+            ip: RemoteEndpoint(host, ep.mac, eid) for eid, ep in self.state.endpoints_of({key}).items() for ip in ep.ips
+        }
         for ip, record in mine.items():
             if view.endpoints.get(key, {}).get(ip) == record:
                 continue
             written, held = self.store.assert_key(self.store.endpoint_key(key, ip), record.encode())
             other = None if held is None else RemoteEndpoint.decode(held)
             if isinstance(other, RemoteEndpoint) and other.host == host:  # this host's, stale: ours is the truth
-                self.store.put_endpoint(key, ip, record)
+                self.store.put_endpoint(key, [ip], record)
                 written = True
             elif other is not None:
                 described = other.describe() if isinstance(other, RemoteEndpoint) else other
@@ -448,15 +482,15 @@ class NetworkDriver:
         self.firewall.ensure_base()
         networks = self.state.networks
         for nid, net in networks.items():
-            self.overlay.ensure_network(net.vni, ipaddress.IPv4Interface(net.gateway), net.mtu)
-            self.firewall.add_network(net.vni, bridge_name(net.vni), net.subnet, net.internal)
+            self._ensure_devices(net)
+            self.firewall.add_network(net.vni, bridge_name(net.vni), net.subnet, net.internal, net.subnet6)
             _log.info("network restored", network=nid[:12], vni=net.vni)
         endpoints = [
             (eid, ep, networks[ep.network_id]) for eid, ep in self.state.endpoints.items() if ep.network_id in networks
         ]
         for eid, ep, net in endpoints:
             host_veth = veth_names(eid)[0]
-            self.datapath.add_local(host_veth, net.vni, ep.ip, ep.mac, net.fastpath)
+            self.datapath.add_local(host_veth, net.vni, ep.ip, ep.mac, net.fastpath, ep.ip6)
             self.overlay.steer(host_veth, net.steer)
             if ep.ports:
                 self.firewall.add_ports(eid, bridge_name(net.vni), list(ep.ports))
@@ -464,11 +498,23 @@ class NetworkDriver:
             for net in networks.values():
                 self.store.join_network(net.key)
             for eid, ep, net in endpoints:
-                self.store.put_endpoint(net.key, ep.ip, RemoteEndpoint(self.store.host, ep.mac, eid))
+                self.store.put_endpoint(net.key, ep.ips, RemoteEndpoint(self.store.host, ep.mac, eid))
         except BackendError as e:
             _log.warning(
                 "cluster state not refreshed at start (etcd unreachable); local networking is unaffected", error=e
             )
+
+
+def _address(iface: dict[str, Any], name: str, version: int, subnet: str) -> Interface:
+    """The endpoint's address `name` (IP `version`, CIDR form) as Docker gave it, in `subnet`."""
+    text = iface.get(name) or ""
+    error = f"Interface.{name} {text!r} is not an IPv{version} address in CIDR form"
+    ip = _parsed(ipaddress.ip_interface, text, version, error)
+    if ip is None:
+        raise DriverError(error)
+    if ip.ip not in ipaddress.ip_network(subnet):
+        raise DriverError(f"address {ip.ip} is outside the network's subnet {subnet}")
+    return ip  # type: ignore[no-any-return]
 
 
 def _free_port(proto: str) -> int:

@@ -33,6 +33,7 @@ NTF_SELF = 0x02  # an FDB entry of the vxlan device itself (with a remote dst), 
 NTF_MASTER = 0x04  # an FDB entry of the bridge the port belongs to
 NUD_PERMANENT = 0x80
 NUD_NOARP = 0x40  # "static" in bridge(8) terms
+IFA_F_NODAD = 0x02  # the gateway's IPv6 address is usable at once, without duplicate address detection
 RFS_SOCK_FLOWS = 32768  # net.core.rps_sock_flow_entries the host is raised to for rfs (never lowered)
 RFS_VETH_FLOWS = 1024  # rps_flow_cnt of each container veth for rfs
 SOCK_FLOWS_SYSCTL = "/proc/sys/net/core/rps_sock_flow_entries"
@@ -135,18 +136,27 @@ class Overlay:
         return Underlay(link.get("IFLA_IFNAME"), index, addrs[0], link.get("IFLA_MTU"))
 
     # -- networks ---------------------------------------------------------
-    def ensure_network(self, vni: int, gateway: ipaddress.IPv4Interface, mtu: int) -> None:
+    def ensure_network(
+        self, vni: int, gateway: ipaddress.IPv4Interface, mtu: int, gateway6: ipaddress.IPv6Interface | None = None
+    ) -> None:
+        """The network's bridge (the gateway's addresses on it) and vxlan device."""
         ul = self.underlay()
         br, vx = bridge_name(vni), vxlan_name(vni)
         gw_mac = mac_for_ip(gateway.ip)
 
         def ensure(ipr: IPRoute) -> None:
             if not ipr.link_lookup(ifname=br):
-                ipr.link("add", ifname=br, kind="bridge", address=gw_mac, mtu=mtu)
+                # No multicast snooping: a Neighbour Solicitation for a remote container must reach
+                # the vxlan port, whose proxy answers it, whatever groups local containers joined.
+                ipr.link("add", ifname=br, kind="bridge", address=gw_mac, mtu=mtu, br_mcast_snooping=0)
             br_index = ipr.link_lookup(ifname=br)[0]
-            have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(family=2, index=br_index)}
-            if (str(gateway.ip), gateway.network.prefixlen) not in have:
-                ipr.addr("add", index=br_index, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
+            if gateway6 is not None:
+                _write_kernel_setting(f"/proc/sys/net/ipv6/conf/{br}/disable_ipv6", "0")
+            have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=br_index)}
+            for gw in (gateway, gateway6):
+                if gw is not None and (str(gw.ip), gw.network.prefixlen) not in have:
+                    flags = {"flags": IFA_F_NODAD} if gw.version == 6 else {}
+                    ipr.addr("add", index=br_index, address=str(gw.ip), prefixlen=gw.network.prefixlen, **flags)
             if not ipr.link_lookup(ifname=vx):
                 ipr.link(
                     "add",
@@ -166,9 +176,24 @@ class Overlay:
             ipr.link("set", index=br_index, state="up")
 
         self._run(f"create network devices for vni {vni}", ensure)
+        if gateway6 is not None:
+            self._enable_ipv6_forwarding()
         # Published ports are reachable from 127.0.0.1: DNAT'd loopback-sourced
         # packets may leave through this bridge (then masqueraded).
         _write_kernel_setting(f"/proc/sys/net/ipv4/conf/{br}/route_localnet", "1")
+
+    def _enable_ipv6_forwarding(self) -> None:
+        """Routing IPv6 off the network needs it host-wide, as Docker's bridge driver sets it; a host
+        that learns its own IPv6 route from Router Advertisements then ignores them unless accept_ra=2."""
+        path = "/proc/sys/net/ipv6/conf/all/forwarding"
+        with open(path) as f:
+            if f.read().strip() == "1":
+                return
+        _write_kernel_setting(path, "1")
+        with open(f"/proc/sys/net/ipv6/conf/{self.underlay().ifname}/accept_ra") as f:
+            accept_ra = f.read().strip()
+        log_at = _log.warning if accept_ra == "1" else _log.info
+        log_at("IPv6 forwarding enabled for an IPv6 network", sysctl=path, underlay_accept_ra=accept_ra)
 
     def delete_network(self, vni: int) -> None:
         self._run(
@@ -204,13 +229,23 @@ class Overlay:
         ops += [("neigh", "replace", {"dst": ip, "lladdr": m}) for ip, (m, _) in peers.items() if neigh.get(ip) != m]
         return self._program(vni, ops)
 
-    def update_peers(self, vni: int, gone: dict[str, tuple[str, str]], new: dict[str, tuple[str, str]]) -> int:
+    def update_peers(
+        self,
+        vni: int,
+        gone: dict[str, tuple[str, str]],
+        new: dict[str, tuple[str, str]],
+        kept: frozenset[tuple[str, str]] = frozenset(),
+    ) -> int:
         """Remove the entries `gone` {ip: (mac, host ip)} as programmed, then add or replace `new`:
-        a change without a dump of the device's entries. Returns the number of entries changed."""
+        a change without a dump of the device's entries. The FDB entry of a peer in `kept` stays:
+        another of the endpoint's addresses (IPv4 and IPv6 share its MAC) still needs it. Returns
+        the number of entries changed."""
         ops: list[_Op] = []
         for what, entries in (("del", gone), ("replace", new)):
             for ip, (mac, host) in entries.items():
-                ops += [("fdb", what, {"lladdr": mac, "dst": host}), ("neigh", what, {"dst": ip, "lladdr": mac})]
+                if what == "replace" or (mac, host) not in kept:
+                    ops.append(("fdb", what, {"lladdr": mac, "dst": host}))
+                ops.append(("neigh", what, {"dst": ip, "lladdr": mac}))
         return self._program(vni, ops)
 
     def _program(self, vni: int, ops: list[_Op]) -> int:
@@ -320,7 +355,8 @@ def peer_entries(ipr: IPRoute, vni: int) -> tuple[dict[str, str], dict[str, str]
     # a dump) held at that moment stays behind as FAILED until the kernel's garbage collection.
     neigh = {
         n.get("NDA_DST"): n.get("NDA_LLADDR")
-        for n in ipr.get_neighbours(family=socket.AF_INET, ifindex=found[0])
+        for family in (socket.AF_INET, socket.AF_INET6)
+        for n in ipr.get_neighbours(family=family, ifindex=found[0])
         if n["state"] & NUD_PERMANENT
     }
     return fdb, neigh
@@ -338,7 +374,8 @@ def _entries(ipr: IPRoute, vni: int, ops: list[_Op]) -> int:
             if table == "fdb":
                 ipr.fdb(op, ifindex=found[0], flags=NTF_SELF, **attrs, **extra)
             else:
-                ipr.neigh(op, ifindex=found[0], **attrs, **extra)
+                family = socket.AF_INET6 if ":" in attrs["dst"] else socket.AF_INET
+                ipr.neigh(op, ifindex=found[0], family=family, **attrs, **extra)
         except NetlinkError as e:
             if op != "del" or e.code != errno.ENOENT:
                 raise

@@ -214,6 +214,7 @@ class InterfaceName:
 class JoinResponse:
     interface_name: InterfaceName = wire("InterfaceName")
     gateway: str | None = wire("Gateway")  # None: no default route (internal networks)
+    gateway_ipv6: str | None = wire("GatewayIPv6")  # None: none over IPv6 (internal, or no IPv6)
     static_routes: list = wire("StaticRoutes", default=[])
     disable_gateway_service: bool = wire("DisableGatewayService", default=False)
 

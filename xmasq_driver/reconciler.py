@@ -45,7 +45,9 @@ Peer = tuple[str, str]  # (mac, underlay ip of its host)
 
 class PeerBackend(Protocol):
     def set_peers(self, vni: int, peers: dict[str, Peer]) -> int: ...
-    def update_peers(self, vni: int, gone: dict[str, Peer], new: dict[str, Peer]) -> int: ...
+    def update_peers(
+        self, vni: int, gone: dict[str, Peer], new: dict[str, Peer], kept: frozenset[Peer] = frozenset()
+    ) -> int: ...
 
 
 class RemoteCache(Protocol):
@@ -252,8 +254,9 @@ class Reconciler:
                 new[ip] = want
         if not gone and not new:
             return
+        kept = frozenset(peer for ip, peer in {**have, **new}.items() if ip not in gone or ip in new)
         try:
-            changed = self.overlay.update_peers(net.vni, gone, new)
+            changed = self.overlay.update_peers(net.vni, gone, new, kept)
             changed += self.datapath.update_remote(net.vni, gone, new if net.fastpath else {})
         except BackendError as e:  # e.g. the network is being deleted right now: a full pass sorts it out
             _log.warning("peer programming failed", network=net.key, vni=net.vni, error=e)
@@ -273,7 +276,7 @@ class Reconciler:
         return None
 
     def _local_ips(self, key: str) -> set[str]:
-        return {ep.ip for ep in self.state.endpoints_of({key}).values()}
+        return {ip for ep in self.state.endpoints_of({key}).values() for ip in ep.ips}
 
     def _update_live(self, view: ClusterView, holding: bool, full: bool = False) -> dict[str, str]:
         """Take the hosts now live; on a change (or a full pass) the firewall and tunnels follow."""

@@ -305,11 +305,13 @@ class ClusterStore:
         return len(items) - len(self.kv.get_prefix(PREFIX))
 
     # -- endpoints --------------------------------------------------------
-    def put_endpoint(self, net: str, ip: str, record: RemoteEndpoint) -> None:
-        self.kv.put(self.endpoint_key(net, ip), record.encode())
+    def put_endpoint(self, net: str, ips: list[str], record: RemoteEndpoint) -> None:
+        """The record under each of the endpoint's addresses (one transaction: a dual-stack endpoint
+        is never in etcd by one address only)."""
+        self.kv.txn({self.endpoint_key(net, ip): record.encode() for ip in ips})
 
-    def delete_endpoint(self, net: str, ip: str) -> None:
-        self.kv.delete(self.endpoint_key(net, ip))
+    def delete_endpoint(self, net: str, ips: list[str]) -> None:
+        self.kv.txn({}, [self.endpoint_key(net, ip) for ip in ips])
 
     def get_endpoint(self, net: str, ip: str) -> RemoteEndpoint | None:
         """The record of address `ip` on network `net`, if xmasq wrote one."""

@@ -121,11 +121,16 @@ class Env:
         options: dict[str, str] | None = None,
         space: str = "",
         pool: dict[str, Any] | None = None,
+        subnet6: str = "",
         **kw: Any,
     ) -> Any:
         """An xmasq network; with `space`, addresses come from the xmasq IPAM driver's pool of that name;
-        `pool` adds to the subnet's IPAMPool (iprange, gateway, aux_addresses)."""
+        `pool` adds to the subnet's IPAMPool (iprange, gateway, aux_addresses); `subnet6` makes it
+        dual stack (--ipv6)."""
         pools = [IPAMPool(subnet=subnet, **(pool or {}))]
+        if subnet6:
+            pools.append(IPAMPool(subnet=subnet6))
+            kw["enable_ipv6"] = True
         ipam = (
             IPAMConfig(driver="xmasq", pool_configs=pools, options={"xmasq.space": space})
             if space
@@ -152,6 +157,10 @@ class Env:
     def ip(self, container: Any, network: Any) -> str:
         container.reload()
         return container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+
+    def ip6(self, container: Any, network: Any) -> str:
+        container.reload()
+        return container.attrs["NetworkSettings"]["Networks"][network.name]["GlobalIPv6Address"]
 
     def host_ns(self, name: str, host_cidr: str) -> str:
         """A namespace host on this machine joined by a veth; returns its address."""

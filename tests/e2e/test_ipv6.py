@@ -1,14 +1,67 @@
-"""IPv6 (#19), through a real dockerd. So far the xmasq IPAM's IPv6 pools; xmasq networks still
-refuse --ipv6 (test_options.py), so Docker's bridge driver is the network driver here."""
+"""IPv6 (#19), through a real dockerd: dual-stack xmasq networks on one host (across hosts:
+test_multi_host.py), and the xmasq IPAM's IPv6 pools."""
 
 from __future__ import annotations
 
-import docker
-import pytest
+import shlex
+import time
+
 from docker.types import IPAMConfig, IPAMPool
 
+from xmasq_driver.firewall import Firewall
 from xmasq_driver.kv import EtcdKV
 from xmasq_driver.store import PREFIX
+
+SERVE = "udpecho serve 5001 & nc -l -p 5000 > /tmp/got; sleep 3600"
+
+
+def test_a_dual_stack_network_carries_icmp_tcp_and_udp_over_ipv6(env):
+    net = env.network("v6", "10.244.18.0/24", subnet6="fd00:244:18::/64")
+    a, b = env.run("v6a", net.name), env.run("v6b", net.name, SERVE)
+    ip6_b = env.ip6(b, net)
+    b.reload()
+    settings = b.attrs["NetworkSettings"]["Networks"][net.name]
+    assert ip6_b.startswith("fd00:244:18::") and settings["IPv6Gateway"] == "fd00:244:18::1"
+    assert "default via fd00:244:18::1" in env.sh(a, "ip -6 route")[1]
+    env.sh(a, f"ping -6 -c 2 -W 2 {ip6_b}")
+    env.sh(a, "ping -6 -c 1 -W 2 fd00:244:18::1")  # the gateway, on the network's bridge
+    env.sh(a, f"ping -c 1 -W 2 {env.ip(b, net)}")  # and IPv4 beside it
+    env.sh(a, f"echo over-tcp6 | nc -w 3 {ip6_b} 5000")
+    time.sleep(0.3)
+    assert env.sh(b, "cat /tmp/got")[1] == "over-tcp6\n"
+    assert "replies=20/20" in env.sh(a, f"udpecho send {ip6_b} 5001 20")[1]
+
+
+def test_ipv6_rules_equal_the_ipv4_ones_and_go_with_the_network(env):
+    """Forward, isolation and masquerade in ip6tables as in iptables; not the IPv4 underlay's VXLAN
+    filter, nor the masquerade of ports published to 127.0.0.1 (IPv4 only)."""
+    env.network("v6rules", "10.244.19.0/24", subnet6="fd00:244:19::/64")
+    rule = next(r for _, _, r in Firewall().owned_rules() if "10.244.19.0/24" in r)
+    owner = shlex.split(rule)[shlex.split(rule).index("--comment") + 1]
+    rules: dict[int, set[tuple[str, str]]] = {4: set(), 6: set()}
+    for v, table, rule in Firewall().owned_rules(owner):
+        if "XMASQ-VXLAN" not in rule:
+            rules[v].add((table, rule.replace("10.244.19.0/24", "SUBNET").replace("fd00:244:19::/64", "SUBNET")))
+    assert len(rules[6]) == 5 and rules[6] == {r for r in rules[4] if "127.0.0.0/8" not in r[1]}, rules
+    # The env fixture checks that none is left once the network is gone (IPv6 rules included).
+
+
+def test_two_networks_with_the_same_ipv6_subnet_are_isolated(env, dk):
+    one = env.network("v6one", "10.244.20.0/24", subnet6="fd00:244:20::/64", space="v6one")
+    two = env.network("v6two", "10.244.20.0/24", subnet6="fd00:244:20::/64", space="v6two")
+    a, b = env.run("v6iso-a", one.name), env.run("v6iso-b", two.name, SERVE)
+    b2 = env.run("v6iso-b2", two.name, SERVE)
+    assert env.ip6(a, one) == env.ip6(b, two)  # the same address, on two networks
+    env.sh(b, f"ping -6 -c 1 -W 2 {env.ip6(b2, two)}")
+    assert env.sh(a, f"ping -6 -c 1 -W 1 {env.ip6(b2, two)}", check=False)[0] != 0
+    assert "replies=0/3" in env.sh(a, f"udpecho send {env.ip6(b2, two)} 5001 3", check=False)[1]
+
+
+def test_an_internal_dual_stack_network_has_no_ipv6_way_out(env):
+    internal = env.network("v6internal", "10.244.21.0/24", subnet6="fd00:244:21::/64", internal=True)
+    a, b = env.run("v6in-a", internal.name), env.run("v6in-b", internal.name)
+    assert "default" not in env.sh(a, "ip -6 route")[1]
+    env.sh(a, f"ping -6 -c 1 -W 2 {env.ip6(b, internal)}")  # members still reach each other
 
 
 def test_the_xmasq_ipam_gives_a_dual_stack_network_unique_ipv6_addresses(env, dk, cfg):
@@ -17,12 +70,9 @@ def test_the_xmasq_ipam_gives_a_dual_stack_network_unique_ipv6_addresses(env, dk
         "xmt-v6ipam", driver="bridge", enable_ipv6=True, ipam=IPAMConfig(driver="xmasq", pool_configs=pools)
     )
     env.networks.append(net)
-    a, b = env.run("v6a", net.name), env.run("v6b", net.name)
-    for c in (a, b):
-        c.reload()
-    settings = [c.attrs["NetworkSettings"]["Networks"][net.name] for c in (a, b)]
-    assert [s["GlobalIPv6Address"] for s in settings] == ["fd00:244:16::2", "fd00:244:16::3"]
-    assert {s["IPv6Gateway"] for s in settings} == {"fd00:244:16::1"}
+    a, b = env.run("v6ipam-a", net.name), env.run("v6ipam-b", net.name)
+    settings = [env.ip6(c, net) for c in (a, b)]
+    assert settings == ["fd00:244:16::2", "fd00:244:16::3"]
     claims = EtcdKV(cfg).get_prefix(f"{PREFIX}ipam/addresses/fd00:244:16::_64/")
     assert {k.rsplit("/", 1)[1]: v for k, v in claims.items()} == {
         "fd00:244:16::1": "gateway",
@@ -32,11 +82,10 @@ def test_the_xmasq_ipam_gives_a_dual_stack_network_unique_ipv6_addresses(env, dk
     env.sh(a, "ping -c 1 -W 2 fd00:244:16::3")
 
 
-def test_an_xmasq_network_with_ipv6_is_refused_and_its_pools_released(env, dk, cfg):
-    """Until #19 is done: the xmasq IPAM takes the IPv6 pool, the network driver refuses the network,
-    and Docker's release of both pools leaves nothing in etcd (the env fixture checks)."""
-    pools = [IPAMPool(subnet="10.244.17.0/24"), IPAMPool(subnet="fd00:244:17::/64")]
-    ipam = IPAMConfig(driver="xmasq", pool_configs=pools)
-    with pytest.raises(docker.errors.APIError, match="IPv6 is not supported by xmasq yet"):
-        env.networks.append(dk.networks.create("xmt-v6refused", driver="xmasq", enable_ipv6=True, ipam=ipam))
-    assert not EtcdKV(cfg).get_prefix(f"{PREFIX}ipam/holders/fd00:244:17::_64/")
+def test_an_xmasq_dual_stack_network_takes_its_ipv6_addresses_from_the_xmasq_ipam(env, cfg):
+    net = env.network("v6xipam", "10.244.22.0/24", subnet6="fd00:244:22::/64", space="v6xipam")
+    a, b = env.run("v6x-a", net.name), env.run("v6x-b", net.name)
+    assert [env.ip6(c, net) for c in (a, b)] == ["fd00:244:22::2", "fd00:244:22::3"]
+    records = EtcdKV(cfg).get_prefix(f"{PREFIX}endpoints/")
+    assert {k.rsplit("/", 1)[1] for k in records} >= {"fd00:244:22::2", "fd00:244:22::3"}
+    env.sh(a, "ping -6 -c 1 -W 2 fd00:244:22::3")

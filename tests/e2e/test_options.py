@@ -125,8 +125,8 @@ REFUSED = [
     ),
     ("unknown-option", {"options": {"foo": "bar"}}, "unknown option foo"),
     ("bad-prefix", {"options": {"com.docker.network.container_iface_prefix": "x/y"}}, "container_iface_prefix"),
-    ("ipv6", {"enable_ipv6": True, "extra_pool": "fd00:244::/64"}, "IPv6 is not supported"),
-    ("two-subnets", {"extra_pool": "10.244.9.0/24"}, "exactly one IPv4 subnet"),
+    ("two-ipv6-subnets", {"enable_ipv6": True, "extra": ["fd00:244::/64", "fd00:245::/64"]}, "exactly one IPv6"),
+    ("two-subnets", {"extra": ["10.244.9.0/24"]}, "exactly one IPv4 subnet"),
     ("ipam-option", {"ipam_options": {"foo": "bar"}}, "unknown IPAM option foo"),
 ]
 
@@ -134,8 +134,7 @@ REFUSED = [
 @pytest.mark.parametrize(("what", "args", "error"), REFUSED, ids=[r[0] for r in REFUSED])
 def test_options_that_cannot_be_honoured_are_refused(env, dk, what, args, error):
     pools = [docker.types.IPAMPool(subnet="10.244.8.0/24")]
-    if "extra_pool" in args:
-        pools.append(docker.types.IPAMPool(subnet=args["extra_pool"]))
+    pools += [docker.types.IPAMPool(subnet=extra) for extra in args.get("extra", [])]
     ipam_options = args.get("ipam_options")
     ipam = docker.types.IPAMConfig(
         driver="xmasq" if ipam_options else "default", pool_configs=pools, options=ipam_options

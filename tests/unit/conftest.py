@@ -71,23 +71,25 @@ class Harness:
         subnet: str = "10.1.0.0/24",
         gateway: str = "10.1.0.1/24",
         generic: dict[str, Any] | None = None,
+        subnet6: str = "",  # with it, an IPv6 network (--ipv6), its gateway Docker's choice
         **options: Any,
     ) -> Any:
+        v6 = {"com.docker.network.enable_ipv6": True} if subnet6 else {}
         body = {
             "NetworkID": nid,
-            "Options": {"com.docker.network.generic": generic or {}, **options},
+            "Options": {"com.docker.network.generic": generic or {}, **v6, **options},
             "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": subnet, "Gateway": gateway}],
-            "IPv6Data": [],
+            "IPv6Data": [{"AddressSpace": "LocalDefault", "Pool": subnet6}] if subnet6 else [],
         }
         return self.ok("/NetworkDriver.CreateNetwork", body)
 
     def create_endpoint(
-        self, nid: str = "n1", eid: str = "e1" * 10, address: str = "10.1.0.2/24", mac: str = ""
+        self, nid: str = "n1", eid: str = "e1" * 10, address: str = "10.1.0.2/24", mac: str = "", address6: str = ""
     ) -> Any:
         body = {
             "NetworkID": nid,
             "EndpointID": eid,
-            "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": mac},
+            "Interface": {"Address": address, "AddressIPv6": address6, "MacAddress": mac},
             "Options": {},
         }
         return self.ok("/NetworkDriver.CreateEndpoint", body)

@@ -113,7 +113,10 @@ def test_internal_network(h):
         ({"NetworkID": "n", "IPv4Data": []}, "exactly one IPv4 subnet"),
         ({"NetworkID": "n", "IPv4Data": [{"Pool": "nope"}]}, "is not an IPv4 subnet"),
         ({"NetworkID": "n", "IPv4Data": [{"Pool": "10.0.0.0/24", "Gateway": "10.9.0.1/24"}]}, "outside subnet"),
-        ({"NetworkID": "n", "IPv4Data": [{"Pool": "10.0.0.0/24"}], "IPv6Data": [{"Pool": "fd00::/64"}]}, "IPv6"),
+        (
+            {"NetworkID": "n", "IPv4Data": [{"Pool": "10.0.0.0/24"}], "IPv6Data": [{"Pool": "fd00::/64"}]},
+            "IPv6Data given for a network without IPv6 (create it with --ipv6)",
+        ),
         ({"NetworkID": "n", "Options": [], "IPv4Data": [{"Pool": "10.0.0.0/24"}]}, "field Options must be an object"),
         (
             {"NetworkID": "n", "Options": {"com.docker.network.generic": "x"}, "IPv4Data": [{"Pool": "10.0.0.0/24"}]},
@@ -125,7 +128,24 @@ def test_internal_network(h):
                 "Options": {"com.docker.network.enable_ipv6": True},
                 "IPv4Data": [{"Pool": "10.0.0.0/24"}],
             },
-            "IPv6 is not supported by xmasq yet (--ipv6)",
+            "xmasq needs exactly one IPv6 subnet per network, got 0",
+        ),
+        *(
+            (
+                {
+                    "NetworkID": "n",
+                    "Options": {"com.docker.network.enable_ipv6": True},
+                    "IPv4Data": [{"Pool": "10.0.0.0/24"}],
+                    "IPv6Data": [v6],
+                },
+                message,
+            )
+            for v6, message in (
+                ({"Pool": "10.1.0.0/24"}, "IPv6Data.Pool '10.1.0.0/24' is not an IPv6 subnet"),
+                ({"Pool": "fd00::/127"}, "subnet fd00::/127 is too small (at most /126)"),
+                ({"Pool": "fd00::/64", "Gateway": "fd01::1/64"}, "gateway fd01::1 is outside subnet fd00::/64"),
+                ({"Pool": "fd00::/64", "Gateway": "10.0.0.1/24"}, "IPv6Data.Gateway '10.0.0.1/24' is not an IPv6"),
+            )
         ),
         (
             {
@@ -267,7 +287,7 @@ def test_a_network_can_choose_its_own_flow_steering(h, tmp_path):
         ({"Address": "10.9.0.2/24"}, "outside the network's subnet"),
         ({"Address": "garbage"}, "not an IPv4 address"),
         ({"Address": 5}, "Interface.Address must be a string"),
-        ({"Address": "10.1.0.2/24", "AddressIPv6": "fd00::2/64"}, "IPv6"),
+        ({"Address": "10.1.0.2/24", "AddressIPv6": "fd00::2/64"}, "network n1 has no IPv6 subnet"),
         ({"Address": "10.1.0.2/24", "MacAddress": "zz"}, "not a MAC address"),
     ],
 )
