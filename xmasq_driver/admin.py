@@ -66,6 +66,7 @@ class Admin:
             "name": n.key,
             "vni": n.vni,
             "subnet": n.subnet,
+            **({"subnet6": n.subnet6} if n.subnet6 else {}),
             "internal": n.internal,
             "fastpath": n.fastpath,
             "endpoints": endpoints,

@@ -327,9 +327,11 @@ class Datapath:
         if not self.loaded:
             return {}
         m = self._maps
+        ip6 = {k.value: str(ipaddress.IPv6Address(bytes(v.ip6))) for k, v in m["lxc_by_ifindex"].items() if any(v.ip6)}
         return {
             "local": [
                 {"vni": k.vni, "ip": _ip(k.ip), "ifindex": v.ifindex, "mac": _mac_text(v.mac)}
+                | ({"ip6": ip6[v.ifindex]} if v.ifindex in ip6 else {})
                 for k, v in m["local_eps"].items()
             ],
             "remote": [{"vni": k.vni, "ip": _ip(k.ip), "host": _ip(v.host)} for k, v in m["remote_eps"].items()],

@@ -387,8 +387,10 @@ class NetworkDriver:
             host_ip = str(m.get("HostIP") or "")
             if host_ip in ("0.0.0.0", "::"):
                 host_ip = ""
-            if host_ip:
-                ipaddress.IPv4Address(host_ip)
+            if host_ip and ipaddress.ip_address(host_ip).version == 6:
+                raise DriverError(
+                    f"a port published on an IPv6 host address (HostIP {host_ip}) is not supported by xmasq"
+                )
         except (KeyError, TypeError, ValueError) as e:
             raise DriverError(f"bad {p.PORTMAP} entry {m!r}: {e}")
         if not 0 < port < 65536 or not 0 <= host_port < 65536:

@@ -40,20 +40,22 @@ class Cluster:
         options: dict[str, str] | None = None,
         space: str = "",
         hosts: list[str] | None = None,
+        subnet6: str = "",
     ) -> str:
         """The same cluster network on every host (or on `hosts`), addresses from the xmasq IPAM driver
-        (from the pool of `space` if given: networks with the same subnet, separate addresses)."""
+        (from the pool of `space` if given: networks with the same subnet, separate addresses);
+        with `subnet6`, dual stack."""
+        pools = [IPAMPool(subnet=s) for s in (subnet, subnet6) if s]
         for h in hosts or self.tb.hosts:
             self.networks.append(
                 self.dk[h].networks.create(
                     name,
                     driver="xmasq",
                     ipam=IPAMConfig(
-                        driver="xmasq",
-                        pool_configs=[IPAMPool(subnet=subnet)],
-                        options={"xmasq.space": space} if space else None,
+                        driver="xmasq", pool_configs=pools, options={"xmasq.space": space} if space else None
                     ),
                     options={"xmasq.network": name, **(options or {})},
+                    enable_ipv6=bool(subnet6),
                 )
             )
         return name
@@ -80,6 +82,11 @@ class Cluster:
     def ip(container: Any, network: str) -> str:
         container.reload()
         return container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+    @staticmethod
+    def ip6(container: Any, network: str) -> str:
+        container.reload()
+        return container.attrs["NetworkSettings"]["Networks"][network]["GlobalIPv6Address"]
 
     def peers(self, host: str, vni: int) -> set[str]:
         """IPs with a neighbour entry on the host's vxlan device (remote endpoints)."""

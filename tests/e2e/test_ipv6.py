@@ -4,10 +4,14 @@ test_multi_host.py), and the xmasq IPAM's IPv6 pools."""
 from __future__ import annotations
 
 import shlex
+import subprocess
 import time
 
+import docker
+import pytest
 from docker.types import IPAMConfig, IPAMPool
 
+from xmasq_driver import client as plugin
 from xmasq_driver.firewall import Firewall
 from xmasq_driver.kv import EtcdKV
 from xmasq_driver.store import PREFIX
@@ -30,6 +34,11 @@ def test_a_dual_stack_network_carries_icmp_tcp_and_udp_over_ipv6(env):
     time.sleep(0.3)
     assert env.sh(b, "cat /tmp/got")[1] == "over-tcp6\n"
     assert "replies=20/20" in env.sh(a, f"udpecho send {ip6_b} 5001 20")[1]
+    # What `xmasq status` and `xmasq cache` show
+    status = plugin.call(env.cfg.socket, "/Xmasq.Status")[1]
+    assert {n.get("subnet6") for n in status["networks"] if n["subnet"] == "10.244.18.0/24"} == {"fd00:244:18::/64"}
+    local = plugin.call(env.cfg.socket, "/Xmasq.Cache")[1]["local"]
+    assert {e["ip"]: e.get("ip6") for e in local if e["ip"] == env.ip(b, net)} == {env.ip(b, net): ip6_b}
 
 
 def test_ipv6_rules_equal_the_ipv4_ones_and_go_with_the_network(env):
@@ -89,3 +98,19 @@ def test_an_xmasq_dual_stack_network_takes_its_ipv6_addresses_from_the_xmasq_ipa
     records = EtcdKV(cfg).get_prefix(f"{PREFIX}endpoints/")
     assert {k.rsplit("/", 1)[1] for k in records} >= {"fd00:244:22::2", "fd00:244:22::3"}
     env.sh(a, "ping -6 -c 1 -W 2 fd00:244:22::3")
+
+
+def test_a_published_port_of_a_dual_stack_container_answers_on_ipv4_and_ipv6_host_ips_are_refused(env, dk):
+    net = env.network("v6ports", "10.244.23.0/24", subnet6="fd00:244:23::/64")
+    env.run("v6web", net.name, "httpd -f -p 8080 -h /www", ports={"8080/tcp": 18083})
+    body = ""
+    for _ in range(50):  # httpd needs a moment to listen
+        body = subprocess.run(
+            ["curl", "-s", "-m", "2", "http://127.0.0.1:18083/index.html"], capture_output=True, text=True
+        ).stdout
+        if body:
+            break
+        time.sleep(0.1)
+    assert body == "hello from xmasq\n"
+    with pytest.raises(docker.errors.APIError, match=r"published on an IPv6 host address \(HostIP ::1\)"):
+        env.run("v6web6", net.name, "httpd -f -p 8080 -h /www", ports={"8080/tcp": ("::1", 18084)})

@@ -42,6 +42,28 @@ def test_full_mesh_and_isolation(cl):
     assert cl.sh(members[0], f"ping -c 1 -W 1 {cl.ip(outsider, other)}", check=False)[0] != 0
 
 
+def test_dual_stack_across_hosts_icmp_tcp_udp_over_ipv6_and_isolation(cl):
+    """IPv6 inside the VXLAN overlay over the IPv4 underlay: the remote host's neighbour entry
+    answers Neighbour Solicitations as ARP is answered; a network with the same IPv6 subnet is
+    another world; removal takes the IPv6 entries along."""
+    v6 = "fd00:234::/64"
+    net = cl.network("mesh6", "10.234.0.0/24", subnet6=v6, space="mesh6")
+    other = cl.network("other6", "10.234.0.0/24", subnet6=v6, space="other6")
+    a = cl.run("h1", "m6a", net)
+    b = cl.run("h2", "m6b", net, "udpecho serve 5001 & nc -l -p 5000 > /tmp/got; sleep 3600")
+    outsider = cl.run("h3", "o6", other, "udpecho serve 5001")
+    ip_b, ip6_b, vni = cl.ip(b, net), cl.ip6(b, net), cl.vni(net)
+    until(lambda: {ip_b, ip6_b} <= cl.peers("h1", vni), 5)
+    cl.sh(a, f"ping -6 -c 2 -W 2 {ip6_b}")
+    cl.sh(a, f"echo over-tcp6 | nc -w 3 {ip6_b} 5000")
+    until(lambda: cl.sh(b, "cat /tmp/got", check=False)[1] == "over-tcp6\n", 3)
+    assert "replies=20/20" in cl.sh(a, f"udpecho send {ip6_b} 5001 20")[1]
+    assert cl.ip6(outsider, other) == cl.ip6(a, net)  # the same address in the other network
+    assert cl.sh(outsider, f"ping -6 -c 1 -W 1 {ip6_b}", check=False)[0] != 0
+    cl.remove(b)
+    until(lambda: not {ip_b, ip6_b} & cl.peers("h1", vni), 3)
+
+
 def test_ipam_is_unique_under_contention(cl, tb):
     socks = {h: tb.path(h, "plugins/xmasq.sock") for h in tb.hosts}
     pool = "10.231.0.0/24"

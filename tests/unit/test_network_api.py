@@ -416,6 +416,10 @@ def test_published_port_without_host_port_gets_one(h):
         ({"Proto": 6, "HostPort": 80}, "bad com.docker.network.portmap entry"),
         ({"Proto": 6, "Port": 70000, "HostPort": 80}, "port out of range"),
         ({"Proto": 6, "Port": 80, "HostPort": 80, "HostIP": "bogus"}, "bad com.docker.network.portmap entry"),
+        (
+            {"Proto": 6, "Port": 80, "HostPort": 80, "HostIP": "::1"},
+            "an IPv6 host address (HostIP ::1) is not supported",
+        ),
         ("80:80", "entries must be objects"),
     ],
 )
