@@ -87,8 +87,7 @@ static __always_inline int spoofed(struct __sk_buff *skb, struct ethhdr *eth, vo
         struct ipv6hdr *ip6 = (void *)(eth + 1);
         if ((void *)(ip6 + 1) > data_end)
             return 1;
-        __u8 *src = ip6->saddr.in6_u.u6_addr8;
-        return (!ip6_is_zero(src) && !ip6_is_own(src, me)) || ndp_spoofed(ip6, data_end, me);
+        return !ip6_is_own(ip6->saddr.in6_u.u6_addr8, me, 1) || ndp_spoofed(ip6, data_end, me);
     }
     return eth->h_proto == bpf_htons(ETH_P_8021Q) || eth->h_proto == bpf_htons(ETH_P_8021AD);
 }
@@ -107,17 +106,14 @@ int from_container(struct __sk_buff *skb)
     }
     if (!me->fast)
         return TC_ACT_OK;
-    struct iphdr *ip = parse_ipv4(eth, data_end);
-    if (!ip) {
-        count(STAT_MISS_UNPARSED, 1);
-        return TC_ACT_OK;
-    }
+    struct l3 l3;
     struct flow_key key;
-    if (flow_key_of(ip, data_end, me->vni, 1, &key)) {
+    if (parse_l3(eth, data_end, &l3) || flow_key_of(&l3, data_end, me->vni, 1, &key)) {
         count(STAT_MISS_UNPARSED, 1);
         return TC_ACT_OK;
     }
-    struct ep_key dst = {.vni = me->vni, .ip = ip->daddr};
+    struct ep_key dst;
+    ep_key_of(&dst, me->vni, l3.dst);
     struct local_ep *local = local_eps.lookup(&dst);
     if (local)
         return same_host(skb, local, &key);
@@ -133,11 +129,13 @@ int to_container(struct __sk_buff *skb)
     void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
     __u32 ifindex = skb->ifindex;
     struct lxc_info *me = lxc_by_ifindex.lookup(&ifindex);
-    struct iphdr *ip = me && me->fast ? parse_ipv4(data, data_end) : NULL;
+    struct l3 l3;
     struct flow_key key;
-    if (!ip || ip->daddr != me->ip || flow_key_of(ip, data_end, me->vni, 0, &key))
+    if (!me || !me->fast || parse_l3(data, data_end, &l3) || !addr_is_mine(l3.dst, me) ||
+        flow_key_of(&l3, data_end, me->vni, 0, &key))
         return TC_ACT_OK;
-    struct ep_key src = {.vni = me->vni, .ip = ip->saddr};
+    struct ep_key src;
+    ep_key_of(&src, me->vni, l3.src);
     int from_remote = remote_eps.lookup(&src) != NULL;
     if (!from_remote && !local_eps.lookup(&src))
         return TC_ACT_OK; /* from the gateway or outside: never accelerated */

@@ -19,11 +19,13 @@ int to_nic(struct __sk_buff *skb)
     struct vxlan_pkt pkt;
     struct flow_key key;
     if (parse_vxlan_pkt((void *)(long)skb->data, data_end, &pkt) ||
-        flow_key_of(pkt.inner, data_end, pkt.vni, 1, &key))
+        flow_key_of(&pkt.inner, data_end, pkt.vni, 1, &key))
         return TC_ACT_OK;
-    struct iphdr *outer = pkt.outer, *ip = pkt.inner;
+    struct iphdr *outer = pkt.outer;
     __u32 vni = pkt.vni;
-    struct ep_key src = {.vni = vni, .ip = ip->saddr}, dst = {.vni = vni, .ip = ip->daddr};
+    struct ep_key src, dst;
+    ep_key_of(&src, pkt.vni, pkt.inner.src);
+    ep_key_of(&dst, pkt.vni, pkt.inner.dst);
     struct remote_ep *peer = remote_eps.lookup(&dst);
     if (!local_eps.lookup(&src) || !peer || peer->host != outer->daddr)
         return TC_ACT_OK;
@@ -52,14 +54,15 @@ int from_nic(struct __sk_buff *skb)
     struct flow_key key;
     if (parse_vxlan_pkt((void *)(long)skb->data, data_end, &pkt))
         return TC_ACT_OK; /* not VXLAN: none of our business */
-    if (flow_key_of(pkt.inner, data_end, pkt.vni, 0, &key)) {
+    if (flow_key_of(&pkt.inner, data_end, pkt.vni, 0, &key)) {
         count(STAT_MISS_UNPARSED, 1);
         return TC_ACT_OK;
     }
-    struct iphdr *outer = pkt.outer, *ip = pkt.inner;
+    struct iphdr *outer = pkt.outer;
     struct ethhdr *inner_eth = pkt.inner_eth;
-    __u32 vni = pkt.vni;
-    struct ep_key src = {.vni = vni, .ip = ip->saddr}, dst = {.vni = vni, .ip = ip->daddr};
+    struct ep_key src, dst;
+    ep_key_of(&src, pkt.vni, pkt.inner.src);
+    ep_key_of(&dst, pkt.vni, pkt.inner.dst);
     struct remote_ep *peer = remote_eps.lookup(&src);
     if (!peer || peer->host != outer->saddr) {
         count(STAT_INGRESS_MISS_UNKNOWN_SOURCE, 1);

@@ -50,10 +50,16 @@ def frame(
     dport: int = 5001,
     payload: bytes = b"xmasq" * 20,
     src_mac: bytes | None = None,
+    dst_mac: bytes | None = None,
 ) -> bytes:
-    """What a container sends: Ethernet (MACs from the addresses unless given), IPv4, UDP."""
-    eth = mac_bytes(dst) + (src_mac or mac_bytes(src)) + b"\x08\x00"
-    return eth + ipv4(src, dst, 17, udp(sport, dport, payload))
+    """What a container sends: Ethernet, IPv4 or IPv6 (by the addresses), UDP. The MACs are the
+    addresses' unless given (IPv6 addresses have none: they must be given)."""
+    datagram = udp(sport, dport, payload)
+    if ipaddress.ip_address(src).version == 6:
+        assert src_mac and dst_mac, "an IPv6 frame needs its MACs"
+        return ipv6(src_mac, dst_mac, src, dst, 17, datagram)
+    eth = (dst_mac or mac_bytes(dst)) + (src_mac or mac_bytes(src)) + b"\x08\x00"
+    return eth + ipv4(src, dst, 17, datagram)
 
 
 def arp(sender_mac: bytes, sender_ip: str, target_ip: str, frame_src: bytes | None = None) -> bytes:

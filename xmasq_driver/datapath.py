@@ -84,6 +84,25 @@ def _ip(be32: int) -> str:
     return str(ipaddress.IPv4Address(be32.to_bytes(4, "little")))
 
 
+def _addr(ip: str) -> Any:
+    """A container's address, IPv4 or IPv6, as the maps' keys hold it (bpf/lib/common.h ADDR_LEN):
+    IPv6, or IPv4 mapped (::ffff:a.b.c.d)."""
+    parsed = ipaddress.ip_address(ip)
+    packed = (ipaddress.IPv6Address(f"::ffff:{parsed}") if parsed.version == 4 else parsed).packed
+    return (ctypes.c_ubyte * 16)(*packed)
+
+
+def _addr_text(raw: Any) -> str:
+    ip = ipaddress.IPv6Address(bytes(raw))
+    return str(ip.ipv4_mapped or ip)
+
+
+def _endpoint_text(raw: Any, be16: int) -> str:
+    """address:port, [address]:port for IPv6."""
+    text = _addr_text(raw)
+    return f"[{text}]:{_port(be16)}" if ":" in text else f"{text}:{_port(be16)}"
+
+
 def _mac(text: str) -> Any:
     return (ctypes.c_ubyte * 6)(*bytes.fromhex(text.replace(":", "")))
 
@@ -225,7 +244,8 @@ class Datapath:
         with self._lock:
             index = self._attach(ifname, ("from_container", INGRESS), ("to_container", EGRESS))
             local, by_if = self._maps["local_eps"], self._maps["lxc_by_ifindex"]
-            local[local.Key(vni, _be32(ip))] = local.Leaf(index, _mac(mac))
+            for addr in filter(None, (ip, ip6)):
+                local[local.Key(vni, _addr(addr))] = local.Leaf(index, _mac(mac))
             leaf = by_if.Leaf(vni, _be32(ip), _mac(mac), int(fast))
             if ip6:
                 leaf.ip6[:] = ipaddress.IPv6Address(ip6).packed
@@ -233,19 +253,23 @@ class Datapath:
         _log.info("eBPF endpoint", vni=vni, ip=ip, ip6=ip6, ifname=ifname, ifindex=index, fastpath=fast)
 
     def remove_local(self, vni: int, ip: str) -> None:
+        """The endpoint of (IPv4) address `ip`, with its IPv6 address if it has one."""
         if not self.loaded:
             return
         with self._lock:
             local, by_if = self._maps["local_eps"], self._maps["lxc_by_ifindex"]
-            key = local.Key(vni, _be32(ip))
-            entry = local.get(key)
+            addrs = {bytes(_addr(ip))}
+            entry = local.get(local.Key(vni, _addr(ip)))
             if entry is not None:
+                info = by_if.get(by_if.Key(entry.ifindex))
+                if info is not None and any(info.ip6):
+                    addrs.add(bytes(info.ip6))
                 by_if.pop(by_if.Key(entry.ifindex), None)
-                local.pop(key, None)
-            # Both sides: a same-host peer's flows to this address must not reach a container
-            # that reuses it.
-            addr = _be32(ip)
-            self._drop_flows(lambda k: k.vni == vni and addr in (k.local, k.remote))
+            for addr in addrs:
+                local.pop(local.Key(vni, (ctypes.c_ubyte * 16)(*addr)), None)
+            # Both sides: a same-host peer's flows to these addresses must not reach a container
+            # that reuses them.
+            self._drop_flows(lambda k: k.vni == vni and not addrs.isdisjoint((bytes(k.local), bytes(k.remote))))
 
     # -- remote endpoints (from etcd) -------------------------------------
     def set_remote_all(self, by_vni: dict[int, dict[str, tuple[str, str]]]) -> int:
@@ -257,7 +281,7 @@ class Datapath:
             remote = self._maps["remote_eps"]
             have: dict[int, dict[str, tuple[str, str]]] = {}
             for k, v in remote.items():
-                have.setdefault(k.vni, {})[_ip(k.ip)] = ("", _ip(v.host))
+                have.setdefault(k.vni, {})[_addr_text(k.ip)] = ("", _ip(v.host))
         return sum(
             self.update_remote(vni, have.get(vni, {}), by_vni.get(vni, {})) for vni in have.keys() | by_vni.keys()
         )
@@ -268,20 +292,20 @@ class Datapath:
         both gone and new with the same host is left as it is. Returns the entries changed."""
         if not self.loaded:
             return 0
-        gone, new = _ipv4(gone), _ipv4(new) if self.enabled else {}
+        new = new if self.enabled else {}
         with self._lock:
             remote = self._maps["remote_eps"]
             moved = {ip for ip, (_, host) in gone.items() if new.get(ip, ("", ""))[1] != host}
             added = {ip: host for ip, (_, host) in new.items() if ip in moved or ip not in gone}
             for ip in moved - added.keys():
-                remote.pop(remote.Key(vni, _be32(ip)), None)
+                remote.pop(remote.Key(vni, _addr(ip)), None)
             if moved:
-                addrs = {_be32(ip) for ip in moved}
-                self._drop_flows(lambda k: k.vni == vni and k.remote in addrs)
+                addrs = {bytes(_addr(ip)) for ip in moved}
+                self._drop_flows(lambda k: k.vni == vni and bytes(k.remote) in addrs)
             refused = 0
             for ip, host in added.items():
                 try:
-                    remote[remote.Key(vni, _be32(ip))] = remote.Leaf(_be32(host))
+                    remote[remote.Key(vni, _addr(ip))] = remote.Leaf(_be32(host))
                 except Exception:  # bcc: "Could not update table" (full): the slow path carries these
                     refused += 1
             if refused:
@@ -327,14 +351,12 @@ class Datapath:
         if not self.loaded:
             return {}
         m = self._maps
-        ip6 = {k.value: str(ipaddress.IPv6Address(bytes(v.ip6))) for k, v in m["lxc_by_ifindex"].items() if any(v.ip6)}
         return {
             "local": [
-                {"vni": k.vni, "ip": _ip(k.ip), "ifindex": v.ifindex, "mac": _mac_text(v.mac)}
-                | ({"ip6": ip6[v.ifindex]} if v.ifindex in ip6 else {})
+                {"vni": k.vni, "ip": _addr_text(k.ip), "ifindex": v.ifindex, "mac": _mac_text(v.mac)}
                 for k, v in m["local_eps"].items()
             ],
-            "remote": [{"vni": k.vni, "ip": _ip(k.ip), "host": _ip(v.host)} for k, v in m["remote_eps"].items()],
+            "remote": [{"vni": k.vni, "ip": _addr_text(k.ip), "host": _ip(v.host)} for k, v in m["remote_eps"].items()],
             "tunnels": [
                 {"host": _ip(k.host), "vni": k.vni, "ifindex": v.ifindex, "header": bytes(v.hdr).hex()}
                 for k, v in m["tunnels"].items()
@@ -343,8 +365,8 @@ class Datapath:
                 {
                     "vni": k.vni,
                     "proto": k.proto,
-                    "local": f"{_ip(k.local)}:{_port(k.lport)}",
-                    "remote": f"{_ip(k.remote)}:{_port(k.rport)}",
+                    "local": _endpoint_text(k.local, k.lport),
+                    "remote": _endpoint_text(k.remote, k.rport),
                     "seen_out": bool(v.seen_out),
                     "seen_in": bool(v.seen_in),
                 }
@@ -364,8 +386,3 @@ def mount_bpffs() -> None:
             return
     subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True, capture_output=True, timeout=10)
     _log.info("mounted bpffs", path="/sys/fs/bpf")
-
-
-def _ipv4(peers: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
-    """The peers the remote cache keys hold: IPv4 (IPv6 peers take the slow path, for now)."""
-    return {ip: peer for ip, peer in peers.items() if ":" not in ip}

@@ -17,10 +17,14 @@
 #include <uapi/linux/pkt_cls.h>
 #include <uapi/linux/udp.h>
 
+/* An inner (container) address of either version, in one form: IPv6, or IPv4 mapped
+ * (::ffff:a.b.c.d), so that one key type and one code path serve both. */
+#define ADDR_LEN 16
+
 /* Keys that name a container always carry the VNI: two networks may share a subnet. */
 struct ep_key {
     __u32 vni;
-    __be32 ip;
+    __u8 ip[ADDR_LEN];
 };
 
 /* A container on this host, by (vni, ip): where to deliver. */
@@ -37,7 +41,7 @@ struct lxc_info {
     __u8 mac[6];
     __u8 fast; /* 0: anti-spoofing only (fast path off for its network or globally) */
     __u8 pad;
-    __u8 ip6[16]; /* its IPv6 address on the network, all zero if it has none */
+    __u8 ip6[ADDR_LEN]; /* its IPv6 address on the network, all zero if it has none */
 };
 
 /* A container on another host (written from etcd, never learned). */
@@ -60,8 +64,8 @@ struct tunnel {
 /* A flow seen from the local container's side. Ports are 0 for ICMP and other protocols. */
 struct flow_key {
     __u32 vni;
-    __be32 local;
-    __be32 remote;
+    __u8 local[ADDR_LEN];
+    __u8 remote[ADDR_LEN];
     __be16 lport;
     __be16 rport;
     __u8 proto;
@@ -79,6 +83,44 @@ struct flow {
 static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
 {
     return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5];
+}
+
+/* Addresses in ADDR_LEN form are compared as words: every one sits 4-byte aligned (in the keys,
+ * in lxc_info and in struct l3, never straight in a packet). */
+static __always_inline int addr_is_zero(const __u8 *a)
+{
+    const __u32 *w = (const __u32 *)a;
+    return !(w[0] | w[1] | w[2] | w[3]);
+}
+
+static __always_inline int addr_equal(const __u8 *a, const __u8 *b)
+{
+    const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+    return !((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]));
+}
+
+/* An IPv4 address in the ADDR_LEN form (::ffff:a.b.c.d). */
+static __always_inline void addr_of_ipv4(__u8 *a, __be32 ip)
+{
+    __u32 *w = (__u32 *)a;
+    w[0] = w[1] = 0;
+    w[2] = bpf_htonl(0xffff);
+    w[3] = ip;
+}
+
+static __always_inline void ep_key_of(struct ep_key *key, __u32 vni, const __u8 *ip)
+{
+    key->vni = vni;
+    __builtin_memcpy(key->ip, ip, ADDR_LEN);
+}
+
+/* One of the container's own network addresses (its link-local is never in the maps). */
+static __always_inline int addr_is_mine(const __u8 *a, struct lxc_info *me)
+{
+    const __u32 *w = (const __u32 *)a;
+    if (!(w[0] | w[1]) && w[2] == bpf_htonl(0xffff))
+        return w[3] == me->ip;
+    return !addr_is_zero(me->ip6) && addr_equal(a, me->ip6);
 }
 
 #endif

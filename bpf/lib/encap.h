@@ -25,13 +25,14 @@ static __always_inline struct vxlanhdr *parse_vxlan(struct iphdr *outer, void *d
     return vx;
 }
 
-/* A VXLAN packet on the underlay: outer IPv4/UDP/VXLAN around an inner Ethernet/IPv4 frame. */
+/* A VXLAN packet on the underlay: outer IPv4/UDP/VXLAN around an inner Ethernet frame with an
+ * IPv4 or IPv6 packet. */
 struct vxlan_pkt {
     struct iphdr *outer;
     struct udphdr *udp;
     __u32 vni;
     struct ethhdr *inner_eth;
-    struct iphdr *inner;
+    struct l3 inner;
 };
 
 /* Fills pkt; returns 0, or -1 when the frame is not such a packet (or is truncated). */
@@ -43,8 +44,7 @@ static __always_inline int parse_vxlan_pkt(void *data, void *data_end, struct vx
         return -1;
     pkt->vni = bpf_ntohl(vx->vni) >> 8;
     pkt->inner_eth = (void *)(vx + 1);
-    pkt->inner = parse_ipv4(pkt->inner_eth, data_end);
-    return pkt->inner ? 0 : -1;
+    return parse_l3(pkt->inner_eth, data_end, &pkt->inner);
 }
 
 #define ENCAP_FLAGS                                                                                          \
@@ -81,14 +81,24 @@ static __always_inline int push_outer(struct __sk_buff *skb, struct tunnel *t, _
     return 0;
 }
 
+#ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV6
+#define BPF_F_ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8) /* Linux 6.3; older headers lack it */
+#endif
+
 /* The outer headers off a VXLAN packet whose inner Ethernet header is at inner_eth: removes
  * the bytes after the outer Ethernet header, which is then overwritten with the inner one
- * (FIXED_GSO keeps the GSO size as it was). 0, or ENCAP_UNCHANGED / ENCAP_BROKEN. */
+ * (FIXED_GSO keeps the GSO size as it was). An IPv6 inner packet also needs skb->protocol
+ * changed from the outer IPv4 (bpf_redirect_peer hands the skb on without parsing its Ethernet
+ * header again): DECAP_L3_IPV6, which kernels before 6.3 refuse, so there the slow path keeps
+ * such packets. 0, or ENCAP_UNCHANGED / ENCAP_BROKEN. */
 static __always_inline int pop_outer(struct __sk_buff *skb, struct ethhdr *inner_eth)
 {
     __u8 eth[ETH_HLEN];
     __builtin_memcpy(eth, inner_eth, ETH_HLEN);
-    if (bpf_skb_adjust_room(skb, -OUTER_LEN, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
+    __u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO;
+    if (inner_eth->h_proto == bpf_htons(ETH_P_IPV6))
+        flags |= BPF_F_ADJ_ROOM_DECAP_L3_IPV6;
+    if (bpf_skb_adjust_room(skb, -OUTER_LEN, BPF_ADJ_ROOM_MAC, flags))
         return ENCAP_UNCHANGED;
     if (bpf_skb_store_bytes(skb, 0, eth, ETH_HLEN, 0))
         return ENCAP_BROKEN;

@@ -8,8 +8,8 @@
 static __always_inline void reverse(struct flow_key *key, struct flow_key *back)
 {
     *back = *key;
-    back->local = key->remote;
-    back->remote = key->local;
+    __builtin_memcpy(back->local, key->remote, ADDR_LEN);
+    __builtin_memcpy(back->remote, key->local, ADDR_LEN);
     back->lport = key->rport;
     back->rport = key->lport;
 }

@@ -18,24 +18,6 @@
 #define IPV6_EXT_MAX 4 /* hop-by-hop, destination options, routing, destination options */
 #define ND_OPTS_MAX 4 /* an honest NS or NA carries one (a link-layer address), two with a nonce */
 
-static __always_inline int ip6_is_zero(const __u8 *a)
-{
-    __u8 any = 0;
-#pragma unroll
-    for (int i = 0; i < 16; i++)
-        any |= a[i];
-    return !any;
-}
-
-static __always_inline int ip6_equal(const __u8 *a, const __u8 *b)
-{
-    __u8 diff = 0;
-#pragma unroll
-    for (int i = 0; i < 16; i++)
-        diff |= a[i] ^ b[i];
-    return !diff;
-}
-
 /* fe80::/64 with the modified EUI-64 of its MAC: the link-local address the kernel gives the
  * container's interface (addr_gen_mode 0, which Docker leaves as it is). */
 static __always_inline int is_link_local_of(const __u8 *a, const __u8 *mac)
@@ -45,9 +27,15 @@ static __always_inline int is_link_local_of(const __u8 *a, const __u8 *mac)
            a[14] == mac[4] && a[15] == mac[5];
 }
 
-static __always_inline int ip6_is_own(const __u8 *a, struct lxc_info *me)
+/* Whether the address at `in_packet` (unaligned) is the container's link-local or network address;
+ * `unspecified_ok`: "::" too (the source of duplicate address detection). */
+static __always_inline int ip6_is_own(const __u8 *in_packet, struct lxc_info *me, int unspecified_ok)
 {
-    return is_link_local_of(a, me->mac) || (!ip6_is_zero(me->ip6) && ip6_equal(a, me->ip6));
+    __u32 a[4];
+    __builtin_memcpy(a, in_packet, ADDR_LEN);
+    if (addr_is_zero((__u8 *)a))
+        return unspecified_ok;
+    return is_link_local_of((__u8 *)a, me->mac) || (!addr_is_zero(me->ip6) && addr_equal((__u8 *)a, me->ip6));
 }
 
 /* Past the extension headers an NDP message may follow (the receiver's stack walks them too; MLD
@@ -98,7 +86,7 @@ static __always_inline int ndp_spoofed(struct ipv6hdr *ip6, void *data_end, stru
     __u8 *target = icmp + sizeof(struct icmp6hdr);
     if ((void *)(target + 16) > data_end)
         return 1;
-    if (type == NDISC_NEIGHBOUR_ADVERT && !ip6_is_own(target, me))
+    if (type == NDISC_NEIGHBOUR_ADVERT && !ip6_is_own(target, me, 0))
         return 1;
     __u8 *opt = target + 16;
     left -= sizeof(struct icmp6hdr) + 16;

@@ -17,13 +17,17 @@ from pathlib import Path
 import pytest
 
 from tests.packets import arp, csum, frame, ipv4, ipv6, link_local, mac_bytes, ndp, udp, vxlan
-from xmasq_driver.datapath import FASTPATH_MARK, Datapath, _be32
+from xmasq_driver.datapath import FASTPATH_MARK, Datapath, _addr, _be32
 from xmasq_driver.overlay import mac_for_ip
 
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
 VNI, OTHER_VNI = 4242, 4343
-ME, PEER, STRANGER = "10.9.0.2", "10.9.0.3", "10.9.0.9"
-ME6, STRANGER6 = "fd00:9::2", "fd00:9::9"
+ME, PEER, STRANGER, NEIGHBOUR = "10.9.0.2", "10.9.0.3", "10.9.0.9", "10.9.0.4"  # NEIGHBOUR: on this host
+ME6, PEER6, STRANGER6, NEIGHBOUR6 = "fd00:9::2", "fd00:9::3", "fd00:9::9", "fd00:9::4"
+MY_MAC, PEER_MAC, STRANGER_MAC, NEIGHBOUR_MAC = (mac_bytes(ip) for ip in (ME, PEER, STRANGER, NEIGHBOUR))
+MAC = {ME: MY_MAC, ME6: MY_MAC, PEER: PEER_MAC, PEER6: PEER_MAC, STRANGER: STRANGER_MAC, STRANGER6: STRANGER_MAC}
+MAC |= {NEIGHBOUR: NEIGHBOUR_MAC, NEIGHBOUR6: NEIGHBOUR_MAC}
+FAMILIES = {"ipv4": (ME, PEER, STRANGER, NEIGHBOUR), "ipv6": (ME6, PEER6, STRANGER6, NEIGHBOUR6)}
 LOCAL_HOST, REMOTE_HOST, OTHER_HOST = "192.0.2.1", "192.0.2.77", "192.0.2.88"
 NIC_MAC, GW_MAC = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 SPORT = 0xBEEF
@@ -75,8 +79,18 @@ def run(dp: Datapath, prog: str, packet: bytes, ifindex: int = 0, mark: int = 0)
     return opts.retval, out.raw[: opts.data_size_out]
 
 
+def pkt(src: str, dst: str, sport: int = 40000, dport: int = 5001, payload: bytes = b"xmasq" * 20) -> bytes:
+    """A container's UDP frame between two of the test's addresses, either version."""
+    return frame(src, dst, sport, dport, payload, src_mac=MAC[src], dst_mac=MAC[dst])
+
+
 def outer(src_host: str, dst_host: str, vni: int, inner: bytes, sport: int = SPORT) -> bytes:
     return GW_MAC + NIC_MAC + b"\x08\x00" + ipv4(src_host, dst_host, 17, udp(sport, 4789, vxlan(vni, inner)), ident=7)
+
+
+def counted(dp: Datapath, before: dict[str, int]) -> dict[str, int]:
+    """The counters that moved since `before`, by how much."""
+    return {k: v - before[k] for k, v in dp.stats().items() if v != before[k]}
 
 
 def _ip(*args: str) -> None:
@@ -90,16 +104,19 @@ def dp():
     pin = f"/sys/fs/bpf/xmasq/test-{os.getpid()}"  # removed whole after the tests
     _ip("link", "add", "xmtbnic0", "type", "veth", "peer", "name", "xmtbnic1")
     _ip("link", "add", "xmtblxc0", "type", "veth", "peer", "name", "xmtblxc1")
+    _ip("link", "add", "xmtblxc2", "type", "veth", "peer", "name", "xmtblxc3")
     d = Datapath(pin, "xmtbnic0", sizes={"FLOW_MAX": 1024, "REMOTE_MAX": 1024})
     try:
         assert d.load(), d.reason
         d.add_local("xmtblxc0", VNI, ME, mac_for_ip(ipaddress.IPv4Address(ME)), ip6=ME6)
-        d.update_remote(VNI, {}, {PEER: _peer(REMOTE_HOST)})
+        d.add_local("xmtblxc2", VNI, NEIGHBOUR, mac_for_ip(ipaddress.IPv4Address(NEIGHBOUR)), ip6=NEIGHBOUR6)
+        d.update_remote(VNI, {}, {PEER: _peer(REMOTE_HOST), PEER6: _peer(REMOTE_HOST)})
         d.nic_index = int(Path("/sys/class/net/xmtbnic0/ifindex").read_text())  # type: ignore[attr-defined]
         d.lxc_index = int(Path("/sys/class/net/xmtblxc0/ifindex").read_text())  # type: ignore[attr-defined]
+        d.nb_index = int(Path("/sys/class/net/xmtblxc2/ifindex").read_text())  # type: ignore[attr-defined]
         yield d
     finally:
-        for name in ("xmtbnic0", "xmtblxc0"):
+        for name in ("xmtbnic0", "xmtblxc0", "xmtblxc2"):
             subprocess.run(["ip", "link", "del", name], capture_output=True)
         shutil.rmtree(pin, ignore_errors=True)
 
@@ -117,18 +134,20 @@ def _peer(host: str) -> tuple[str, str]:
     return mac_for_ip(ipaddress.IPv4Address(PEER)), host
 
 
-def learn(dp: Datapath) -> bytes:
-    """The slow path carries ME -> PEER out (NIC egress) and PEER -> ME in (veth egress)."""
-    slow = outer(LOCAL_HOST, REMOTE_HOST, VNI, frame(ME, PEER))
+def learn(dp: Datapath, me: str = ME, peer: str = PEER) -> bytes:
+    """The slow path carries me -> peer out (NIC egress) and peer -> me in (veth egress)."""
+    slow = outer(LOCAL_HOST, REMOTE_HOST, VNI, pkt(me, peer))
     assert run(dp, "to_nic", slow, dp.nic_index)[0] == TC_ACT_OK
-    assert run(dp, "to_container", frame(PEER, ME, 5001, 40000), dp.lxc_index)[0] == TC_ACT_OK
+    assert run(dp, "to_container", pkt(peer, me, 5001, 40000), dp.lxc_index)[0] == TC_ACT_OK
     return slow
 
 
-def test_encap_is_byte_correct(clean):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_encap_is_byte_correct(clean, family):
     dp = clean
-    template = learn(dp)[:50]
-    packet = frame(ME, PEER, payload=b"fast" * 100)
+    me, peer, _, _ = FAMILIES[family]
+    template = learn(dp, me, peer)[:50]
+    packet = pkt(me, peer, payload=b"fast" * 100)
     rc, out = run(dp, "from_container", packet, dp.lxc_index)
     assert rc == TC_ACT_REDIRECT
     assert len(out) == len(packet) + 50
@@ -143,12 +162,29 @@ def test_encap_is_byte_correct(clean):
     assert out[50:] == packet  # the container's frame, untouched, is the inner frame
 
 
-def test_encap_needs_an_established_flow(clean):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_encap_needs_an_established_flow(clean, family):
     dp = clean
-    packet = frame(ME, PEER)
+    me, peer, _, _ = FAMILIES[family]
+    packet, before = pkt(me, peer), dp.stats()
     assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)
     run(dp, "to_nic", outer(LOCAL_HOST, REMOTE_HOST, VNI, packet), dp.nic_index)  # out only
     assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)
+    assert counted(dp, before) == {"miss_not_established": 2, "learn_tunnel": 1, "learn_out": 1}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_same_host_redirect_hands_the_frame_over_unchanged(clean, family):
+    dp = clean
+    me, _, _, neighbour = FAMILIES[family]
+    packet, before = pkt(me, neighbour, payload=b"near" * 50), dp.stats()
+    assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)  # not yet established
+    assert run(dp, "to_container", packet, dp.nb_index)[0] == TC_ACT_OK  # the bridge delivered it...
+    assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)  # ...one way only
+    assert run(dp, "to_container", pkt(neighbour, me, 5001, 40000), dp.lxc_index)[0] == TC_ACT_OK  # and back
+    assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_REDIRECT, packet)
+    counts = counted(dp, before)
+    assert counts["local_pkts"] == 1 and counts["local_miss_not_established"] == 2, counts
 
 
 def test_fast_path_packets_are_not_learned_again(clean):
@@ -175,7 +211,6 @@ def with_ip_options(packet: bytes) -> bytes:
     return packet[:14] + bytes(ip) + b"\x01" * 4 + packet[34:]
 
 
-MY_MAC, PEER_MAC = mac_bytes(ME), mac_bytes(PEER)
 MY_LL, PEER_LL = link_local(MY_MAC), link_local(PEER_MAC)
 ALL_NODES_MAC, ICMPV6 = bytes.fromhex("333300000001"), 58
 
@@ -251,15 +286,18 @@ def test_honest_frames_pass_to_the_slow_path(clean, case):
     assert dp.stats()["drop_spoofed"] == before
 
 
-def test_decap_restores_the_frame_exactly(clean):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_decap_restores_the_frame_exactly(clean, family):
     dp = clean
-    learn(dp)
-    inner = frame(PEER, ME, 5001, 40000, payload=b"back" * 50)
+    me, peer, _, _ = FAMILIES[family]
+    learn(dp, me, peer)
+    inner = pkt(peer, me, 5001, 40000, payload=b"back" * 50)
     rc, out = run(dp, "from_nic", outer(REMOTE_HOST, LOCAL_HOST, VNI, inner), dp.nic_index)
     assert rc == TC_ACT_REDIRECT
     assert out == inner
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize(
     "case",
     [
@@ -270,22 +308,59 @@ def test_decap_restores_the_frame_exactly(clean):
         "not established",
         "truncated",
         "not vxlan",
+        "the other family's address of the flow",
     ],
 )
-def test_decap_leaves_everything_else_to_the_slow_path(clean, case):
+def test_decap_leaves_everything_else_to_the_slow_path(clean, family, case):
     dp = clean
-    learn(dp)
-    inner = frame(PEER, ME, 5001, 40000)
+    me, peer, stranger, _ = FAMILIES[family]
+    learn(dp, me, peer)
+    inner = pkt(peer, me, 5001, 40000)
     packet = {
         "wrong vni": outer(REMOTE_HOST, LOCAL_HOST, OTHER_VNI, inner),
         "unknown outer source": outer(OTHER_HOST, LOCAL_HOST, VNI, inner),
-        "spoofed inner source": outer(REMOTE_HOST, LOCAL_HOST, VNI, frame(STRANGER, ME, 5001, 40000)),
-        "unknown destination": outer(REMOTE_HOST, LOCAL_HOST, VNI, frame(PEER, STRANGER, 5001, 40000)),
-        "not established": outer(REMOTE_HOST, LOCAL_HOST, VNI, frame(PEER, ME, 5002, 40000)),
+        "spoofed inner source": outer(REMOTE_HOST, LOCAL_HOST, VNI, pkt(stranger, me, 5001, 40000)),
+        "unknown destination": outer(REMOTE_HOST, LOCAL_HOST, VNI, pkt(peer, stranger, 5001, 40000)),
+        "not established": outer(REMOTE_HOST, LOCAL_HOST, VNI, pkt(peer, me, 5002, 40000)),
         "truncated": outer(REMOTE_HOST, LOCAL_HOST, VNI, inner)[:70],
         "not vxlan": outer(REMOTE_HOST, LOCAL_HOST, VNI, inner).replace(struct.pack("!H", 4789), b"\x12\x34", 1),
+        # a flow learned over IPv4 is not one over IPv6, and the other way round
+        "the other family's address of the flow": outer(
+            REMOTE_HOST,
+            LOCAL_HOST,
+            VNI,
+            pkt(PEER6, ME6, 5001, 40000) if family == "ipv4" else pkt(PEER, ME, 5001, 40000),
+        ),
     }[case]
     assert run(dp, "from_nic", packet, dp.nic_index) == (TC_ACT_OK, packet)
+
+
+UNPARSED6 = {
+    "hop-by-hop options": (0, bytes([17, 0, 1, 4, 0, 0, 0, 0]) + udp(40000, 5001, b"x")),
+    "fragment header": (44, struct.pack("!BBHI", 17, 0, 1, 7) + udp(40000, 5001, b"x")),
+    "no next header": (59, b""),
+}
+
+
+@pytest.mark.parametrize("case", UNPARSED6)
+def test_ipv6_with_extension_headers_is_left_to_the_slow_path(clean, case):
+    """The fast path reads no extension header (a fragment header is one): such packets, even of
+    an established flow, take the slow path, both ways."""
+    dp = clean
+    learn(dp, ME6, PEER6)
+    nexthdr, payload = UNPARSED6[case]
+    packet, before = ipv6(MY_MAC, PEER_MAC, ME6, PEER6, nexthdr, payload), dp.stats()
+    assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)
+    inbound = outer(REMOTE_HOST, LOCAL_HOST, VNI, ipv6(PEER_MAC, MY_MAC, PEER6, ME6, nexthdr, payload))
+    assert run(dp, "from_nic", inbound, dp.nic_index) == (TC_ACT_OK, inbound)
+    assert counted(dp, before) == {"miss_unparsed": 1}  # from_nic: not a VXLAN packet it could carry, uncounted
+
+
+def test_ipv6_multicast_such_as_neighbour_discovery_has_no_peer(clean):
+    dp = clean
+    packet, before = v6(MY_LL, ndp(135, PEER6, [(1, MY_MAC)]), ICMPV6), dp.stats()
+    assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)
+    assert counted(dp, before) == {"miss_no_peer": 1}
 
 
 def test_removed_remote_endpoint_drops_its_flows(clean):
@@ -294,7 +369,7 @@ def test_removed_remote_endpoint_drops_its_flows(clean):
     assert len(dp._maps["flows"]) == 1
     dp.update_remote(VNI, {PEER: _peer(REMOTE_HOST)}, {PEER: _peer(OTHER_HOST)})  # moved
     assert len(dp._maps["flows"]) == 0
-    assert dp._maps["remote_eps"][dp._maps["remote_eps"].Key(VNI, _be32(PEER))].host == _be32(OTHER_HOST)
+    assert dp._maps["remote_eps"][dp._maps["remote_eps"].Key(VNI, _addr(PEER))].host == _be32(OTHER_HOST)
     packet = frame(ME, PEER)
     assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)
     dp.update_remote(VNI, {PEER: _peer(OTHER_HOST)}, {PEER: _peer(REMOTE_HOST)})
@@ -307,10 +382,11 @@ def test_a_full_pass_makes_the_remote_map_exactly_what_it_is_given(clean):
         return {(e["vni"], e["ip"], e["host"]) for e in dp.cache()["remote"]}
 
     other = {STRANGER: (mac_for_ip(ipaddress.IPv4Address(STRANGER)), OTHER_HOST)}
-    assert dp.set_remote_all({VNI: {PEER: _peer(REMOTE_HOST)}, OTHER_VNI: other}) == 1  # one scan, one added
-    assert entries() == {(VNI, PEER, REMOTE_HOST), (OTHER_VNI, STRANGER, OTHER_HOST)}
-    assert dp.set_remote_all({VNI: {PEER: _peer(REMOTE_HOST)}}) == 1  # a VNI not given keeps none
-    assert entries() == {(VNI, PEER, REMOTE_HOST)}
+    mine = {PEER: _peer(REMOTE_HOST), PEER6: _peer(REMOTE_HOST)}
+    assert dp.set_remote_all({VNI: mine, OTHER_VNI: other}) == 1  # one scan, one added
+    assert entries() == {(VNI, PEER, REMOTE_HOST), (VNI, PEER6, REMOTE_HOST), (OTHER_VNI, STRANGER, OTHER_HOST)}
+    assert dp.set_remote_all({VNI: mine}) == 1  # a VNI not given keeps none
+    assert entries() == {(VNI, PEER, REMOTE_HOST), (VNI, PEER6, REMOTE_HOST)}
 
 
 def test_with_the_fast_path_disabled_only_the_guard_runs():
@@ -350,3 +426,26 @@ def _filters(dev: str) -> str:
         subprocess.run(["tc", "filter", "show", "dev", dev, direction], capture_output=True, text=True).stdout
         for direction in ("ingress", "egress")
     )
+
+
+def test_the_cache_shows_ipv6_entries_readably(clean):
+    dp = clean
+    learn(dp, ME6, PEER6)
+    cache = dp.cache()
+    assert {(e["ip"], e["ifindex"]) for e in cache["local"]} >= {(ME, dp.lxc_index), (ME6, dp.lxc_index)}
+    assert (VNI, PEER6, REMOTE_HOST) in {(e["vni"], e["ip"], e["host"]) for e in cache["remote"]}
+    assert [(f["local"], f["remote"]) for f in cache["flows"]] == [("[fd00:9::2]:40000", "[fd00:9::3]:5001")]
+
+
+def test_a_removed_endpoint_takes_both_addresses_and_their_flows(clean):
+    dp = clean
+    for me, neighbour in ((ME, NEIGHBOUR), (ME6, NEIGHBOUR6)):  # same-host flows of both versions
+        run(dp, "to_container", pkt(me, neighbour), dp.nb_index)
+        run(dp, "to_container", pkt(neighbour, me, 5001, 40000), dp.lxc_index)
+    assert len(dp._maps["flows"]) == 4
+    dp.remove_local(VNI, NEIGHBOUR)
+    try:
+        assert {e["ip"] for e in dp.cache()["local"]} == {ME, ME6}
+        assert len(dp._maps["flows"]) == 0
+    finally:
+        dp.add_local("xmtblxc2", VNI, NEIGHBOUR, mac_for_ip(ipaddress.IPv4Address(NEIGHBOUR)), ip6=NEIGHBOUR6)

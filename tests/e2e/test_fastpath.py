@@ -7,6 +7,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from tests.conftest import report
 from tests.e2e.cluster import Cluster, udp_at_once
 
@@ -24,10 +26,11 @@ def fast_share(d: dict[str, int], fast: str, misses: tuple[str, ...]) -> float:
     return d[fast] / total if total else 0.0
 
 
-def pair(cl: Cluster, net: str) -> tuple:  # type: ignore[type-arg]
+def pair(cl: Cluster, net: str, family: str = "ipv4") -> tuple:  # type: ignore[type-arg]
+    """A client on h1 and a server on h2; the server's address of `family`."""
     client = cl.run("h1", "fp-client", net)
     server = cl.run("h2", "fp-server", net, SERVE)
-    ip = cl.ip(server, net)
+    ip = cl.ip6(server, net) if family == "ipv6" else cl.ip(server, net)
     cl.sh(client, f"udpecho wait {ip} 5001 10")
     return client, server, ip
 
@@ -38,13 +41,15 @@ def measured(cl: Cluster, client, command: str) -> tuple[dict[str, int], dict[st
     return delta(cl.stats("h1"), before["h1"]), delta(cl.stats("h2"), before["h2"]), out
 
 
-def test_tcp_udp_and_icmp_take_the_fast_path(cl):
-    net = cl.network("fast", "10.240.0.0/24")
-    client, _, ip = pair(cl, net)
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_tcp_udp_and_icmp_take_the_fast_path(cl, family):
+    net = cl.network("fast", "10.240.0.0/24", subnet6="fd00:240::/64" if family == "ipv6" else "")
+    client, _, ip = pair(cl, net, family)
+    seconds, v = (10, "") if family == "ipv4" else (5, "IPv6 ")
     for name, command in (
-        ("TCP (iperf3, 10 s)", f"iperf3 -c {ip} -t 10 -J"),
-        ("UDP request-response", f"udpecho send {ip} 5002 2000"),
-        ("ICMP (ping)", f"ping -c 200 -i 0.01 -W 1 {ip}"),
+        (f"{v}TCP (iperf3, {seconds} s)", f"iperf3 -c {ip} -t {seconds} -J"),
+        (f"{v}UDP request-response", f"udpecho send {ip} 5002 2000"),
+        (f"{v}ICMP (ping)", f"ping -c 200 -i 0.01 -W 1 {ip}"),
     ):
         h1, h2, out = measured(cl, client, command)
         out_share = fast_share(h1, "encap_pkts", SENDER_MISSES)
@@ -55,7 +60,7 @@ def test_tcp_udp_and_icmp_take_the_fast_path(cl):
             f"{h2['decap_pkts']} delivered by decap ({in_share:.2%}), replies {back_share:.2%} fast"
         )
         assert out_share >= 0.99 and in_share >= 0.99 and back_share >= 0.99, (name, h1, h2)
-        if name.startswith("TCP"):
+        if "TCP" in name:
             result = json.loads(out)["end"]["sum_received"]
             report(f"  iperf3 through the fast path: {result['bits_per_second'] / 1e9:.2f} Gbit/s")
 

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from tests.conftest import report
 from tests.e2e.cluster import mask_bits, udp_at_once
 from tests.e2e.conftest import XMASQ
@@ -66,22 +68,25 @@ def rps_ipis(cpu: int) -> int:
         return int(f.readlines()[cpu].split()[9], 16)
 
 
-def pair(env, name: str, subnet: str, options: dict[str, str] | None = None) -> tuple:  # type: ignore[no-untyped-def, type-arg]
-    """A client and a server on one new network of this host; the server answers."""
-    net = env.network(name, subnet, options)
+def pair(env, name: str, subnet: str, options: dict[str, str] | None = None, subnet6: str = "") -> tuple:  # type: ignore[no-untyped-def, type-arg]
+    """A client and a server on one new network of this host; the server answers (at its IPv6
+    address if the network has `subnet6`)."""
+    net = env.network(name, subnet, options, subnet6=subnet6)
     a = env.run(f"{name}-a", net.name)
     b = env.run(f"{name}-b", net.name, SERVE)
-    ip = env.ip(b, net)
+    ip = env.ip6(b, net) if subnet6 else env.ip(b, net)
     env.sh(a, f"udpecho wait {ip} 5001 10")
     return net, a, b, ip
 
 
-def test_tcp_udp_icmp_take_the_redirect(env, cfg):
-    _, a, _, ip = pair(env, "redirect", "10.212.1.0/24")
+@pytest.mark.parametrize("subnet6", ["", "fd00:212:1::/64"], ids=["ipv4", "ipv6"])
+def test_tcp_udp_icmp_take_the_redirect(env, cfg, subnet6):
+    _, a, _, ip = pair(env, "redirect", "10.212.1.0/24", subnet6=subnet6)
+    v = "IPv6 " if subnet6 else ""
     for name, command in (
-        ("ICMP", f"ping -c 200 -i 0.01 -W 1 {ip}"),
-        ("UDP request-response", f"udpecho send {ip} 5002 2000"),
-        ("TCP (iperf3, 3 s)", f"iperf3 -c {ip} -t 3"),
+        (f"{v}ICMP", f"ping -c 200 -i 0.01 -W 1 {ip}"),
+        (f"{v}UDP request-response", f"udpecho send {ip} 5002 2000"),
+        (f"{v}TCP (iperf3, 3 s)", f"iperf3 -c {ip} -t 3"),
     ):
         before = stats(cfg)
         env.sh(a, command)
