@@ -189,6 +189,17 @@ class Env:
             subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
+def published_page(url: str) -> str:
+    """What curl on this host gets from `url`, once the container's server listens (up to 5 s)."""
+    body = ""
+    for _ in range(50):
+        body = subprocess.run(["curl", "-s", "-m", "2", url], capture_output=True, text=True).stdout
+        if body:
+            break
+        time.sleep(0.1)
+    return body
+
+
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 

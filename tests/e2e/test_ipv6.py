@@ -4,13 +4,13 @@ test_multi_host.py), and the xmasq IPAM's IPv6 pools."""
 from __future__ import annotations
 
 import shlex
-import subprocess
 import time
 
 import docker
 import pytest
 from docker.types import IPAMConfig, IPAMPool
 
+from tests.e2e.conftest import published_page
 from xmasq_driver import client as plugin
 from xmasq_driver.firewall import Firewall
 from xmasq_driver.kv import EtcdKV
@@ -104,14 +104,6 @@ def test_an_xmasq_dual_stack_network_takes_its_ipv6_addresses_from_the_xmasq_ipa
 def test_a_published_port_of_a_dual_stack_container_answers_on_ipv4_and_ipv6_host_ips_are_refused(env, dk):
     net = env.network("v6ports", "10.244.23.0/24", subnet6="fd00:244:23::/64")
     env.run("v6web", net.name, "httpd -f -p 8080 -h /www", ports={"8080/tcp": 18083})
-    body = ""
-    for _ in range(50):  # httpd needs a moment to listen
-        body = subprocess.run(
-            ["curl", "-s", "-m", "2", "http://127.0.0.1:18083/index.html"], capture_output=True, text=True
-        ).stdout
-        if body:
-            break
-        time.sleep(0.1)
-    assert body == "hello from xmasq\n"
+    assert published_page("http://127.0.0.1:18083/index.html") == "hello from xmasq\n"
     with pytest.raises(docker.errors.APIError, match=r"published on an IPv6 host address \(HostIP ::1\)"):
         env.run("v6web6", net.name, "httpd -f -p 8080 -h /www", ports={"8080/tcp": ("::1", 18084)})

@@ -13,7 +13,7 @@ import docker
 import pytest
 
 from tests.conftest import report
-from tests.e2e.conftest import XMASQ
+from tests.e2e.conftest import XMASQ, published_page
 from xmasq_driver import client as plugin
 from xmasq_driver.overlay import Overlay
 
@@ -97,15 +97,7 @@ def test_connect_and_disconnect(env):
 def test_published_port_from_loopback_and_from_another_namespace(env):
     net = env.network("ports", "10.210.8.0/24")
     env.run("web", net.name, "httpd -f -p 8080 -h /www", ports={"8080/tcp": 18080})
-    body = ""
-    for _ in range(50):  # httpd needs a moment to listen
-        body = subprocess.run(
-            ["curl", "-s", "-m", "2", "http://127.0.0.1:18080/index.html"], capture_output=True, text=True
-        ).stdout
-        if body:
-            break
-        time.sleep(0.1)
-    assert body == "hello from xmasq\n"
+    assert published_page("http://127.0.0.1:18080/index.html") == "hello from xmasq\n"
     env.host_ns("cli", "198.51.100.1/30")  # the host is .1 there, the namespace .2
     out = env.in_ns("cli", "curl", "-s", "-m", "3", "http://198.51.100.1:18080/index.html")
     assert out.stdout == "hello from xmasq\n", out.stderr
