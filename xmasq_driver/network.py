@@ -43,6 +43,7 @@ _log = log.get("network")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 # What Docker puts next to the `-o` options in CreateNetwork.Options.
 _NETWORK_REQUEST_KEYS = {p.GENERIC, p.INTERNAL, p.ENABLE_IPV6, p.ENABLE_IPV4}
+IPV6_MIN_MTU = 1280  # RFC 8200
 
 
 class OverlayBackend(Protocol):
@@ -200,6 +201,8 @@ class NetworkDriver:
         opts = NetworkOptions.parse(generic, req.network_id, underlay_mtu)
         internal = bool(req.options.get(p.INTERNAL, False))
         key, mtu = opts.key, opts.mtu or underlay_mtu - VXLAN_OVERHEAD
+        if subnet6 and mtu < IPV6_MIN_MTU:  # the kernel turns IPv6 off on a smaller interface
+            raise DriverError(f"an IPv6 network needs an MTU of at least {IPV6_MIN_MTU}, not {mtu}")
         with self._networks_lock, self._locked(req.network_id):
             if req.network_id in self.state.networks:
                 return p.Empty()

@@ -128,3 +128,18 @@ def test_remote_dual_stack_peers_share_one_fdb_entry_until_both_addresses_go():
     h1.kv.delete(f"{PREFIX}endpoints/shared/10.1.0.9")
     r.step(0.5)
     assert h1.overlay.peers[256] == {} and h1.overlay.fdb[256] == set()
+
+
+def test_an_ipv6_network_below_the_ipv6_minimum_mtu_is_refused(h):
+    body = {
+        "NetworkID": "n1",
+        "Options": {
+            "com.docker.network.generic": {"com.docker.network.driver.mtu": "1200"},
+            "com.docker.network.enable_ipv6": True,
+        },
+        "IPv4Data": [{"Pool": "10.1.0.0/24"}],
+        "IPv6Data": [{"Pool": V6}],
+    }
+    assert "an IPv6 network needs an MTU of at least 1280, not 1200" in h.err("/NetworkDriver.CreateNetwork", body)
+    assert not h.state.networks and not h.kv.data and not h.overlay.networks
+    h.create_network(generic={"com.docker.network.driver.mtu": "1280"}, subnet6=V6)
