@@ -248,7 +248,7 @@ class Datapath:
                 local[local.Key(vni, _addr(addr))] = local.Leaf(index, _mac(mac))
             leaf = by_if.Leaf(vni, _be32(ip), _mac(mac), int(fast))
             if ip6:
-                leaf.ip6[:] = ipaddress.IPv6Address(ip6).packed
+                leaf.ip6 = _addr(ip6)
             by_if[by_if.Key(index)] = leaf
         _log.info("eBPF endpoint", vni=vni, ip=ip, ip6=ip6, ifname=ifname, ifindex=index, fastpath=fast)
 
@@ -258,18 +258,19 @@ class Datapath:
             return
         with self._lock:
             local, by_if = self._maps["local_eps"], self._maps["lxc_by_ifindex"]
-            addrs = {bytes(_addr(ip))}
+            ips = {ip}
             entry = local.get(local.Key(vni, _addr(ip)))
             if entry is not None:
                 info = by_if.get(by_if.Key(entry.ifindex))
                 if info is not None and any(info.ip6):
-                    addrs.add(bytes(info.ip6))
+                    ips.add(_addr_text(info.ip6))
                 by_if.pop(by_if.Key(entry.ifindex), None)
-            for addr in addrs:
-                local.pop(local.Key(vni, (ctypes.c_ubyte * 16)(*addr)), None)
+            for addr in ips:
+                local.pop(local.Key(vni, _addr(addr)), None)
             # Both sides: a same-host peer's flows to these addresses must not reach a container
             # that reuses them.
-            self._drop_flows(lambda k: k.vni == vni and not addrs.isdisjoint((bytes(k.local), bytes(k.remote))))
+            raw = {bytes(_addr(addr)) for addr in ips}
+            self._drop_flows(lambda k: k.vni == vni and not raw.isdisjoint((bytes(k.local), bytes(k.remote))))
 
     # -- remote endpoints (from etcd) -------------------------------------
     def set_remote_all(self, by_vni: dict[int, dict[str, tuple[str, str]]]) -> int:

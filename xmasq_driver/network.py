@@ -209,9 +209,9 @@ class NetworkDriver:
             undo = Undo()
             with undo.guard():
                 existing = self.store.get_network(key)
+                had = subnets_text(existing.subnet, existing.subnet6) if existing else ""
                 asked = subnets_text(str(subnet), v6.get("subnet6", ""))
-                if existing and subnets_text(existing.subnet, existing.subnet6) != asked:
-                    had = subnets_text(existing.subnet, existing.subnet6)
+                if existing and had != asked:
                     raise DriverError(f"network {key} already exists with subnet {had}, not {asked}")
                 if existing and opts.vni is not None and existing.vni != opts.vni:
                     raise DriverError(f"network {key} already exists with VNI {existing.vni}")

@@ -114,13 +114,19 @@ static __always_inline void ep_key_of(struct ep_key *key, __u32 vni, const __u8 
     __builtin_memcpy(key->ip, ip, ADDR_LEN);
 }
 
+/* The container's IPv6 network address, if it has one. */
+static __always_inline int addr_is_my_ip6(const __u8 *a, struct lxc_info *me)
+{
+    return !addr_is_zero(me->ip6) && addr_equal(a, me->ip6);
+}
+
 /* One of the container's own network addresses (its link-local is never in the maps). */
 static __always_inline int addr_is_mine(const __u8 *a, struct lxc_info *me)
 {
     const __u32 *w = (const __u32 *)a;
     if (!(w[0] | w[1]) && w[2] == bpf_htonl(0xffff))
         return w[3] == me->ip;
-    return !addr_is_zero(me->ip6) && addr_equal(a, me->ip6);
+    return addr_is_my_ip6(a, me);
 }
 
 #endif

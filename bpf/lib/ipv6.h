@@ -35,7 +35,7 @@ static __always_inline int ip6_is_own(const __u8 *in_packet, struct lxc_info *me
     __builtin_memcpy(a, in_packet, ADDR_LEN);
     if (addr_is_zero((__u8 *)a))
         return unspecified_ok;
-    return is_link_local_of((__u8 *)a, me->mac) || (!addr_is_zero(me->ip6) && addr_equal((__u8 *)a, me->ip6));
+    return is_link_local_of((__u8 *)a, me->mac) || addr_is_my_ip6((__u8 *)a, me);
 }
 
 /* Past the extension headers an NDP message may follow (the receiver's stack walks them too; MLD

@@ -3,7 +3,6 @@ test_multi_host.py), and the xmasq IPAM's IPv6 pools."""
 
 from __future__ import annotations
 
-import shlex
 import time
 
 import docker
@@ -12,7 +11,7 @@ from docker.types import IPAMConfig, IPAMPool
 
 from tests.e2e.conftest import published_page
 from xmasq_driver import client as plugin
-from xmasq_driver.firewall import Firewall
+from xmasq_driver.firewall import Firewall, net_owner
 from xmasq_driver.kv import EtcdKV
 from xmasq_driver.store import PREFIX
 
@@ -46,8 +45,8 @@ def test_ipv6_rules_equal_the_ipv4_ones_and_go_with_the_network(env):
     """Forward, isolation and masquerade in ip6tables as in iptables; not the IPv4 underlay's VXLAN
     filter, nor the masquerade of ports published to 127.0.0.1 (IPv4 only)."""
     env.network("v6rules", "10.244.19.0/24", subnet6="fd00:244:19::/64")
-    rule = next(r for _, _, r in Firewall().owned_rules() if "10.244.19.0/24" in r)
-    owner = shlex.split(rule)[shlex.split(rule).index("--comment") + 1]
+    status = plugin.call(env.cfg.socket, "/Xmasq.Status")[1]
+    owner = net_owner(next(n["vni"] for n in status["networks"] if n["subnet"] == "10.244.19.0/24"))
     rules: dict[int, set[tuple[str, str]]] = {4: set(), 6: set()}
     for v, table, rule in Firewall().owned_rules(owner):
         if "XMASQ-VXLAN" not in rule:
