@@ -3,12 +3,11 @@ test_multi_host.py), and the xmasq IPAM's IPv6 pools."""
 
 from __future__ import annotations
 
-import time
-
 import docker
 import pytest
 from docker.types import IPAMConfig, IPAMPool
 
+from tests.e2e.cluster import until
 from tests.e2e.conftest import published_page
 from xmasq_driver import client as plugin
 from xmasq_driver.firewall import Firewall, net_owner
@@ -30,8 +29,7 @@ def test_a_dual_stack_network_carries_icmp_tcp_and_udp_over_ipv6(env):
     env.sh(a, "ping -6 -c 1 -W 2 fd00:244:18::1")  # the gateway, on the network's bridge
     env.sh(a, f"ping -c 1 -W 2 {env.ip(b, net)}")  # and IPv4 beside it
     env.sh(a, f"echo over-tcp6 | nc -w 3 {ip6_b} 5000")
-    time.sleep(0.3)
-    assert env.sh(b, "cat /tmp/got")[1] == "over-tcp6\n"
+    until(lambda: env.sh(b, "cat /tmp/got", check=False)[1] == "over-tcp6\n", 5)
     assert "replies=20/20" in env.sh(a, f"udpecho send {ip6_b} 5001 20")[1]
     # What `xmasq status` and `xmasq cache` show
     status = plugin.call(env.cfg.socket, "/Xmasq.Status")[1]

@@ -13,6 +13,7 @@ import docker
 import pytest
 
 from tests.conftest import report
+from tests.e2e.cluster import until
 from tests.e2e.conftest import XMASQ, published_page
 from xmasq_driver import client as plugin
 from xmasq_driver.overlay import Overlay
@@ -41,8 +42,8 @@ def test_two_containers_talk_icmp_tcp_udp(env):
     env.sh(a, "ping -c 1 -W 2 10.210.1.1")  # the gateway
     env.sh(a, "ping -c 1 -W 2 xmt-b")  # Docker's DNS works on the network
     env.sh(a, f"echo over-tcp | nc -w 3 {ip_b} 5000")
-    time.sleep(0.3)
-    assert env.sh(b, "cat /tmp/got")[1] == "over-tcp\n"
+    # nc writes the file after the connection closes, which a loaded machine may take a while to do.
+    until(lambda: env.sh(b, "cat /tmp/got", check=False)[1] == "over-tcp\n", 5)
     assert "replies=20/20" in env.sh(a, f"udpecho send {ip_b} 5001 20")[1]
 
 
