@@ -7,7 +7,10 @@ are not NIC numbers), which also form a swarm for Docker's overlay driver. Cross
 h1, server on h2): the host network between the two host namespaces (the ceiling), Docker's
 overlay (an attachable swarm network), xmasq with the fast path off (its standard overlay), on
 (the default flow steering), and on without flow steering (`-o xmasq.steer=off`, the setting the
-default trades against). Same host (client and server on h2): the host network (both in h2's
+default trades against). Across hosts over IPv6: the host network on IPv6 addresses the benchmark
+gives the underlay, and a dual-stack xmasq network (fast path on) carrying IPv6, measured with
+iperf3 and redis (the tools here that speak IPv6; sockperf 3.7, memaslap and the image's nginx
+configuration do not). Same host (client and server on h2): the host network (both in h2's
 namespace), Docker's bridge driver, and the same three xmasq networks. Every scenario runs in two
 modes, unpinned and with client and server pinned to one CPU (--pin, default 1), in one run:
 each round measures every mode and scenario back to back, and each figure is the median over
@@ -53,13 +56,17 @@ from lab.testbed import Testbed  # noqa: E402
 
 CROSS = ("host", "overlay", "xmasq-off", "xmasq-on", "xmasq-nosteer")
 SAME = ("host-local", "bridge", "xmasq-off-local", "xmasq-on-local", "xmasq-nosteer-local")
+# Across hosts over IPv6: the host network on IPv6 underlay addresses, and a dual-stack xmasq network
+IPV6 = ("host6", "xmasq-on6")
+UNDERLAY6 = "fd00:fb::"  # the testbed hosts' IPv6 addresses while the benchmark runs (h<i>: UNDERLAY6 + i)
 QUICK = ("host", "xmasq-on")  # a change check in under 4 minutes
 MODES = ("unpinned", "pinned")
-# xmasq networks: the fast path's setting and flow steering (None: the driver's default)
+# xmasq networks: the fast path's setting, flow steering (None: the driver's default), subnets
 XMASQ = {
-    "off": ("off", None, "10.250.0.0/24"),
-    "on": ("on", None, "10.251.0.0/24"),
-    "nosteer": ("on", "off", "10.253.0.0/24"),
+    "off": ("off", None, ("10.250.0.0/24",)),
+    "on": ("on", None, ("10.251.0.0/24",)),
+    "nosteer": ("on", "off", ("10.253.0.0/24",)),
+    "on6": ("on", None, ("10.254.0.0/24", "fd00:254::/64")),
 }
 SERVERS = (
     "iperf3 -s -D; sockperf server -p 11111 >/dev/null & sockperf server --tcp -p 11112 >/dev/null &"
@@ -153,7 +160,12 @@ class Bench:
             for scenario, client in (("host", "h1"), ("host-local", "h2")):
                 self.targets[scenario] = (self._in_netns(client), self.tb.host_ip("h2"))
                 self.servers[scenario] = self._host_servers
-        for name, (fastpath, steer, subnet) in XMASQ.items():
+        if "host6" in self.scenarios:
+            for host in ("h1", "h2"):
+                self._underlay6(host, "add")
+            self.targets["host6"] = (self._in_netns("h1"), _host_ip6("h2"))
+            self.servers["host6"] = self._host_servers
+        for name, (fastpath, steer, subnets) in XMASQ.items():
             if f"xmasq-{name}" in self.scenarios or f"xmasq-{name}-local" in self.scenarios:
                 net = f"{PREFIX}{name}"
                 options = {
@@ -162,8 +174,9 @@ class Bench:
                     **({"xmasq.steer": steer} if steer else {}),
                 }
                 for host in ("h1", "h2"):
-                    ipam = {"Driver": "xmasq", "Config": [{"Subnet": subnet}]}
-                    self._network(host, net, driver="xmasq", options=options, ipam=ipam)
+                    ipam = {"Driver": "xmasq", "Config": [{"Subnet": s} for s in subnets]}
+                    dual = len(subnets) > 1
+                    self._network(host, net, driver="xmasq", options=options, ipam=ipam, enable_ipv6=dual)
                 self._pair(f"xmasq-{name}", net)
         if "overlay" in self.scenarios:
             self.tb.swarm("h1", ["h2"])
@@ -175,21 +188,30 @@ class Bench:
             self._network("h2", f"{PREFIX}bridge", driver="bridge")
             self._pair("bridge", f"{PREFIX}bridge", same_host_only=True)
         time.sleep(1)
-        for scenario in self.scenarios:  # warm up: ARP, the slow path's first packets, fast-path learning
+        for scenario in self.scenarios:  # warm up: ARP and NDP, the slow path's first packets, fast-path learning
             runner, ip = self.targets[scenario]
-            runner(["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", "1"])
+            if scenario in IPV6:  # sockperf 3.7 speaks IPv4 only
+                runner(["ping", "-6", "-c", "20", "-i", "0.05", ip])
+            else:
+                runner(["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", "1"])
+
+    def _underlay6(self, host: str, op: str) -> None:
+        ns = self.tb.netns(host)
+        subprocess.run(["ip", "-n", ns, "addr", op, f"{_host_ip6(host)}/64", "dev", "eth0", "nodad"], check=op == "add")
 
     def _network(self, host: str, name: str, **kw: Any) -> None:
         self.networks.append(self.tb.docker(host).networks.create(name, **kw))
 
     def _pair(self, scenario: str, net: str, same_host_only: bool = False) -> None:
-        """A server on h2, a client on h1 (scenario) and one on h2 (scenario-local)."""
+        """A server on h2, a client on h1 (scenario) and one on h2 (scenario-local; IPv6: none)."""
         server = self._run("h2", f"{PREFIX}{scenario}-server", net, SERVERS)
-        ip = _address(server, net)
+        ip = _address(server, net, "GlobalIPv6Address" if scenario in IPV6 else "IPAddress")
         if not same_host_only:
             client = self._run("h1", f"{PREFIX}{scenario}-client", net, "sleep 100000")
             self.targets[scenario] = (lambda argv, c=client: _exec(c, argv), ip)
             self.servers[scenario] = lambda c=server: _container_pids(c)
+        if scenario in IPV6:
+            return
         local = self._run("h2", f"{PREFIX}{scenario}-local", net, "sleep 100000")
         name = scenario if same_host_only else f"{scenario}-local"
         self.targets[name] = (lambda argv, c=local: _exec(c, argv), ip)
@@ -229,26 +251,19 @@ class Bench:
         return run, ip
 
     def measure(self, scenario: str, pinned: bool) -> dict[str, float]:
+        """Every metric; over IPv6 those whose tools speak it (iperf3, redis: not sockperf 3.7, nginx's
+        IPv4-only configuration, memaslap)."""
         run, ip = self.client(scenario, pinned)
-        t = str(self.seconds)
-        busy = busy_seconds()
-        tcp = parse_iperf(run(["iperf3", "-c", ip, "-t", t, "-J"]))
-        busy = busy_seconds() - busy
-        tcp4 = parse_iperf(run(["iperf3", "-c", ip, "-t", t, "-P", "4", "-J"]))
-        udp = parse_iperf(run(["iperf3", "-c", ip, "-t", t, "-u", "-b", "0", "-l", "1400", "-J"]))
-        pingpong = ["sockperf", "ping-pong", "--pre-warmup-wait", "1", "-i", ip, "-t", t]
-        tcp_rr = parse_sockperf(run([*pingpong, "--tcp", "-p", "11112"]))
-        udp_rr = parse_sockperf(run([*pingpong, "-p", "11111"]))
+        if scenario in IPV6:
+            return {**self._iperf(run, ip), **self._redis_both(run, ip)}
         whole = f"{max(1, round(self.seconds))}s"
         url = f"http://{ip}:8080/index.html"
+        pingpong = ["sockperf", "ping-pong", "--pre-warmup-wait", "1", "-i", ip, "-t", str(self.seconds)]
+        tcp_rr = parse_sockperf(run([*pingpong, "--tcp", "-p", "11112"]))
+        udp_rr = parse_sockperf(run([*pingpong, "-p", "11111"]))
         http = parse_wrk(run(["wrk", "-t", "1", "-c", "8", "-d", whole, "--latency", url]))
-        moved_gb = tcp["end"]["sum_received"]["bytes"] / 1e9
         return {
-            "tcp_gbps": tcp["end"]["sum_received"]["bits_per_second"] / 1e9,
-            "tcp4_gbps": tcp4["end"]["sum_received"]["bits_per_second"] / 1e9,
-            "tcp_retransmits": tcp["end"]["sum_sent"].get("retransmits", 0),
-            "cpu_s_per_gb": busy / moved_gb if moved_gb else 0.0,
-            "udp1400_gbps": udp["end"]["sum"]["bits_per_second"] * (1 - udp["end"]["sum"]["lost_percent"] / 100) / 1e9,
+            **self._iperf(run, ip),
             "tcp_rr_per_s": tcp_rr["rate"],
             "tcp_rr_p50_us": tcp_rr["p50_us"],
             "tcp_rr_p99_us": tcp_rr["p99_us"],
@@ -257,11 +272,29 @@ class Bench:
             "udp_rr_p99_us": udp_rr["p99_us"],
             "http_rps": http["rps"],
             "http_p99_ms": http["p99_ms"],
-            "redis_c1_per_s": self._redis(run, ip, 1),
-            "redis_c50_per_s": self._redis(run, ip, 50),
+            **self._redis_both(run, ip),
             "memcached_c1_per_s": self._memcached(run, ip, 1, whole),
             "memcached_c50_per_s": self._memcached(run, ip, 50, whole),
         }
+
+    def _iperf(self, run: Runner, ip: str) -> dict[str, float]:
+        t = str(self.seconds)
+        busy = busy_seconds()
+        tcp = parse_iperf(run(["iperf3", "-c", ip, "-t", t, "-J"]))
+        busy = busy_seconds() - busy
+        tcp4 = parse_iperf(run(["iperf3", "-c", ip, "-t", t, "-P", "4", "-J"]))
+        udp = parse_iperf(run(["iperf3", "-c", ip, "-t", t, "-u", "-b", "0", "-l", "1400", "-J"]))
+        moved_gb = tcp["end"]["sum_received"]["bytes"] / 1e9
+        return {
+            "tcp_gbps": tcp["end"]["sum_received"]["bits_per_second"] / 1e9,
+            "tcp4_gbps": tcp4["end"]["sum_received"]["bits_per_second"] / 1e9,
+            "tcp_retransmits": tcp["end"]["sum_sent"].get("retransmits", 0),
+            "cpu_s_per_gb": busy / moved_gb if moved_gb else 0.0,
+            "udp1400_gbps": udp["end"]["sum"]["bits_per_second"] * (1 - udp["end"]["sum"]["lost_percent"] / 100) / 1e9,
+        }
+
+    def _redis_both(self, run: Runner, ip: str) -> dict[str, float]:
+        return {"redis_c1_per_s": self._redis(run, ip, 1), "redis_c50_per_s": self._redis(run, ip, 50)}
 
     def _redis(self, run: Runner, ip: str, connections: int) -> float:
         """GETs per second over `connections` connections, for about the measurement's seconds
@@ -316,12 +349,19 @@ class Bench:
         if self.swarm:
             for h in ("h2", "h1"):
                 self.tb.docker(h).swarm.leave(force=True)
+        if "host6" in self.scenarios:
+            for host in ("h1", "h2"):
+                self._underlay6(host, "del")
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _address(container: Any, network: str) -> str:
+def _address(container: Any, network: str, field: str = "IPAddress") -> str:
     container.reload()
-    return container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+    return container.attrs["NetworkSettings"]["Networks"][network][field]  # type: ignore[no-any-return]
+
+
+def _host_ip6(host: str) -> str:
+    return f"{UNDERLAY6}{host[1:]}"
 
 
 def _exec(container: Any, argv: list[str]) -> str:
@@ -523,6 +563,7 @@ def report(by_mode: dict[str, Samples], control: dict[str, Any], pin: int) -> st
         heading = "unpinned" if mode == "unpinned" else f"client and server pinned to CPU {pin}"
         parts.append(f"### Cross-host, {heading} (client on h1, server on h2)\n\n{table(samples, CROSS)}")
         parts.append(f"### Same host, {heading} (client and server on h2)\n\n{table(samples, SAME)}")
+        parts.append(f"### Cross-host over IPv6, {heading} (a dual-stack network)\n\n{table(samples, IPV6)}")
     return "\n\n".join(
         [*parts, f"### Control plane\n\n{control_table(control)}", f"### Targets (issue 15)\n\n{targets(by_mode)}"]
     )
@@ -554,8 +595,8 @@ def main(argv: list[str] | None = None) -> int:
             print(write_report(json.load(f), os.path.dirname(args.render) or ".", name))
         return 0
     rounds, seconds, containers = (2, 1.0, 3) if args.quick else (args.rounds, args.seconds, args.containers)
-    wanted = args.scenarios.split(",") if args.scenarios else QUICK if args.quick else CROSS + SAME
-    scenarios = tuple(s for s in CROSS + SAME if s in wanted)
+    wanted = args.scenarios.split(",") if args.scenarios else QUICK if args.quick else CROSS + SAME + IPV6
+    scenarios = tuple(s for s in CROSS + SAME + IPV6 if s in wanted)
     modes = tuple(m for m in MODES if m in args.modes.split(","))
     if not modes:
         parser.error(f"--modes: one or both of {', '.join(MODES)}")
@@ -611,7 +652,7 @@ def write_report(record: dict[str, Any], out: str, name: str) -> str:
     """The markdown report and the charts of a run's record (bench-NAME.md, bench-NAME-*.png)."""
     by_mode = record["samples"]
     md = report(by_mode, record["control"], record["pin"])
-    groups = {"Cross-host": CROSS, "Same host": SAME}
+    groups = {"Cross-host": CROSS, "Same host": SAME, "IPv6 cross-host": IPV6}
     pngs = [ratio_chart(by_mode, groups, os.path.join(out, f"bench-{name}-ratios.png"))]
     for mode, samples in by_mode.items():
         for title, group in groups.items():
@@ -644,6 +685,7 @@ README_ROWS = (
 README_GROUPS = (
     ("across hosts", "xmasq-on", ("overlay", "host", "xmasq-nosteer")),
     ("on one host", "xmasq-on-local", ("bridge", "host-local", "xmasq-nosteer-local")),
+    ("across hosts, IPv6", "xmasq-on6", ("host6",)),
 )
 
 
@@ -659,9 +701,11 @@ def readme_tables(record: dict[str, Any]) -> str:
             cells = []
             for samples in by_mode.values():
                 for ref in refs:
-                    a = advantage(samples, on, ref, metric) if samples.get(on) and samples.get(ref) else None
+                    measured = samples.get(on) and samples.get(ref) and metric in samples[on][0]
+                    a = advantage(samples, on, ref, metric) if measured else None
                     cells.append("-" if a is None else f"{a[0]:.2f} ({a[1]:.2f}-{a[2]:.2f})")
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            if set(cells) != {"-"}:  # a metric the group does not measure (IPv6: no sockperf)
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
         out.append("\n".join(lines))
     return "\n\n".join(out)
 

@@ -12,7 +12,16 @@ BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "run.py")
 
 def test_quick_mode_smallest_scenario(tb, tmp_path):
     proc = subprocess.run(
-        [sys.executable, BENCH, "--quick", "--scenarios", "xmasq-on", "--use-testbed", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            BENCH,
+            "--quick",
+            "--scenarios",
+            "xmasq-on,xmasq-on6",
+            "--use-testbed",
+            "--out",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -28,10 +37,13 @@ def test_quick_mode_smallest_scenario(tb, tmp_path):
             assert r["tcp_rr_per_s"] > 0 and r["udp_rr_per_s"] > 0 and r["http_rps"] > 0
             assert r["redis_c1_per_s"] > 0 and r["redis_c50_per_s"] > 0
             assert r["memcached_c1_per_s"] > 0 and r["memcached_c50_per_s"] > 0
+        for r in record["samples"][mode]["xmasq-on6"]:  # over IPv6, what its tools measure
+            assert r["tcp_gbps"] > 0 and r["udp1400_gbps"] > 0 and r["redis_c1_per_s"] > 0
         assert (tmp_path / f"bench-quick-{mode}-cross-host.png").stat().st_size > 1000
     assert len(record["control"]["run_to_ping_s[xmasq-on]"]) == 3
     report = (tmp_path / "bench-quick.md").read_text()
     assert "| tcp_gbps |" in report and "| redis_c1_per_s |" in report and "pinned to CPU 1" in report
+    assert "### Cross-host over IPv6" in report
     # Nothing of the benchmark is left on the testbed.
     for h in ("h1", "h2"):
         assert tb.docker(h).containers.list(all=True, filters={"name": "bench-"}) == []
