@@ -26,7 +26,7 @@ Writes a markdown table per mode (ratios of xmasq-on to each alternative), a JSO
 raw sample and the machine, and PNG charts: the ratios at a glance (> 1: xmasq better) and each
 metric's values (bars with min-max whiskers).
 --quick (make bench QUICK=1) measures host and xmasq-on in both modes, 2 rounds of 1 s:
-a check of a change in under 4 minutes. The full run (make bench) takes about 45 minutes.
+a check of a change in under 4 minutes. The full run (make bench) takes about an hour.
 """
 
 from __future__ import annotations
