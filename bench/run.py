@@ -173,10 +173,9 @@ class Bench:
                     "xmasq.fastpath": fastpath,
                     **({"xmasq.steer": steer} if steer else {}),
                 }
+                ipam = {"Driver": "xmasq", "Config": [{"Subnet": s} for s in subnets]}
                 for host in ("h1", "h2"):
-                    ipam = {"Driver": "xmasq", "Config": [{"Subnet": s} for s in subnets]}
-                    dual = len(subnets) > 1
-                    self._network(host, net, driver="xmasq", options=options, ipam=ipam, enable_ipv6=dual)
+                    self._network(host, net, driver="xmasq", options=options, ipam=ipam, enable_ipv6=len(subnets) > 1)
                 self._pair(f"xmasq-{name}", net)
         if "overlay" in self.scenarios:
             self.tb.swarm("h1", ["h2"])
