@@ -338,7 +338,8 @@ class Testbed:
         plugin = client.plugins.create(name, build_dir)
         here = config.load()  # the lease and grace the testbed's processes get (the tests shorten them)
         leases = config.environment(host_ttl=here.host_ttl, host_grace=here.host_grace)
-        plugin.configure({**self._settings(host), **leases, "state.source": state})
+        sources = {"state.source": state, "docker.source": self.docker_socket(host)}
+        plugin.configure({**self._settings(host), **leases, **sources})
         plugin.enable(timeout=60)
         plugin.reload()
         return self.path(host, f"plugins/{plugin.id}/xmasq.sock")

@@ -222,6 +222,8 @@ class FakeDatapath:
         self.loaded = True
         self.enabled = True
         self.reason = "loaded"
+        self.lb_reason = "loaded"
+        self.services: dict[str, tuple[str, ...]] = {}  # the VIP table, as set_services last made it
         self.local: dict[tuple[int, str], tuple[str, str, bool]] = {}
         self.remote: dict[int, dict[str, tuple[str, str]]] = {}
         self.live_hosts: set[str] = set()
@@ -250,6 +252,11 @@ class FakeDatapath:
 
     def prune_tunnels(self, live_hosts: set[str]) -> None:
         self.live_hosts = set(live_hosts)
+
+    def set_services(self, table: dict[str, tuple[str, ...]]) -> int:
+        changed = sum(table.get(v) != self.services.get(v) for v in table.keys() | self.services.keys())
+        self.services = dict(table)
+        return changed
 
     def stats(self) -> dict[str, int]:
         return {"encap_pkts": 7}

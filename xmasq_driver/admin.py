@@ -16,6 +16,7 @@ class DatapathView(Protocol):
     loaded: bool
     enabled: bool
     reason: str
+    lb_reason: str
 
     def stats(self) -> dict[str, int]: ...
     def cache(self) -> dict[str, Any]: ...
@@ -26,6 +27,10 @@ class ClusterHealth(Protocol):
     def health(self) -> dict[str, Any]: ...
 
 
+class ServicesView(Protocol):
+    def view(self) -> dict[str, Any]: ...
+
+
 class Admin:
     def __init__(
         self,
@@ -34,10 +39,13 @@ class Admin:
         datapath: DatapathView,
         cluster: ClusterHealth,
         discovered: Mapping[str, Any],
+        services: ServicesView | None = None,
     ):
-        """`discovered`: the nodes Docker told the network driver about (DiscoverNew), as it keeps them."""
+        """`discovered`: the nodes Docker told the network driver about (DiscoverNew), as it keeps them;
+        `services`: the swarm service watcher (global scope only)."""
         self.store, self.state, self.datapath, self.cluster = store, state, datapath, cluster
         self.discovered = discovered
+        self.services = services
 
     def status(self, _: Any = None) -> dict[str, Any]:
         snap = self.state.snapshot()
@@ -46,6 +54,8 @@ class Admin:
         except BackendError as e:
             cluster = {"error": str(e)}
         cluster["records"] = self.cluster.health()
+        services = self.services.view() if self.services else {"networks": {}}
+        by_network = services.pop("networks")
         return {
             "host": self.store.host,
             "fastpath": {
@@ -55,11 +65,16 @@ class Admin:
             },
             "cluster": cluster,
             "discovered": list(self.discovered.values()),
-            "networks": [self._network(nid, n, snap) for nid, n in snap.networks.items()],
+            "services": {
+                "watching": self.services is not None,
+                "load_balancer": self.datapath.lb_reason,
+                **services,
+            },
+            "networks": [self._network(nid, n, snap, by_network.get(nid, [])) for nid, n in snap.networks.items()],
         }
 
     @staticmethod
-    def _network(nid: str, n: LocalNetwork, snap: Snapshot) -> dict[str, Any]:
+    def _network(nid: str, n: LocalNetwork, snap: Snapshot, services: list[dict[str, Any]]) -> dict[str, Any]:
         endpoints = sum(1 for e in snap.endpoints.values() if e.network_id == nid)
         return {
             "id": nid[:12],
@@ -70,6 +85,7 @@ class Admin:
             "internal": n.internal,
             "fastpath": n.fastpath,
             "endpoints": endpoints,
+            "services": services,
         }
 
     def stats(self, _: Any = None) -> dict[str, Any]:

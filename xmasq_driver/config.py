@@ -68,6 +68,17 @@ class Config:
             "choices": ("local", "global"),
         },
     )
+    docker_host: str = field(
+        default="unix:///run/docker.sock",
+        metadata={"help": "this host's dockerd, read (in the background) for swarm services' VIPs and tasks"},
+    )
+    service_poll: float = field(
+        default=0.25,
+        metadata={
+            "help": "seconds between reads of swarm services (scope global only): a task that stops gets no new"
+            " connection after about this long"
+        },
+    )
     flow_max: int = field(default=262144, metadata={"help": "flow cache entries (LRU)"})
     remote_max: int = field(
         default=131072,

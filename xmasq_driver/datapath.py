@@ -28,6 +28,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from . import log, memory
+from .cgroup import Links
 from .config import Config
 from .errors import BackendError
 from .model import VXLAN_OVERHEAD
@@ -35,7 +36,21 @@ from .overlay import VXLAN_PORT
 
 _log = log.get("datapath")
 DEFAULTS = Config()  # the configurable map sizes have their defaults there
-FIXED_SIZES = {"LOCAL_MAX": 4096, "TUNNEL_MAX": 16384}  # endpoints on one host; (host, vni) pairs
+# endpoints on one host; (host, vni) pairs; service VIPs, and sockets translated to a task, on one host
+FIXED_SIZES = {"LOCAL_MAX": 4096, "TUNNEL_MAX": 16384, "LB_VIP_MAX": 4096, "LB_REVNAT_MAX": 65536}
+LB_SLOTS = 1024  # tasks of one service a host balances over (bpf/lib/common.h: two halves of this)
+LB_BACKEND_MAX = 65536  # backend slots of all services together
+# The socket load balancer's programs (bpf/bpf_sock.c) and the cgroup hook of each (bcc's names).
+SOCK_HOOKS = {
+    "sock_connect4": "CGROUP_INET4_CONNECT",
+    "sock_connect6": "CGROUP_INET6_CONNECT",
+    "sock_sendmsg4": "CGROUP_UDP4_SENDMSG",
+    "sock_sendmsg6": "CGROUP_UDP6_SENDMSG",
+    "sock_recvmsg4": "CGROUP_UDP4_RECVMSG",
+    "sock_recvmsg6": "CGROUP_UDP6_RECVMSG",
+    "sock_getpeername4": "CGROUP_INET4_GETPEERNAME",
+    "sock_getpeername6": "CGROUP_INET6_GETPEERNAME",
+}
 LAYOUT_HEADERS = ("common.h", "maps.h", "stats.h")  # what the pinned maps' layout is made of
 FASTPATH_MARK = 0x584D0001  # "XM" 0001: what the fast path encapsulated
 FILTER_PRIO, FILTER_HANDLE = 0x584D, 1
@@ -124,13 +139,24 @@ class Datapath:
         self.nic = nic
         self.bpf_src = bpf_src or default_bpf_src()
         self.enabled = enabled
-        self.sizes = {**FIXED_SIZES, "FLOW_MAX": DEFAULTS.flow_max, "REMOTE_MAX": DEFAULTS.remote_max, **(sizes or {})}
+        self.sizes = {
+            **FIXED_SIZES,
+            "LB_SLOTS": LB_SLOTS,
+            "LB_BACKEND_MAX": LB_BACKEND_MAX,
+            "FLOW_MAX": DEFAULTS.flow_max,
+            "REMOTE_MAX": DEFAULTS.remote_max,
+            **(sizes or {}),
+        }
         self.stat_names: list[str] = []
         self.loaded = False
         self.reason = "not loaded"
         self._lock = threading.Lock()
         self._fns: dict[str, Any] = {}
         self._maps: Any = None
+        self.lb_reason = "not loaded"  # why service VIPs are not balanced, or "loaded"
+        self._links = Links(os.path.join(pin_dir, "lb"))
+        self._links_ours = False  # the pinned links run this process's programs
+        self._sock_hooks: dict[str, tuple[int, int]] = {}  # program: (fd, attach type)
 
     # -- load -------------------------------------------------------------
     def load(self) -> bool:
@@ -166,6 +192,7 @@ class Datapath:
             objects[name] = obj
             for prog in progs:
                 self._fns[prog] = obj.load_func(prog, BPF.SCHED_CLS)
+        self._load_sock(BPF, cflags, objects)
         self._objects = objects  # keep them: bcc closes the programs' fds when they go
         memory.give_back()  # what LLVM freed after compiling
         self._maps = objects["bpf_lxc.c"]
@@ -175,6 +202,23 @@ class Datapath:
         else:
             self._detach(self.nic)
         self._forget_other_layouts(maps_dir)
+
+    def _load_sock(self, bpf: Any, cflags: list[str], objects: dict[str, Any]) -> None:
+        """The socket load balancer: without it (a kernel too old for a hook) the fast path still
+        runs, and service VIPs are not answered."""
+        from bcc import BPFAttachType
+
+        try:
+            obj = bpf(text=source(os.path.join(self.bpf_src, "bpf_sock.c")), cflags=cflags)
+            for prog, hook in SOCK_HOOKS.items():
+                kind = getattr(BPFAttachType, hook)
+                self._sock_hooks[prog] = (obj.load_func(prog, bpf.CGROUP_SOCK_ADDR, attach_type=kind).fd, kind)
+        except Exception as e:
+            self.lb_reason = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
+            _log.warning("socket load balancer unavailable: service VIPs are not balanced", reason=self.lb_reason)
+            return
+        objects["bpf_sock.c"] = obj
+        self.lb_reason = "loaded"
 
     @staticmethod
     def _detach(ifname: str) -> None:
@@ -341,6 +385,78 @@ class Datapath:
         with self._lock:
             return self._drop_flows(lambda k: True)
 
+    # -- service VIPs (socket load balancing) ----------------------------
+    @property
+    def lb_loaded(self) -> bool:
+        return self.loaded and self.lb_reason == "loaded"
+
+    def services(self) -> dict[str, tuple[int, tuple[str, ...]]]:
+        """The VIPs programmed: {vip: (id, backends)}."""
+        if not self.lb_loaded:
+            return {}
+        with self._lock:
+            return {vip: (sid, backends) for vip, (sid, _, backends) in self._lb_view().items()}
+
+    def _lb_view(self) -> dict[str, tuple[int, int, tuple[str, ...]]]:
+        vips, slots = self._maps["lb_vips"], self._maps["lb_backends"]
+        view = {}
+        for k, v in vips.items():
+            found = (slots.get(slots.Key(v.id, v.base + i)) for i in range(v.count))
+            view[_addr_text(k.addr)] = (v.id, v.base, tuple(_addr_text(b.addr) for b in found if b is not None))
+        return view
+
+    def set_services(self, table: dict[str, tuple[str, ...]]) -> int:
+        """Make the VIPs exactly `table` {vip: its tasks' addresses}; returns the VIPs changed. A
+        changed list is written to the other half of the VIP's slots and then switched to in one
+        update, so a connect sees the old list or the new one. The programs are attached while
+        there is a VIP and detached when the last one goes."""
+        if not self.lb_loaded:
+            return 0
+        with self._lock:
+            vips, slots = self._maps["lb_vips"], self._maps["lb_backends"]
+            have = self._lb_view()
+            changed = 0
+            for vip in have.keys() - table.keys():
+                sid, base, old = have.pop(vip)
+                vips.pop(vips.Key(_addr(vip)), None)
+                self._free_slots(sid, base, len(old))
+                changed += 1
+            used = {sid for sid, _, _ in have.values()}
+            for vip, backends in sorted(table.items()):
+                if vip in have and have[vip][2] == backends:
+                    continue
+                if len(backends) > LB_SLOTS:
+                    _log.warning("service has more tasks than a VIP balances over", vip=vip, tasks=len(backends))
+                    backends = backends[:LB_SLOTS]
+                if vip in have:
+                    sid, old_base, old = have[vip]
+                else:
+                    sid, old_base, old = min(set(range(1, len(used) + 2)) - used), LB_SLOTS, ()
+                    used.add(sid)
+                base = LB_SLOTS - old_base
+                for i, ip in enumerate(backends):
+                    slots[slots.Key(sid, base + i)] = slots.Leaf(_addr(ip))
+                vips[vips.Key(_addr(vip))] = vips.Leaf(sid, len(backends), base)
+                self._free_slots(sid, old_base, len(old))
+                changed += 1
+            self._attach_sock(bool(table))
+        return changed
+
+    def _free_slots(self, sid: int, base: int, n: int) -> None:
+        slots = self._maps["lb_backends"]
+        for i in range(n):
+            slots.pop(slots.Key(sid, base + i), None)
+
+    def _attach_sock(self, wanted: bool) -> None:
+        if wanted and not self._links_ours:
+            self._links.attach(self._sock_hooks)
+            self._links_ours = True
+            _log.info("socket load balancer attached", hooks=len(SOCK_HOOKS), pin_dir=self._links.pin_dir)
+        elif not wanted and self._links.attached():
+            self._links.detach()
+            self._links_ours = False
+            _log.info("socket load balancer detached (no service VIP left)", pin_dir=self._links.pin_dir)
+
     # -- operator view ----------------------------------------------------
     def stats(self) -> dict[str, int]:
         if not self.loaded:
@@ -372,6 +488,9 @@ class Datapath:
                     "seen_in": bool(v.seen_in),
                 }
                 for k, v in m["flows"].items()
+            ],
+            "services": [
+                {"vip": vip, "id": sid, "backends": list(backends)} for vip, (sid, backends) in self.services().items()
             ],
         }
 

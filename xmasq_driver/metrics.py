@@ -69,9 +69,20 @@ def render(admin: Admin) -> str:
             [({"network": n["name"], "vni": n["vni"]}, n["endpoints"]) for n in status["networks"]],
         ),
         *_family(
+            "xmasq_service_tasks",
+            "gauge",
+            "running tasks behind each swarm service VIP on this host's networks (socket load balancing)",
+            [
+                ({"network": n["name"], "service": s["name"], "vip": s["vip"]}, len(s["tasks"]))
+                for n in status["networks"]
+                for s in n["services"]
+            ],
+        ),
+        *_family(
             "xmasq_datapath_total",
             "counter",
-            "eBPF counters: fast-path packets and bytes by direction, misses by reason, learn events, drops",
+            "eBPF counters: fast-path packets and bytes by direction, misses by reason, learn events, drops,"
+            " service VIP connects and datagrams balanced (lb_*)",
             [({"counter": name}, value) for name, value in sorted(stats["counters"].items())],
         ),
     ]

@@ -322,3 +322,28 @@ class Pool:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Pool:
         return cls(data["holds"], data.get("addresses", {}))
+
+
+@dataclass(frozen=True)
+class Service:
+    """A Swarm service's virtual IP on one xmasq network and its running tasks' addresses there,
+    as this host's dockerd lists them (`docker network inspect --verbose`: Services, kept by
+    Swarm's gossip on every node, workers too). Read, never stored."""
+
+    network_id: str
+    name: str
+    vip: str
+    tasks: tuple[str, ...]  # sorted
+
+    @classmethod
+    def from_docker(cls, network_id: str, name: str, data: dict[str, Any]) -> Service | None:
+        """The service of one `Services` entry; None for one without a VIP (--endpoint-mode dnsrr)
+        or with addresses that do not parse (not Docker's)."""
+        try:
+            vip = str(ipaddress.ip_interface(data.get("VIP") or "").ip)
+            tasks = {
+                str(ipaddress.ip_interface(t["EndpointIP"]).ip) for t in data.get("Tasks") or [] if t.get("EndpointIP")
+            }
+        except (ValueError, TypeError, AttributeError):
+            return None
+        return cls(network_id, name, vip, tuple(sorted(tasks, key=ipaddress.ip_address)))

@@ -30,13 +30,14 @@ from .metrics import wsgi_app
 from .network import NetworkDriver
 from .overlay import Overlay
 from .reconciler import Reconciler
+from .services import DockerServices, ServiceWatcher
 from .state import LocalState
 from .store import ClusterStore
 
 _log = log.get("server")
 
 
-def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler]:
+def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler, ServiceWatcher | None]:
     host = config.host
     store = ClusterStore(EtcdKV(config), host)
     state = LocalState(os.path.join(config.state_dir, "state.json"))
@@ -66,7 +67,13 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler]
         resync=config.resync,
         hold=config.restore_hold,
     )
-    return network, ipam, Admin(store, state, datapath, reconciler, network.discovered), reconciler
+    # Swarm services exist only where Docker runs the driver at global scope (the managed plugin).
+    services = None
+    if config.scope == "global":
+        source = DockerServices(config.docker_host, config.etcd_timeout)
+        services = ServiceWatcher(source, state, datapath, config.service_poll)
+    admin = Admin(store, state, datapath, reconciler, network.discovered, services)
+    return network, ipam, admin, reconciler, services
 
 
 def _host_port(address: str, what: str) -> tuple[str, int]:
@@ -141,10 +148,12 @@ def serve(config: Config) -> None:
         ident="xmasq",
         clear_untrusted_proxy_headers=True,
     )
-    network, ipam, admin, reconciler = build(config)
+    network, ipam, admin, reconciler, services = build(config)
     network.restore()
     holder["app"] = create_app(network, ipam, admin)
     reconciler.start()
+    if services is not None:
+        services.start()
     apps: dict[str, Callable[..., Any]] = {"api": app, "metrics": wsgi_app(admin)}
     started = [_start_tcp(name, host, port, tls, apps[name]) for name, host, port, tls in tcp]
 
@@ -164,6 +173,8 @@ def serve(config: Config) -> None:
     try:
         server.run()
     finally:
+        if services is not None:
+            services.stop()
         reconciler.stop()
         for s in started:
             s.shutdown()

@@ -5,6 +5,7 @@
  *   VXLAN_PORT     UDP port of the overlay
  *   OUTER_LEN      bytes of outer headers: Ethernet + IPv4 + UDP + VXLAN (VXLAN_OVERHEAD)
  *   FASTPATH_MARK  skb->mark that tags packets the fast path encapsulated
+ *   LB_SLOTS       backend slots of one service in each half of lb_backends
  *   *_MAX          map sizes
  */
 #ifndef XMASQ_COMMON_H
@@ -77,6 +78,42 @@ struct flow {
     __u8 seen_in;  /* the slow path delivered it to the local container */
     __be16 sport; /* outer UDP source port the kernel's vxlan chose for it */
     __u32 hash;   /* skb->hash of what the local container sends on it (its socket's txhash) */
+};
+
+/* A Swarm service's virtual IP (socket load balancing, bpf_sock.c), keyed by the VIP itself:
+ * the driver programs a VIP only while it is unique among this host's networks. */
+struct lb_vip_key {
+    __u8 addr[ADDR_LEN];
+};
+
+/* Its backends are slots base .. base + count - 1 of lb_backends under its id; the driver
+ * writes a new list in the other half (base 0 or LB_SLOTS) and then flips base and count in
+ * this one value, so a connect never sees half a list. */
+struct lb_service {
+    __u32 id;
+    __u16 count;
+    __u16 base;
+};
+
+struct lb_backend_key {
+    __u32 id;
+    __u32 slot;
+};
+
+struct lb_backend {
+    __u8 addr[ADDR_LEN]; /* a task's own address on the network */
+};
+
+/* What a socket was translated to, so that getpeername and recvmsg show it the VIP. */
+struct lb_revnat_key {
+    __u64 cookie; /* the socket's */
+    __u8 addr[ADDR_LEN];
+    __be16 port;
+    __u8 pad[6];
+};
+
+struct lb_revnat {
+    __u8 vip[ADDR_LEN];
 };
 
 /* memcmp would become a call to bcmp, which BPF cannot make. */
