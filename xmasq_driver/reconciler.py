@@ -336,6 +336,11 @@ class Reconciler:
                 _log.info("record conflict resolved", kind=c.kind, key=c.key)
         self.conflicts = current
 
+    def has_endpoint(self, key: str, ip: str) -> bool:
+        """Whether etcd (as last seen) has an endpoint of network `key` at address ip, on any host."""
+        view = self._view
+        return view is not None and ip in view.endpoints.get(key, {})
+
     def health(self) -> dict[str, Any]:
         """For `xmasq status` and metrics: conflicts now, records re-asserted, data losses seen, the
         control plane's work so far, and the peers programmed per VNI."""

@@ -71,7 +71,14 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler,
     services = None
     if config.scope == "global":
         source = DockerServices(config.docker_host, config.etcd_timeout)
-        services = ServiceWatcher(source, state, datapath, config.service_poll)
+
+        def in_use(network_id: str, ip: str) -> bool:
+            snap = state.snapshot()
+            net = snap.networks.get(network_id)
+            mine = any(e.network_id == network_id and ip in (e.ip, e.ip6) for e in snap.endpoints.values())
+            return net is not None and (mine or reconciler.has_endpoint(net.key, ip))
+
+        services = ServiceWatcher(source, state, datapath, config.service_poll, in_use)
     admin = Admin(store, state, datapath, reconciler, network.discovered, services)
     return network, ipam, admin, reconciler, services
 

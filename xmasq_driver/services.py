@@ -7,11 +7,18 @@ addresses (gossip), so a background thread reads them (`network inspect --verbos
 exactly that: a connect to a VIP is made to a task's own address (bpf/bpf_sock.c). Never read
 from a plugin request handler: Docker waits on the driver while it serves one (DESIGN.md 6).
 While dockerd does not answer, the last table stays programmed.
+
+Docker lists a service only while it has a task. A VIP whose service left the list (scaled to
+0, or removed) is kept with no task, so that a client that resolved it earlier is refused at
+once rather than left waiting on an address nobody answers, until the network leaves this
+host or an endpoint takes the address (Swarm freed it with the service and gave it out again).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import log
@@ -71,12 +78,22 @@ def table_of(services: list[Service]) -> tuple[dict[str, tuple[str, ...]], dict[
 
 
 class ServiceWatcher:
-    def __init__(self, source: ServiceSource, state: LocalState, table: ServiceTable, interval: float):
-        self.source, self.state, self.table, self.interval = source, state, table, interval
+    def __init__(
+        self,
+        source: ServiceSource,
+        state: LocalState,
+        table: ServiceTable,
+        interval: float,
+        in_use: Callable[[str, str], bool] = lambda network_id, ip: False,
+    ):
+        """in_use(network id, ip): whether an endpoint of the network has that address (anywhere)."""
+        self.source, self.state, self.table, self.interval, self.in_use = source, state, table, interval, in_use
         self.services: dict[str, list[Service]] = {}  # by network id, as last read
+        self.ghosts: dict[str, Service] = {}  # VIP -> its service, gone from Docker's list: no task
         self.conflicts: dict[str, list[Service]] = {}
         self.error = ""
         self.passes = 0
+        self._listed: list[Service] = []
         self._programmed: dict[str, tuple[str, ...]] | None = None  # None: not yet this process
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,7 +130,9 @@ class ServiceWatcher:
         self._note_error(errors[0] if errors else "")
         if networks - self.services.keys():  # a network never read: its VIPs in the maps are kept
             return 0
-        table, conflicts = table_of([s for found in self.services.values() for s in found])
+        listed = [s for found in self.services.values() for s in found]
+        self._note_ghosts(listed, networks)
+        table, conflicts = table_of([*listed, *self.ghosts.values()])
         self._note_conflicts(conflicts)
         self.passes += 1
         if table == self._programmed:
@@ -122,6 +141,16 @@ class ServiceWatcher:
         changed = self.table.set_services(table)
         self._programmed = table
         return changed
+
+    def _note_ghosts(self, listed: list[Service], networks: set[str]) -> None:
+        before = {s.vip: s for s in [*self.ghosts.values(), *self._listed]}
+        now = {s.vip for s in listed}
+        self.ghosts = {
+            vip: dataclasses.replace(s, tasks=())
+            for vip, s in before.items()
+            if vip not in now and s.network_id in networks and not self.in_use(s.network_id, vip)
+        }
+        self._listed = listed
 
     def _note_error(self, error: str) -> None:
         if error and not self.error:
@@ -158,16 +187,15 @@ class ServiceWatcher:
                     removed=sorted(before - after),
                 )
 
+    def _network_view(self, nid: str, listed: list[Service]) -> list[dict[str, Any]]:
+        found = [*listed, *(g for g in self.ghosts.values() if g.network_id == nid)]
+        return [{"name": s.name, "vip": s.vip, "tasks": list(s.tasks)} for s in sorted(found, key=_name)]
+
     def view(self) -> dict[str, Any]:
         """For `xmasq status`: each network's services, and what is wrong, if anything."""
         return {
             "error": self.error,
             "passes": self.passes,
             "conflicts": sorted(self.conflicts),
-            "networks": {
-                nid: [
-                    {"name": s.name, "vip": s.vip, "tasks": list(s.tasks)} for s in sorted(found, key=lambda s: s.name)
-                ]
-                for nid, found in self.services.items()
-            },
+            "networks": {nid: self._network_view(nid, found) for nid, found in self.services.items()},
         }

@@ -101,6 +101,7 @@ def _no_state_left(tb, socks) -> None:  # type: ignore[no-untyped-def]
         assert not [n for n in names if n.startswith(XMASQ_LINKS)], (h, names)
         cache = plugin.call(socks[h], "/Xmasq.Cache")[1]
         assert cache["local"] == [] and cache["remote"] == [] and cache["flows"] == [], (h, cache)
+        assert cache["services"] == [], (h, cache)
         assert plugin.call(socks[h], "/Xmasq.Status")[1]["networks"] == []
     keys = EtcdKV(Config(etcd_endpoints=tb.etcd_endpoint)).get_prefix(PREFIX)
     assert sorted(k for k in keys if k.startswith(f"{PREFIX}hosts/")) == [f"{PREFIX}hosts/{h}" for h in tb.hosts]
@@ -241,4 +242,258 @@ def test_plugin_disable_enable_and_dockerd_restart_keep_containers_connected(tb,
     finally:
         remove_all(containers, [])
         _wait("network removable", lambda: _try(net.remove), 30)
+    _wait("no state left on either node", lambda: _try(lambda: _no_state_left(tb, swarm)), 30)
+
+
+# Docker's VIPs on its own overlay and its routing mesh are IPVS; this machine's kernel is built
+# without it (no CONFIG_IP_VS: /proc/net/ip_vs is missing), so neither answers here.
+IPVS = os.path.exists("/proc/net/ip_vs")
+WEB = "mkdir -p /srv && hostname > /srv/index.html && (udpecho serve 5001 &) && exec httpd -f -p 80 -h /srv"
+
+
+def _vip(mgr, service: str, network_id: str) -> str:  # type: ignore[no-untyped-def]
+    svc = mgr.services.get(service)
+    vips = svc.attrs["Endpoint"].get("VirtualIPs", [])
+    return next(v["Addr"].split("/")[0] for v in vips if v["NetworkID"] == network_id)
+
+
+def _answers(client, name: str, n: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """The body of each of n HTTP requests to http://<name>/, the name resolved by Docker's DNS
+    (one line each; empty where it failed). busybox's nslookup and nc, because the image's static
+    busybox wget dies of a segmentation fault in the testbed's containers (to a task's own address
+    as well: not the VIP's doing; on the root dockerd it works)."""
+    lookup = f"nslookup {name} 127.0.0.11 | awk '/^Address/ && !/127.0.0.11/ {{print $NF}}' | head -1"
+    get = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $ip 80 | tail -n 1"
+    loop = f'ip=$({lookup}); for i in $(seq {n}); do out=$({get}); echo "$out"; done'
+    return _sh(client, loop, check=False).splitlines()
+
+
+def _lb_tasks(socks, vip: str) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+    """The tasks each node's socket load balancer has for the VIP (its `xmasq cache`)."""
+    found = {}
+    for h, sock in socks.items():
+        services = {s["vip"]: s["backends"] for s in plugin.call(sock, "/Xmasq.Cache")[1]["services"]}
+        found[h] = services.get(vip)
+    return found
+
+
+def _balanced(socks) -> int:  # type: ignore[no-untyped-def]
+    """Connects balanced, counted over the nodes: on the testbed's one kernel every node's programs
+    see every socket, and the first whose VIP it is translates it."""
+    return sum(plugin.call(sock, "/Xmasq.Stats")[1]["counters"]["lb_connect"] for sock in socks.values())
+
+
+def _gone_everywhere(socks, vip: str, ip: str, start: float, timeout: float = 30) -> float:  # type: ignore[no-untyped-def]
+    """Seconds from `start` until no node balances the VIP to ip."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(ip in (tasks or []) for tasks in _lb_tasks(socks, vip).values()):
+            return time.monotonic() - start
+        time.sleep(0.02)
+    pytest.fail(f"{ip} still balanced {timeout} s after it went: {_lb_tasks(socks, vip)}")
+
+
+def test_vip_service_in_the_default_endpoint_mode(tb, swarm):
+    """What a user of Docker's documentation does: no --endpoint-mode, so the service has a VIP."""
+    mgr, worker = tb.docker("h1"), tb.docker("h2")
+    image = {h: ensure_image(tb.docker(h)) for h in HOSTS}
+    net = mgr.networks.create(
+        "swvip",
+        driver=NAME,
+        scope="swarm",
+        attachable=True,
+        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="10.250.0.0/24")]),
+    )
+    ovl = mgr.networks.create("swovl", driver="overlay", attachable=True)
+    services, standalone = [], []
+    try:
+        web = mgr.services.create(
+            image["h1"], ["sh", "-c", WEB], name="web", networks=["swvip", "swovl"], mode=ServiceMode("replicated", 3)
+        )
+        services.append(web)
+        tasks = _wait(
+            "3 tasks on both nodes",
+            lambda: (lambda t: t if sum(map(len, t.values())) == 3 and all(t.values()) else None)(
+                _task_containers(tb, "web")
+            ),
+            120,
+        )
+        vip = _vip(mgr, "web", net.id)
+        client = worker.containers.run(image["h2"], ["sleep", "3600"], name="vip-client", network="swvip", detach=True)
+        standalone.append(client)
+        lookup = "nslookup web 127.0.0.11 | awk '/^Address/ && !/127.0.0.11/ {print $NF}'"
+        assert _sh(client, lookup).split() == [vip]  # Docker's DNS answers the name with the VIP
+        _wait(
+            "every node balances the VIP to 3 tasks",
+            lambda: all(len(t or []) == 3 for t in _lb_tasks(swarm, vip).values()),
+            30,
+        )
+        before = _balanced(swarm)
+        bodies = _answers(client, "web", 30)
+        names = {c.attrs["Config"]["Hostname"] for cs in tasks.values() for c in cs}
+        assert len(bodies) == 30 and set(bodies) <= names and len(set(bodies)) > 1, bodies
+        assert _balanced(swarm) - before >= 30
+        # UDP through the VIP: the replies come back from the VIP (udpecho checks the source).
+        assert _sh(client, f"udpecho send {vip} 5001 20").strip() == "replies=20/20"
+        # From another service's task, by name, on either node.
+        cli = mgr.services.create(
+            image["h1"], ["sleep", "3600"], name="cli", networks=["swvip"], mode=ServiceMode("global")
+        )
+        services.append(cli)
+        clis = _wait(
+            "a cli task on each node",
+            lambda: (lambda t: t if all(t.values()) else None)(_task_containers(tb, "cli")),
+            120,
+        )
+        for h in HOSTS:
+            assert all(b in names for b in _answers(clis[h][0], "web", 5)), h
+        # The same service on Docker's overlay at once: there its tasks answer by their own addresses
+        # (tasks.web). Docker's own VIP needs IPVS in the kernel, which this one lacks.
+        ovl_client = worker.containers.run(
+            image["h2"], ["sleep", "3600"], name="ovl-client", network="swovl", detach=True
+        )
+        standalone.append(ovl_client)
+        through_overlay = _answers(ovl_client, "tasks.web", 5)
+        assert len(through_overlay) == 5 and set(through_overlay) <= names, through_overlay
+        if IPVS:
+            through_ipvs = _answers(ovl_client, "web", 5)
+            assert len(through_ipvs) == 5 and set(through_ipvs) <= names, through_ipvs
+        # Scale to 1: once the others are gone from every node, every request is answered by the last.
+        start = time.monotonic()
+        web.reload()
+        web.scale(1)
+        last = _wait(
+            "one task left",
+            lambda: (lambda t: t[0] if len(t) == 1 else None)(
+                [c for cs in _task_containers(tb, "web").values() for c in cs]
+            ),
+            60,
+        )
+        last_ip = last.attrs["NetworkSettings"]["Networks"]["swvip"]["IPAddress"]
+        _wait(
+            "every node balances to the last task",
+            lambda: all(t == [last_ip] for t in _lb_tasks(swarm, vip).values()),
+            30,
+        )
+        scaled = time.monotonic() - start
+        assert set(_answers(client, "web", 20)) == {last.attrs["Config"]["Hostname"]}
+        # Kill it: gone from every node's balancer soon after its container died; the replacement
+        # answers once it runs.
+        node = next(h for h in HOSTS if any(c.id == last.id for c in _task_containers(tb, "web")[h]))
+        start = time.monotonic()
+        tb.docker(node).containers.get(last.id).kill()
+        gone = _gone_everywhere(swarm, vip, last_ip, start)
+        fresh = _wait(
+            "a replacement task",
+            lambda: next(
+                (
+                    c
+                    for cs in _task_containers(tb, "web").values()
+                    for c in cs
+                    if c.id != last.id and c.status == "running"
+                ),
+                None,
+            ),
+            60,
+        )
+        running = time.monotonic()
+        fresh_name = fresh.attrs["Config"]["Hostname"]
+        _wait("the replacement answers", lambda: _answers(client, "web", 1) == [fresh_name], 30)
+        answered = time.monotonic() - running
+        # No task at all: a connect is refused at once, not left to time out.
+        web.reload()
+        web.scale(0)
+        _wait("no task balanced", lambda: all(t == [] for t in _lb_tasks(swarm, vip).values()), 60)
+        t0 = time.monotonic()
+        out = _sh(client, f"nc -w 10 {vip} 80 </dev/null 2>&1", check=False)
+        refused = time.monotonic() - t0
+        assert "refused" in out.lower() and refused < 2, (out, refused)
+        ipvs = "" if IPVS else "; its VIP needs IPVS, not in this kernel"
+        report(
+            f"swarm VIP (default mode): 30/30 HTTP requests by name answered by {len(set(bodies))} of 3 tasks, "
+            f"UDP 20/20 through the VIP, answered from another service's tasks on both nodes, and on Docker's overlay "
+            f"at once (by task address{ipvs}); scale 3 -> 1 balanced on every node after {scaled:.1f} s; a killed task "
+            f"gone from every "
+            f"node's balancer {gone:.2f} s after its container died, its replacement answering {answered:.1f} s after "
+            f"it ran; no task: refused in {refused * 1000:.0f} ms"
+        )
+    finally:
+        for s in services:
+            s.remove()
+        remove_all(standalone, [])
+        _wait(
+            "tasks gone",
+            lambda: not any(_task_containers(tb, "web").values()) and not any(_task_containers(tb, "cli").values()),
+            60,
+        )
+        time.sleep(2)
+        _wait("networks removable", lambda: _try(net.remove) and _try(ovl.remove), 30)
+    _wait("no state left on either node", lambda: _try(lambda: _no_state_left(tb, swarm)), 30)
+    for h in HOSTS:  # the socket load balancer went with the last VIP
+        assert not os.path.exists(os.path.join(Config().bpf_pin_dir, h, "lb")), h
+
+
+STACK = """
+version: "3.8"
+services:
+  api:
+    image: {image}
+    command: ["sh", "-c", "{web}"]
+    deploy: {{replicas: 2}}
+    networks: [app]
+  front:
+    image: {image}
+    command: ["sleep", "3600"]
+    networks: [app]
+networks:
+  app:
+    driver: {driver}
+    ipam: {{config: [{{subnet: 10.245.0.0/24}}]}}
+"""
+
+
+def test_stack_file_services_reach_each_other_by_name(tb, swarm, tmp_path):
+    """`docker stack deploy` of a compose file: every service in VIP mode, as stack files default to."""
+    image = {h: ensure_image(tb.docker(h)) for h in HOSTS}
+    path = tmp_path / "stack.yml"
+    path.write_text(STACK.format(image=image["h1"], web=WEB, driver=NAME))
+    deploy = ["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(path), "stk"]
+    done = tb.in_host("h1", deploy, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    try:
+        front = _wait(
+            "front running",
+            lambda: next((c for cs in _task_containers(tb, "stk_front").values() for c in cs), None),
+            120,
+        )
+        apis = _wait(
+            "2 api tasks",
+            lambda: (lambda t: t if len(t) == 2 else None)(
+                [c for cs in _task_containers(tb, "stk_api").values() for c in cs]
+            ),
+            120,
+        )
+        mgr = tb.docker("h1")
+        endpoint = mgr.services.get("stk_api").attrs["Endpoint"]
+        assert endpoint["Spec"].get("Mode", "vip") == "vip" and endpoint["VirtualIPs"], endpoint
+        names = {c.attrs["Config"]["Hostname"] for c in apis}
+        bodies = _wait(
+            "api answers front by name",
+            lambda: (lambda b: b if set(b) <= names else None)(_answers(front, "api", 10)),
+            30,
+        )
+        report(
+            f"stack deploy: front reached api by name through its VIP, 10/10 answered by {len(set(bodies))} of 2 tasks"
+        )
+    finally:
+        tb.in_host("h1", ["docker", "stack", "rm", "stk"], capture_output=True, timeout=60)
+        _wait(
+            "stack tasks gone",
+            lambda: (
+                not any(_task_containers(tb, "stk_api").values())
+                and not any(_task_containers(tb, "stk_front").values())
+            ),
+            60,
+        )
+        _wait("stack network gone", lambda: not tb.docker("h1").networks.list(names=["stk_app"]), 60)
     _wait("no state left on either node", lambda: _try(lambda: _no_state_left(tb, swarm)), 30)

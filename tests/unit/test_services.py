@@ -58,7 +58,23 @@ def test_vips_and_tasks_follow_docker():
     assert w.run_once() == 1 and dp.services == {"10.44.0.2": ("10.44.0.3", "10.44.0.9")}
     docker.services[NET_A]["web"] = _svc("10.44.0.2")  # no running task: the VIP stays, refusing
     assert w.run_once() == 1 and dp.services == {"10.44.0.2": ()}
+
+
+def test_a_vip_docker_stops_listing_refuses_until_its_address_is_taken():
+    taken: set[str] = set()
+    w, docker, dp, _ = _watcher(NET_A)
+    w.in_use = lambda nid, ip: nid == NET_A and ip in taken
+    docker.services[NET_A] = {"web": _svc("10.44.0.2", "10.44.0.3")}
+    w.run_once()
+    del docker.services[NET_A]["web"]  # scaled to 0: Docker lists services with tasks only
+    assert w.run_once() == 1 and dp.services == {"10.44.0.2": ()}
+    assert w.view()["networks"][NET_A] == [{"name": "web", "vip": "10.44.0.2", "tasks": []}]
+    assert w.run_once() == 0 and dp.services == {"10.44.0.2": ()}  # kept, pass after pass
+    docker.services[NET_A] = {"web": _svc("10.44.0.2", "10.44.0.8")}  # scaled up again
+    assert w.run_once() == 1 and dp.services == {"10.44.0.2": ("10.44.0.8",)}
     del docker.services[NET_A]["web"]
+    w.run_once()
+    taken.add("10.44.0.2")  # the service was removed and Swarm gave its address to a container
     assert w.run_once() == 1 and dp.services == {}
 
 
@@ -104,6 +120,8 @@ def test_a_network_that_goes_takes_its_vips():
     w, docker, dp, state = _watcher(NET_A)
     docker.services[NET_A] = {"web": _svc("10.44.0.2", "10.44.0.3")}
     w.run_once()
+    del docker.services[NET_A]["web"]
+    w.run_once()  # a VIP without tasks, kept while the network is here
     state.set_network(NET_A, None)
     w.run_once()
     assert dp.services == {} and w.view()["networks"] == {}

@@ -1,0 +1,231 @@
+"""Benchmark: a Swarm service through its VIP on xmasq, against its task's own address and Docker's overlay.
+
+    sudo .venv/bin/python bench/services.py [--rounds N] [--seconds S] [--pin CPU] [--out results/services]
+
+Two testbed hosts with the managed plugin (the build of `scripts/plugin.sh build`) in a swarm; a
+service of redis and nginx (one task, on h2) on an xmasq network and on Docker's overlay; one
+client container on h1 on both. Scenarios, interleaved in every round, unpinned and pinned:
+  xmasq-vip     the service's VIP on the xmasq network (socket load balancing in eBPF)
+  xmasq-task    the task's own address on the xmasq network (what the VIP should cost nothing over)
+  overlay-vip   the service's VIP on Docker's overlay (IPVS), where the kernel has IPVS
+  overlay-task  the task's own address on Docker's overlay: what IPVS adds its cost to, so an upper
+                bound for Docker's VIP (this machine's kernel has no IPVS: then the only overlay figure)
+Metrics: redis-benchmark GET with 1 and 50 connections, nginx to wrk (1 thread, 8 connections).
+Medians of the rounds with min and max; ratios of medians with the per-round spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from bench.run import SERVERS, _container_pids, parse_redis, parse_wrk, ratios, summary  # noqa: E402
+from lab.image import ensure_image  # noqa: E402
+from lab.testbed import Testbed  # noqa: E402
+from xmasq_driver import client as plugin_api  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+PLUGIN = "xmasq/xmasq:latest"
+IPVS = os.path.exists("/proc/net/ip_vs")
+SCENARIOS = ("xmasq-vip", "xmasq-task", *(("overlay-vip",) if IPVS else ()), "overlay-task")
+METRICS = ("redis_c1_per_s", "redis_c50_per_s", "http_rps", "http_p99_ms")
+MODES = ("unpinned", "pinned")
+
+
+class ServiceBench:
+    def __init__(self, tb: Testbed, seconds: float, pin: int):
+        self.tb, self.seconds, self.pin = tb, seconds, pin
+        self.targets: dict[str, str] = {}
+        self.server: Any = None
+        self.client: Any = None
+        self.services: list[Any] = []
+        self.networks: list[Any] = []
+
+    def setup(self) -> None:
+        build = os.path.join(ROOT, "build", "plugin")
+        socks = {h: self.tb.install_plugin(h, build, PLUGIN) for h in ("h1", "h2")}
+        self.tb.swarm("h1", ["h2"])
+        mgr, worker = self.tb.docker("h1"), self.tb.docker("h2")
+        image = ensure_image(mgr)
+        ensure_image(worker)
+        xnet = mgr.networks.create(
+            "bench-svc", driver=PLUGIN, scope="swarm", attachable=True, ipam={"Config": [{"Subnet": "10.247.0.0/24"}]}
+        )
+        onet = mgr.networks.create(
+            "bench-svcovl", driver="overlay", attachable=True, ipam={"Config": [{"Subnet": "10.246.0.0/24"}]}
+        )
+        self.networks += [xnet, onet]
+        node = worker.info()["Swarm"]["NodeID"]
+        svc = mgr.services.create(
+            image,
+            ["sh", "-c", SERVERS],
+            name="bench-srv",
+            networks=["bench-svc", "bench-svcovl"],
+            constraints=[f"node.id=={node}"],
+        )
+        self.services.append(svc)
+        self.server = _until(
+            "the service's task running on h2",
+            lambda: next(
+                iter(worker.containers.list(filters={"label": "com.docker.swarm.service.name=bench-srv"})), None
+            ),
+        )
+        self.client = mgr.containers.run(
+            image, ["sleep", "100000"], name="bench-svc-client", network="bench-svc", detach=True
+        )
+        mgr.networks.get(onet.id).connect(self.client)
+        vips = {
+            v["NetworkID"]: v["Addr"].split("/")[0] for v in mgr.services.get(svc.id).attrs["Endpoint"]["VirtualIPs"]
+        }
+        self.server.reload()
+        nets = self.server.attrs["NetworkSettings"]["Networks"]
+        self.targets = {
+            "xmasq-vip": vips[xnet.id],
+            "xmasq-task": nets["bench-svc"]["IPAddress"],
+            "overlay-vip": vips[onet.id],
+            "overlay-task": nets["bench-svcovl"]["IPAddress"],
+        }
+        vip = self.targets["xmasq-vip"]
+        _until(
+            "h1 balances the VIP",
+            lambda: any(
+                s["vip"] == vip and s["backends"] for s in plugin_api.call(socks["h1"], "/Xmasq.Cache")[1]["services"]
+            ),
+        )
+        for scenario in SCENARIOS:  # warm up: the slow path's first packets, the fast path's learning
+            _until(f"redis through {scenario}", lambda ip=self.targets[scenario]: self._answers(ip))
+
+    def _answers(self, ip: str) -> bool:
+        return "GET" in self._client(["redis-benchmark", "-h", ip, "-t", "get", "-n", "2000", "-q"], False)
+
+    def _client(self, argv: list[str], pinned: bool) -> str:
+        prefix = ["taskset", "-c", str(self.pin)] if pinned else []
+        return self.client.exec_run([*prefix, *argv])[1].decode(errors="replace")
+
+    def measure(self, scenario: str, pinned: bool) -> dict[str, float]:
+        cpus = str(self.pin) if pinned else ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+        for pid in _container_pids(self.server):
+            subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], capture_output=True)
+        ip = self.targets[scenario]
+        http = parse_wrk(
+            self._client(
+                [
+                    "wrk",
+                    "-t",
+                    "1",
+                    "-c",
+                    "8",
+                    "-d",
+                    f"{max(1, round(self.seconds))}s",
+                    "--latency",
+                    f"http://{ip}:8080/index.html",
+                ],
+                pinned,
+            )
+        )
+        return {
+            "redis_c1_per_s": self._redis(ip, 1, pinned),
+            "redis_c50_per_s": self._redis(ip, 50, pinned),
+            "http_rps": http["rps"],
+            "http_p99_ms": http["p99_ms"],
+        }
+
+    def _redis(self, ip: str, connections: int, pinned: bool) -> float:
+        """GETs per second for about the measurement's seconds (a short run sizes the real one)."""
+        argv = ["redis-benchmark", "-h", ip, "-p", "6379", "-t", "get", "-c", str(connections), "-q", "-n"]
+        rate = parse_redis(self._client([*argv, str(1000 + 200 * connections)], pinned))
+        return parse_redis(self._client([*argv, str(max(1000, int(rate * self.seconds)))], pinned))
+
+    def teardown(self) -> None:
+        with contextlib.suppress(Exception):
+            for svc in self.services:
+                svc.remove()
+            if self.client is not None:
+                self.client.remove(force=True)
+        for net in self.networks:  # once the task has gone
+            with contextlib.suppress(SystemExit):
+                _until(f"network {net.name} removed", lambda n=net: n.remove() or True, 60)
+        for h in ("h1", "h2"):
+            self.tb.remove_plugin(h, PLUGIN)
+
+
+def _until(what: str, ok: Any, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            value = ok()
+            if value:
+                return value
+        time.sleep(0.5)
+    raise SystemExit(f"bench: {what}: not within {timeout}s")
+
+
+def table(samples: dict[str, list[dict[str, float]]]) -> str:
+    head = ["metric", *SCENARIOS, "vip / task", "vip / overlay-vip" if IPVS else "vip / overlay-task"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    ref = "overlay-vip" if IPVS else "overlay-task"
+    for m in METRICS:
+        cells = [m]
+        for s in SCENARIOS:
+            med, lo, hi = summary(samples[s], m)
+            cells.append(f"{med:.3g} ({lo:.3g}-{hi:.3g})")
+        for other in ("xmasq-task", ref):
+            r = ratios(samples["xmasq-vip"], samples[other], m)
+            invert = m.endswith("_ms")  # lower is better: shown as times better
+            if r is not None and invert:
+                r = (1 / r[0], 1 / r[2], 1 / r[1])
+            cells.append("" if r is None else f"{r[0]:.2f}x ({r[1]:.2f}-{r[2]:.2f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--pin", type=int, default=1)
+    ap.add_argument("--out", default=os.path.join(ROOT, "results", "services"))
+    args = ap.parse_args(argv)
+    subprocess.run([os.path.join(ROOT, "scripts", "plugin.sh"), "build"], check=True)
+    tb = Testbed.up(2)
+    bench = ServiceBench(tb, args.seconds, args.pin)
+    samples: dict[str, dict[str, list[dict[str, float]]]] = {m: {s: [] for s in SCENARIOS} for m in MODES}
+    try:
+        bench.setup()
+        for r in range(args.rounds):
+            for mode in MODES:
+                for scenario in SCENARIOS:
+                    samples[mode][scenario].append(bench.measure(scenario, mode == "pinned"))
+            print(f"bench: round {r + 1}/{args.rounds} done", flush=True)
+    finally:
+        bench.teardown()
+        tb.down()
+    os.makedirs(args.out, exist_ok=True)
+    lines = [f"# Swarm service through its VIP ({args.rounds} rounds x {args.seconds:g} s, pin CPU {args.pin})", ""]
+    if not IPVS:
+        lines += [
+            "This kernel has no IPVS (CONFIG_IP_VS): Docker's overlay VIP cannot answer here; its task address"
+            " is the upper bound of what it would do.",
+            "",
+        ]
+    for mode in MODES:
+        lines += [f"## {mode}", "", table(samples[mode]), ""]
+    report = "\n".join(lines)
+    with open(os.path.join(args.out, "services.md"), "w") as f:
+        f.write(report)
+    with open(os.path.join(args.out, "services.json"), "w") as f:
+        json.dump(samples, f, indent=1)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
