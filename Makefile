@@ -2,7 +2,7 @@
 VENV   := .venv
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: run stop setup dev test test-engines test-release lint unit e2e demo bench scale converge profile install units plugin
+.PHONY: run stop setup dev test test-engines test-release lint unit e2e demo bench bench-services scale converge profile install units plugin
 
 run:            ## set up the host and start the driver in the background
 	@scripts/run.sh
@@ -46,8 +46,12 @@ test-release: dev ## the README's commands on the other Debian release, in a con
 demo: dev run   ## two testbed hosts, one xmasq network across them, a ping (removes it all after)
 	$(VENV)/bin/python scripts/demo.py
 
-bench: dev run  ## benchmark vs host, Docker overlay and bridge, unpinned and pinned (QUICK=1: 2 x 1 s; PIN=CPU; MODES=)
+bench: dev run  ## benchmark vs host, Docker overlay and bridge, unpinned and pinned, then the service VIPs (QUICK=1: 2 x 1 s, no services; PIN=CPU; MODES=)
 	$(VENV)/bin/python bench/run.py $(if $(QUICK),--quick) $(if $(PIN),--pin $(PIN)) $(if $(MODES),--modes $(MODES))
+	$(if $(QUICK),,$(VENV)/bin/python bench/services.py $(if $(PIN),--pin $(PIN)))
+
+bench-services: dev run ## a swarm service through its xmasq VIP vs its task address and Docker's overlay; failover times
+	$(VENV)/bin/python bench/services.py $(if $(PIN),--pin $(PIN))
 
 scale: dev      ## control plane at scale: a real driver, simulated hosts in etcd (HOSTS=1000 ENDPOINTS=100000)
 	$(VENV)/bin/python bench/scale.py $(if $(HOSTS),--hosts $(HOSTS)) $(if $(ENDPOINTS),--endpoints $(ENDPOINTS))

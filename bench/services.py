@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -45,13 +46,14 @@ class ServiceBench:
         self.tb, self.seconds, self.pin = tb, seconds, pin
         self.targets: dict[str, str] = {}
         self.server: Any = None
+        self.socks: dict[str, str] = {}
         self.client: Any = None
         self.services: list[Any] = []
         self.networks: list[Any] = []
 
     def setup(self) -> None:
         build = os.path.join(ROOT, "build", "plugin")
-        socks = {h: self.tb.install_plugin(h, build, PLUGIN) for h in ("h1", "h2")}
+        socks = self.socks = {h: self.tb.install_plugin(h, build, PLUGIN) for h in ("h1", "h2")}
         self.tb.swarm("h1", ["h2"])
         mgr, worker = self.tb.docker("h1"), self.tb.docker("h2")
         image = ensure_image(mgr)
@@ -144,6 +146,40 @@ class ServiceBench:
         rate = parse_redis(self._client([*argv, str(1000 + 200 * connections)], pinned))
         return parse_redis(self._client([*argv, str(max(1000, int(rate * self.seconds)))], pinned))
 
+    def _balanced(self, vip: str) -> list[list[str] | None]:
+        """Each node's tasks for the VIP, from its `xmasq cache`."""
+        found = []
+        for sock in self.socks.values():
+            services = {s["vip"]: s["backends"] for s in plugin_api.call(sock, "/Xmasq.Cache")[1]["services"]}
+            found.append(services.get(vip))
+        return found
+
+    def failover(self, kills: int) -> dict[str, list[float]]:
+        """Kill the service's task `kills` times: seconds from the kill until no node balances to it,
+        and from its replacement running until every node balances to that."""
+        vip, worker = self.targets["xmasq-vip"], self.tb.docker("h2")
+        gone, joined = [], []
+        label = {"label": "com.docker.swarm.service.name=bench-srv"}
+        for _ in range(kills):
+            old = self.server.attrs["NetworkSettings"]["Networks"]["bench-svc"]["IPAddress"]
+            start = time.monotonic()
+            self.server.kill()
+            while any(old in (t or []) for t in self._balanced(vip)):
+                time.sleep(0.01)
+            gone.append(time.monotonic() - start)
+            killed = self.server.id
+            self.server = _until(
+                "a replacement task",
+                lambda k=killed: next((c for c in worker.containers.list(filters=label) if c.id != k), None),
+            )
+            running = time.monotonic()  # within the 0.5 s of _until's polling after it started
+            new = self.server.attrs["NetworkSettings"]["Networks"]["bench-svc"]["IPAddress"]
+            while not all(t == [new] for t in self._balanced(vip)):
+                time.sleep(0.01)
+            joined.append(time.monotonic() - running)
+        self.targets["xmasq-task"] = self.server.attrs["NetworkSettings"]["Networks"]["bench-svc"]["IPAddress"]
+        return {"gone_s": gone, "joined_s": joined}
+
     def teardown(self) -> None:
         with contextlib.suppress(Exception):
             for svc in self.services:
@@ -192,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--pin", type=int, default=1)
+    ap.add_argument("--kills", type=int, default=10, help="task kills for the failover times")
     ap.add_argument("--out", default=os.path.join(ROOT, "results", "services"))
     args = ap.parse_args(argv)
     subprocess.run([os.path.join(ROOT, "scripts", "plugin.sh"), "build"], check=True)
@@ -205,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 for scenario in SCENARIOS:
                     samples[mode][scenario].append(bench.measure(scenario, mode == "pinned"))
             print(f"bench: round {r + 1}/{args.rounds} done", flush=True)
+        times = bench.failover(args.kills)
     finally:
         bench.teardown()
         tb.down()
@@ -218,11 +256,23 @@ def main(argv: list[str] | None = None) -> int:
         ]
     for mode in MODES:
         lines += [f"## {mode}", "", table(samples[mode]), ""]
+    lines += ["## Failover (the task killed; each node's balancer read every 10 ms)", ""]
+    for what, label in (
+        ("gone_s", "kill -> no node balances to it"),
+        ("joined_s", "replacement running -> every node balances to it"),
+    ):
+        values = sorted(times[what])
+        p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
+        lines.append(
+            f"- {label}: median {statistics.median(values):.2f} s, p99 {p99:.2f} s, max {values[-1]:.2f} s"
+            f" ({len(values)} kills)"
+        )
+    lines.append("")
     report = "\n".join(lines)
     with open(os.path.join(args.out, "services.md"), "w") as f:
         f.write(report)
     with open(os.path.join(args.out, "services.json"), "w") as f:
-        json.dump(samples, f, indent=1)
+        json.dump({"samples": samples, "failover": times}, f, indent=1)
     print(report)
     return 0
 
