@@ -439,7 +439,11 @@ class Datapath:
                 vips[vips.Key(_addr(vip))] = vips.Leaf(sid, len(backends), base)
                 self._free_slots(sid, old_base, len(old))
                 changed += 1
-            self._attach_sock(bool(table))
+            try:
+                self._attach_sock(bool(table))
+            except (OSError, subprocess.SubprocessError) as e:  # no cgroup2 to mount, a kernel without links
+                self.lb_reason = f"cannot attach to the cgroup2 root: {e}"
+                _log.warning("socket load balancer unavailable: service VIPs are not balanced", reason=self.lb_reason)
         return changed
 
     def _free_slots(self, sid: int, base: int, n: int) -> None:

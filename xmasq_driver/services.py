@@ -109,11 +109,15 @@ class ServiceWatcher:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        failed = ""
         while not self._stop.is_set():
             try:
                 self.run_once()
-            except Exception as e:  # a bug here must not stop the watching
-                _log.error("service pass failed", error=f"{type(e).__name__}: {e}")
+                failed = ""
+            except Exception as e:  # a bug here must not stop the watching (logged once, not every pass)
+                if f"{type(e).__name__}: {e}" != failed:
+                    failed = f"{type(e).__name__}: {e}"
+                    _log.error("service pass failed", error=failed)
             self._stop.wait(self.interval)
 
     def run_once(self) -> int:
