@@ -180,6 +180,45 @@ class ServiceBench:
         self.targets["xmasq-task"] = self.server.attrs["NetworkSettings"]["Networks"]["bench-svc"]["IPAddress"]
         return {"gone_s": gone, "joined_s": joined}
 
+    def node_crash(self) -> dict[str, float]:
+        """A third node with two tasks of a service crashes (every process of it killed, its namespace
+        gone): seconds until the manager marks it down, and until no node balances to its tasks."""
+        mgr = self.tb.docker("h1")
+        self.tb.install_plugin("h3", os.path.join(ROOT, "build", "plugin"), PLUGIN)
+        self.tb.join_swarm("h1", "h3")
+        node = self.tb.docker("h3").info()["Swarm"]["NodeID"]
+        image = ensure_image(self.tb.docker("h3"))
+        svc = mgr.services.create(
+            image,
+            ["sh", "-c", SERVERS],
+            name="bench-crash",
+            networks=["bench-svc"],
+            constraints=[f"node.id=={node}"],
+            mode={"Replicated": {"Replicas": 2}},
+        )
+        self.services.append(svc)
+        label = {"label": "com.docker.swarm.service.name=bench-crash"}
+        tasks = _until(
+            "2 tasks on h3",
+            lambda: (lambda c: c if len(c) == 2 else None)(self.tb.docker("h3").containers.list(filters=label)),
+        )
+        ips = {c.attrs["NetworkSettings"]["Networks"]["bench-svc"]["IPAddress"] for c in tasks}
+        vip = next(v["Addr"].split("/")[0] for v in mgr.services.get(svc.id).attrs["Endpoint"]["VirtualIPs"])
+        _until("both nodes balance h3's tasks", lambda: all(set(t or []) == ips for t in self._balanced(vip)))
+        start = time.monotonic()
+        self.tb.crash_host("h3")
+        found: dict[str, float] = {}
+        while len(found) < 2 and time.monotonic() - start < 120:
+            now = time.monotonic() - start
+            if "gone_s" not in found and not any(ips & set(t or []) for t in self._balanced(vip)):
+                found["gone_s"] = now
+            if "down_s" not in found and mgr.nodes.get(node).attrs["Status"]["State"] == "down":
+                found["down_s"] = now
+            time.sleep(0.05)
+        with contextlib.suppress(Exception):
+            mgr.nodes.get(node).remove(force=True)
+        return found
+
     def teardown(self) -> None:
         with contextlib.suppress(Exception):
             for svc in self.services:
@@ -232,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=os.path.join(ROOT, "results", "services"))
     args = ap.parse_args(argv)
     subprocess.run([os.path.join(ROOT, "scripts", "plugin.sh"), "build"], check=True)
-    tb = Testbed.up(2)
+    tb = Testbed.up(3)  # h3 joins for the node crash only
     bench = ServiceBench(tb, args.seconds, args.pin)
     samples: dict[str, dict[str, list[dict[str, float]]]] = {m: {s: [] for s in SCENARIOS} for m in MODES}
     try:
@@ -243,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                     samples[mode][scenario].append(bench.measure(scenario, mode == "pinned"))
             print(f"bench: round {r + 1}/{args.rounds} done", flush=True)
         times = bench.failover(args.kills)
+        crash = bench.node_crash()
     finally:
         bench.teardown()
         tb.down()
@@ -267,12 +307,19 @@ def main(argv: list[str] | None = None) -> int:
             f"- {label}: median {statistics.median(values):.2f} s, p99 {p99:.2f} s, max {values[-1]:.2f} s"
             f" ({len(values)} kills)"
         )
-    lines.append("")
+    lines += [
+        "",
+        "## A node crashing (h3, with 2 tasks of another service: all its processes killed, its namespace gone)",
+        "",
+        f"- the manager marked it down {crash.get('down_s', float('nan')):.1f} s after the crash; no node balanced"
+        f" to its tasks {crash.get('gone_s', float('nan')):.1f} s after it (one crash)",
+        "",
+    ]
     report = "\n".join(lines)
     with open(os.path.join(args.out, "services.md"), "w") as f:
         f.write(report)
     with open(os.path.join(args.out, "services.json"), "w") as f:
-        json.dump({"samples": samples, "failover": times}, f, indent=1)
+        json.dump({"samples": samples, "failover": times, "node_crash": crash}, f, indent=1)
     print(report)
     return 0
 

@@ -320,12 +320,16 @@ class Testbed:
     def swarm(self, manager: str, workers: list[str]) -> None:
         """A swarm over the underlay: `manager` inits it, `workers` join."""
         ip = self.host_ip(manager)
-        mgr = self.docker(manager)
-        mgr.swarm.init(advertise_addr=ip, listen_addr=f"{ip}:2377")
-        token = mgr.swarm.attrs["JoinTokens"]["Worker"]
+        self.docker(manager).swarm.init(advertise_addr=ip, listen_addr=f"{ip}:2377")
         for w in workers:
-            wip = self.host_ip(w)
-            self.docker(w).swarm.join([f"{ip}:2377"], token, listen_addr=f"{wip}:2377", advertise_addr=wip)
+            self.join_swarm(manager, w)
+
+    def join_swarm(self, manager: str, worker: str) -> None:
+        token = self.docker(manager).swarm.attrs["JoinTokens"]["Worker"]
+        wip = self.host_ip(worker)
+        self.docker(worker).swarm.join(
+            [f"{self.host_ip(manager)}:2377"], token, listen_addr=f"{wip}:2377", advertise_addr=wip
+        )
 
     def install_plugin(self, host: str, build_dir: str, name: str) -> str:
         """Create the managed plugin from a `make plugin` build in the host's dockerd and enable it
