@@ -24,9 +24,11 @@ def machine_paths() -> list[str]:
     """The machine's directories that dockerd hands to what it runs: the kernel's modules (it loads
     br_netfilter and overlay) and each mount source of the managed plugin (plugin/config.json),
     so a plugin of this engine sees this machine's bpffs, headers and TLS files as on a real host
-    (the plugin's default sources are made where missing, as scripts/plugin.sh does)."""
+    (the plugin's default sources are made where missing, as scripts/plugin.sh does). Not the Docker
+    socket: a testbed host's plugin is given its own host's dockerd (`Testbed.install_plugin`),
+    never the machine's."""
     with open(PLUGIN_MANIFEST) as f:
-        sources = [m["source"] for m in json.load(f)["mounts"]]
+        sources = [m["source"] for m in json.load(f)["mounts"] if m["name"] != "docker"]
     wanted = ["/lib/modules", *sources]
     return [p for i, p in enumerate(wanted) if p not in wanted[:i] and not p.startswith("/sys/")]
 
