@@ -116,6 +116,26 @@ def parse_redis(out: str) -> float:
     return float(m.group(1))
 
 
+def pin_processes(pids: list[int], cpu: int | None) -> None:
+    """Every thread of each process onto `cpu`, or back onto all of this process's CPUs (None)."""
+    cpus = str(cpu) if cpu is not None else ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    for pid in pids:
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], capture_output=True)
+
+
+def http_load(run: Runner, url: str, seconds: float) -> dict[str, float]:
+    """nginx's requests/s and p99 under wrk (1 thread, 8 connections) for about `seconds`."""
+    return parse_wrk(run(["wrk", "-t", "1", "-c", "8", "-d", f"{max(1, round(seconds))}s", "--latency", url]))
+
+
+def redis_gets(run: Runner, ip: str, connections: int, seconds: float) -> float:
+    """GETs per second over `connections` connections, for about `seconds` (redis-benchmark counts
+    requests, not time: a short run sizes the real one)."""
+    argv = ["redis-benchmark", "-h", ip, "-p", "6379", "-t", "get", "-c", str(connections), "-q", "-n"]
+    rate = parse_redis(run([*argv, str(1000 + 200 * connections)]))
+    return parse_redis(run([*argv, str(max(1000, int(rate * seconds)))]))
+
+
 def parse_memaslap(out: str) -> float:
     """Operations per second (gets and sets) from memaslap's final report."""
     m = re.findall(r"TPS: (\d+)", out)
@@ -239,9 +259,7 @@ class Bench:
         """Run a command at the scenario's client (pinned: on the pinned CPU, as its server is then);
         the server's address."""
         target, ip = self.targets[scenario]
-        cpus = str(self.pin) if pinned else ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
-        for pid in self.servers[scenario]():
-            subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], capture_output=True)
+        pin_processes(self.servers[scenario](), self.pin if pinned else None)
         prefix = ["taskset", "-c", str(self.pin)] if pinned else []
 
         def run(argv: list[str]) -> str:
@@ -260,7 +278,7 @@ class Bench:
         pingpong = ["sockperf", "ping-pong", "--pre-warmup-wait", "1", "-i", ip, "-t", str(self.seconds)]
         tcp_rr = parse_sockperf(run([*pingpong, "--tcp", "-p", "11112"]))
         udp_rr = parse_sockperf(run([*pingpong, "-p", "11111"]))
-        http = parse_wrk(run(["wrk", "-t", "1", "-c", "8", "-d", whole, "--latency", url]))
+        http = http_load(run, url, self.seconds)
         return {
             **self._iperf(run, ip),
             "tcp_rr_per_s": tcp_rr["rate"],
@@ -293,14 +311,7 @@ class Bench:
         }
 
     def _redis_both(self, run: Runner, ip: str) -> dict[str, float]:
-        return {"redis_c1_per_s": self._redis(run, ip, 1), "redis_c50_per_s": self._redis(run, ip, 50)}
-
-    def _redis(self, run: Runner, ip: str, connections: int) -> float:
-        """GETs per second over `connections` connections, for about the measurement's seconds
-        (redis-benchmark counts requests, not time: a short run sizes the real one)."""
-        argv = ["redis-benchmark", "-h", ip, "-p", "6379", "-t", "get", "-c", str(connections), "-q", "-n"]
-        rate = parse_redis(run([*argv, str(1000 + 200 * connections)]))
-        return parse_redis(run([*argv, str(max(1000, int(rate * self.seconds)))]))
+        return {c: redis_gets(run, ip, n, self.seconds) for c, n in (("redis_c1_per_s", 1), ("redis_c50_per_s", 50))}
 
     @staticmethod
     def _memcached(run: Runner, ip: str, connections: int, seconds: str) -> float:

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from bench.run import SERVERS, _container_pids, parse_redis, parse_wrk, ratios, summary  # noqa: E402
+from bench.run import SERVERS, _container_pids, http_load, pin_processes, ratios, redis_gets, summary  # noqa: E402
 from lab.image import ensure_image  # noqa: E402
 from lab.testbed import Testbed  # noqa: E402
 from xmasq_driver import client as plugin_api  # noqa: E402
@@ -113,38 +113,19 @@ class ServiceBench:
         return self.client.exec_run([*prefix, *argv])[1].decode(errors="replace")
 
     def measure(self, scenario: str, pinned: bool) -> dict[str, float]:
-        cpus = str(self.pin) if pinned else ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
-        for pid in _container_pids(self.server):
-            subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], capture_output=True)
+        pin_processes(_container_pids(self.server), self.pin if pinned else None)
         ip = self.targets[scenario]
-        http = parse_wrk(
-            self._client(
-                [
-                    "wrk",
-                    "-t",
-                    "1",
-                    "-c",
-                    "8",
-                    "-d",
-                    f"{max(1, round(self.seconds))}s",
-                    "--latency",
-                    f"http://{ip}:8080/index.html",
-                ],
-                pinned,
-            )
-        )
+
+        def run(argv: list[str]) -> str:
+            return self._client(argv, pinned)
+
+        http = http_load(run, f"http://{ip}:8080/index.html", self.seconds)
         return {
-            "redis_c1_per_s": self._redis(ip, 1, pinned),
-            "redis_c50_per_s": self._redis(ip, 50, pinned),
+            "redis_c1_per_s": redis_gets(run, ip, 1, self.seconds),
+            "redis_c50_per_s": redis_gets(run, ip, 50, self.seconds),
             "http_rps": http["rps"],
             "http_p99_ms": http["p99_ms"],
         }
-
-    def _redis(self, ip: str, connections: int, pinned: bool) -> float:
-        """GETs per second for about the measurement's seconds (a short run sizes the real one)."""
-        argv = ["redis-benchmark", "-h", ip, "-p", "6379", "-t", "get", "-c", str(connections), "-q", "-n"]
-        rate = parse_redis(self._client([*argv, str(1000 + 200 * connections)], pinned))
-        return parse_redis(self._client([*argv, str(max(1000, int(rate * self.seconds)))], pinned))
 
     def _balanced(self, vip: str) -> list[list[str] | None]:
         """Each node's tasks for the VIP, from its `xmasq cache`."""

@@ -165,7 +165,7 @@ class Datapath:
         try:
             self._load()
         except Exception as e:  # bcc raises plain Exception; any failure means: slow path only
-            self.reason = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
+            self.reason = _reason(e)
             _log.warning("eBPF unavailable; slow path only, without anti-spoofing", reason=self.reason)
             return False
         self.loaded = True
@@ -214,8 +214,7 @@ class Datapath:
                 kind = getattr(BPFAttachType, hook)
                 self._sock_hooks[prog] = (obj.load_func(prog, bpf.CGROUP_SOCK_ADDR, attach_type=kind).fd, kind)
         except Exception as e:
-            self.lb_reason = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
-            _log.warning("socket load balancer unavailable: service VIPs are not balanced", reason=self.lb_reason)
+            self._lb_unavailable(_reason(e))
             return
         objects["bpf_sock.c"] = obj
         self.lb_reason = "loaded"
@@ -442,9 +441,12 @@ class Datapath:
             try:
                 self._attach_sock(bool(table))
             except (OSError, subprocess.SubprocessError) as e:  # no cgroup2 to mount, a kernel without links
-                self.lb_reason = f"cannot attach to the cgroup2 root: {e}"
-                _log.warning("socket load balancer unavailable: service VIPs are not balanced", reason=self.lb_reason)
+                self._lb_unavailable(f"cannot attach to the cgroup2 root: {e}")
         return changed
+
+    def _lb_unavailable(self, reason: str) -> None:
+        self.lb_reason = reason
+        _log.warning("socket load balancer unavailable: service VIPs are not balanced", reason=reason)
 
     def _free_slots(self, sid: int, base: int, n: int) -> None:
         slots = self._maps["lb_backends"]
@@ -497,6 +499,12 @@ class Datapath:
                 {"vip": vip, "id": sid, "backends": list(backends)} for vip, (sid, backends) in self.services().items()
             ],
         }
+
+
+def _reason(e: Exception) -> str:
+    """A load failure in one line (bcc's messages end with the line that says what failed)."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[-1] if text else e}"
 
 
 def _port(be16: int) -> int:

@@ -30,7 +30,7 @@ from .metrics import wsgi_app
 from .network import NetworkDriver
 from .overlay import Overlay
 from .reconciler import Reconciler
-from .services import DockerServices, ServiceWatcher
+from .services import DOCKER_TIMEOUT, DockerServices, ServiceWatcher
 from .state import LocalState
 from .store import ClusterStore
 
@@ -70,7 +70,7 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler,
     # Swarm services exist only where Docker runs the driver at global scope (the managed plugin).
     services = None
     if config.scope == "global":
-        source = DockerServices(config.docker_host, config.etcd_timeout)
+        source = DockerServices(config.docker_host, DOCKER_TIMEOUT)
 
         def in_use(network_id: str, ip: str) -> bool:
             snap = state.snapshot()

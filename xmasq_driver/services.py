@@ -27,6 +27,7 @@ from .model import Service
 from .state import LocalState
 
 _log = log.get("services")
+DOCKER_TIMEOUT = 3.0  # seconds per read of dockerd (a poll that waits longer only delays the next)
 
 
 class ServiceSource(Protocol):
@@ -115,9 +116,10 @@ class ServiceWatcher:
                 self.run_once()
                 failed = ""
             except Exception as e:  # a bug here must not stop the watching (logged once, not every pass)
-                if f"{type(e).__name__}: {e}" != failed:
-                    failed = f"{type(e).__name__}: {e}"
-                    _log.error("service pass failed", error=failed)
+                error = f"{type(e).__name__}: {e}"
+                if error != failed:
+                    _log.error("service pass failed", error=error)
+                failed = error
             self._stop.wait(self.interval)
 
     def run_once(self) -> int:

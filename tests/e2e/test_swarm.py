@@ -66,6 +66,12 @@ def swarm(tb, dk, image):
             tb.remove_plugin(h, NAME)
 
 
+def _swarm_network(mgr, name: str, subnet: str):  # type: ignore[no-untyped-def]
+    """An attachable xmasq network of the swarm, made on the manager."""
+    ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)])
+    return mgr.networks.create(name, driver=NAME, scope="swarm", attachable=True, ipam=ipam)
+
+
 def _wait(what: str, ok, timeout: float = 60):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -111,13 +117,7 @@ def _no_state_left(tb, socks) -> None:  # type: ignore[no-untyped-def]
 def test_service_across_the_swarm_with_the_fast_path(tb, swarm):
     mgr, worker = tb.docker("h1"), tb.docker("h2")
     image = {h: ensure_image(tb.docker(h)) for h in HOSTS}
-    net = mgr.networks.create(
-        "swnet",
-        driver=NAME,
-        scope="swarm",
-        attachable=True,
-        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="10.248.0.0/24")]),
-    )
+    net = _swarm_network(mgr, "swnet", "10.248.0.0/24")
     svc = standalone = None
     try:
         svc = mgr.services.create(
@@ -189,13 +189,7 @@ def _try(fn) -> bool:  # type: ignore[no-untyped-def]
 def test_plugin_disable_enable_and_dockerd_restart_keep_containers_connected(tb, swarm):
     mgr = tb.docker("h1")
     image = {h: ensure_image(tb.docker(h)) for h in HOSTS}
-    net = mgr.networks.create(
-        "swkeep",
-        driver=NAME,
-        scope="swarm",
-        attachable=True,
-        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="10.249.0.0/24")]),
-    )
+    net = _swarm_network(mgr, "swkeep", "10.249.0.0/24")
     containers = []
     try:
         a, b = (
@@ -314,13 +308,7 @@ def test_vip_service_in_the_default_endpoint_mode(tb, swarm):
     """What a user of Docker's documentation does: no --endpoint-mode, so the service has a VIP."""
     mgr, worker = tb.docker("h1"), tb.docker("h2")
     image = {h: ensure_image(tb.docker(h)) for h in HOSTS}
-    net = mgr.networks.create(
-        "swvip",
-        driver=NAME,
-        scope="swarm",
-        attachable=True,
-        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="10.250.0.0/24")]),
-    )
+    net = _swarm_network(mgr, "swvip", "10.250.0.0/24")
     ovl = mgr.networks.create("swovl", driver="overlay", attachable=True)
     services, standalone = [], []
     try:
