@@ -1,4 +1,4 @@
-# XMasq for Docker. `sudo make run` starts everything; `sudo make test` runs the suite.
+# XMasq for Docker. `make run` starts everything; `make test` runs the suite (as root, or with sudo).
 VENV   := .venv
 PYTEST := $(VENV)/bin/pytest
 

@@ -11,7 +11,7 @@ cat <<MSG
 XMasq is running.
   driver : $(.venv/bin/xmasq config | .venv/bin/python -c 'import json,sys; c=json.load(sys.stdin); print(c["socket"], "| etcd", c["etcd_endpoints"])')
   logs   : /var/log/xmasq/xmasq.log (driver), /var/log/xmasq/etcd.log, /var/log/xmasq/dockerd.log
-  stop   : sudo make stop
+  stop   : make stop
 
 Try:
   docker network create -d xmasq --subnet 10.42.0.0/24 demo

@@ -8,9 +8,13 @@ cd "$(dirname "$0")/.."
 RUN_DIR=/run/xmasq
 LOG_DIR=/var/log/xmasq
 DATA_DIR=/var/lib/xmasq
-PACKAGES="docker.io etcd-server python3-bpfcc python3-venv clang llvm iproute2 iptables ipset
-          etcd-client linux-headers-amd64 busybox-static curl gcc libc6-dev iperf3 sockperf tcpdump openssl systemd
-          debootstrap nginx-light wrk redis-server redis-tools memcached libmemcached-tools bpftool linux-perf"
+# What the driver needs (`make run`), then what only the tests, the testbed's image and the benchmark
+# use (`make dev`: servers, load generators, tcpdump, perf, debootstrap for the engine roots).
+PACKAGES="docker.io etcd-server etcd-client python3-bpfcc python3-venv clang llvm iproute2 iptables ipset
+          linux-headers-amd64 curl"
+DEV_PACKAGES="busybox-static gcc libc6-dev openssl systemd debootstrap tcpdump bpftool linux-perf iperf3 sockperf
+              nginx-light wrk redis-server redis-tools memcached libmemcached-tools"
+[ "${1:-}" = --dev ] && PACKAGES="$PACKAGES $DEV_PACKAGES"
 # What differs between the supported releases (Debian 12 bookworm, 13 trixie).
 . /etc/os-release
 case "${VERSION_CODENAME:-}" in
@@ -21,7 +25,7 @@ esac
 SERVICES="nginx-light:nginx redis-server:redis-server memcached:memcached"  # package:unit the benchmark runs itself
 
 say() { echo "setup: $*"; }
-[ "$(id -u)" = 0 ] || { echo "setup: needs root (sudo make run)" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "setup: needs root (make run as root, or sudo make run)" >&2; exit 1; }
 mkdir -p "$RUN_DIR" "$LOG_DIR" "$DATA_DIR"
 
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...

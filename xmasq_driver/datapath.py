@@ -55,7 +55,6 @@ LAYOUT_HEADERS = ("common.h", "maps.h", "stats.h")  # what the pinned maps' layo
 FASTPATH_MARK = 0x584D0001  # "XM" 0001: what the fast path encapsulated
 FILTER_PRIO, FILTER_HANDLE = 0x584D, 1
 INGRESS, EGRESS = "ffff:fff2", "ffff:fff3"
-OUTER_LEN = 50
 
 
 def default_bpf_src() -> str:

@@ -200,15 +200,6 @@ class Overlay:
             f"delete network devices for vni {vni}", lambda ipr: _delete_links(ipr, vxlan_name(vni), bridge_name(vni))
         )
 
-    def links(self, prefix: str = "xm") -> list[str]:
-        """Names of the driver's links (for status and leak checks)."""
-        return self._run(
-            "list links",
-            lambda ipr: sorted(
-                n for n in (lk.get("IFLA_IFNAME") for lk in ipr.get_links()) if n and n.startswith(prefix)
-            ),
-        )
-
     def set_peers(self, vni: int, peers: dict[str, tuple[str, str]]) -> int:
         """Make the vxlan device's remote entries exactly `peers` {ip: (mac, host ip)}.
 

@@ -26,7 +26,6 @@ DOCKER_PREFIX = "com.docker.network."  # keys Docker itself sets or interprets
 MTU = "com.docker.network.driver.mtu"
 IFACE_PREFIX = "com.docker.network.container_iface_prefix"
 PORTMAP = "com.docker.network.portmap"
-EXPOSED_PORTS = "com.docker.network.endpoint.exposedports"
 REQUEST_ADDRESS_TYPE = "RequestAddressType"
 GATEWAY_ADDRESS_TYPE = "com.docker.network.gateway"
 

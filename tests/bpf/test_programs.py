@@ -100,7 +100,7 @@ def _ip(*args: str) -> None:
 @pytest.fixture(scope="module")
 def dp():
     if os.geteuid() != 0:
-        pytest.fail("eBPF tests need root: run `sudo make test`")
+        pytest.fail("eBPF tests need root: run `make test` as root")
     pin = f"/sys/fs/bpf/xmasq/test-{os.getpid()}"  # removed whole after the tests
     _ip("link", "add", "xmtbnic0", "type", "veth", "peer", "name", "xmtbnic1")
     _ip("link", "add", "xmtblxc0", "type", "veth", "peer", "name", "xmtblxc1")

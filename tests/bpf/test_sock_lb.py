@@ -40,7 +40,7 @@ def _datapath(pin: str) -> Datapath:
 @pytest.fixture
 def pins() -> Iterator[list[str]]:
     if os.geteuid() != 0:
-        pytest.fail("eBPF tests need root: run `sudo make test`")
+        pytest.fail("eBPF tests need root: run `make test` as root")
     base = f"/sys/fs/bpf/xmasq/test-lb-{os.getpid()}"
     before = _links()
     try:

@@ -62,14 +62,14 @@ def cfg() -> config.Config:
 @pytest.fixture(scope="session")
 def dk(cfg) -> docker.DockerClient:
     if os.geteuid() != 0:
-        pytest.fail("end-to-end tests need root: run `sudo make test`")
+        pytest.fail("end-to-end tests need root: run `make test` as root")
     client = docker.from_env(timeout=120)
     try:
         client.ping()
     except Exception as e:
-        pytest.fail(f"dockerd is not answering ({e}): run `sudo make run` first")
+        pytest.fail(f"dockerd is not answering ({e}): run `make run` first")
     if not daemon.answering(cfg):
-        pytest.fail(f"the xmasq driver is not answering on {cfg.socket}: run `sudo make run` first")
+        pytest.fail(f"the xmasq driver is not answering on {cfg.socket}: run `make run` first")
     _remove_leftovers(client)
     return client
 
