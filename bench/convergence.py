@@ -33,9 +33,9 @@ from lab.image import ensure_image  # noqa: E402
 from lab.scale import has_neighbour, percentile  # noqa: E402
 from lab.testbed import Testbed  # noqa: E402
 from xmasq_driver.config import Config  # noqa: E402
-from xmasq_driver.kv import EtcdKV  # noqa: E402
-from xmasq_driver.overlay import vxlan_name  # noqa: E402
-from xmasq_driver.store import PREFIX  # noqa: E402
+from xmasq_driver.control.kv import EtcdKV  # noqa: E402
+from xmasq_driver.control.store import PREFIX  # noqa: E402
+from xmasq_driver.dataplane.overlay import vxlan_name  # noqa: E402
 
 NET, SUBNET = "converge", "10.235.0.0/24"
 TARGETS = "reachable from all others p99 < 1 s (docker run included); removal gone from all p99 < 200 ms"

@@ -30,10 +30,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from lab.standalone import NS_SIDE, Standalone
 from xmasq_driver.config import Config
-from xmasq_driver.kv import MAX_TXN_OPS, EtcdKV
-from xmasq_driver.model import RemoteEndpoint
-from xmasq_driver.overlay import NUD_PERMANENT, mac_for_ip, peer_entries, vxlan_name
-from xmasq_driver.store import PREFIX
+from xmasq_driver.control.kv import MAX_TXN_OPS, EtcdKV
+from xmasq_driver.control.model import RemoteEndpoint
+from xmasq_driver.control.store import PREFIX
+from xmasq_driver.dataplane.overlay import NUD_PERMANENT, mac_for_ip, peer_entries, vxlan_name
 
 NETWORK_ID = "5ca1e" * 12 + "0000"  # as Docker's: 64 characters
 KEY = "scale"  # the network's cluster name

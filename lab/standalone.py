@@ -17,8 +17,8 @@ import time
 from typing import Any
 
 from lab.testbed import with_own_sys
-from xmasq_driver import client as plugin
 from xmasq_driver import config
+from xmasq_driver.ops import client as plugin
 
 ETCD_CLIENT, ETCD_PEER = 2479, 2480  # + 10 * member index, on the namespace's loopback
 HOST_SIDE, NS_SIDE = "198.51.100.13", "198.51.100.14"  # the namespace's link (TEST-NET-2: routed nowhere)

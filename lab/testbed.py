@@ -26,9 +26,10 @@ import time
 from dataclasses import dataclass
 
 from lab.engine import SYSTEM, Engine
-from xmasq_driver import config, daemon, log
-from xmasq_driver.datapath import mount_bpffs
-from xmasq_driver.overlay import ensure_sock_flow_table
+from xmasq_driver import config, log
+from xmasq_driver.dataplane.datapath import mount_bpffs
+from xmasq_driver.dataplane.overlay import ensure_sock_flow_table
+from xmasq_driver.ops import daemon
 
 RUN_DIR = "/run/xmasq-testbed"
 DATA_DIR = "/var/lib/xmasq-testbed"

@@ -6,10 +6,10 @@ import ipaddress
 import threading
 from collections.abc import Iterable
 
+from xmasq_driver.control.kv import Changes
+from xmasq_driver.control.model import PortMapping
+from xmasq_driver.dataplane.overlay import Underlay, veth_names
 from xmasq_driver.errors import BackendError
-from xmasq_driver.kv import Changes
-from xmasq_driver.model import PortMapping
-from xmasq_driver.overlay import Underlay, veth_names
 
 
 class MemoryKV:

@@ -6,7 +6,7 @@ import json
 
 from hypothesis import strategies as st
 
-from xmasq_driver.api import routes
+from xmasq_driver.api.http import routes
 
 FIELDS = [
     "NetworkID",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-from xmasq_driver.overlay import mac_for_ip
+from xmasq_driver.dataplane.overlay import mac_for_ip
 
 VXLAN_PORT = 4789
 

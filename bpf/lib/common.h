@@ -1,5 +1,5 @@
 /* Shared by every XMasq program: includes, the layouts of what the maps hold, small helpers.
- * Per-host values come from the compiler command line (xmasq_driver/datapath.py, each with
+ * Per-host values come from the compiler command line (xmasq_driver/dataplane/datapath.py, each with
  * one owner in the driver):
  *   PIN_DIR        bpffs directory of this host's pinned maps
  *   VXLAN_PORT     UDP port of the overlay

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.packets import arp, csum, frame, ipv4, ipv6, link_local, mac_bytes, ndp, udp, vxlan
-from xmasq_driver.datapath import FASTPATH_MARK, Datapath, _addr, _be32
-from xmasq_driver.overlay import mac_for_ip
+from xmasq_driver.dataplane.datapath import FASTPATH_MARK, Datapath, _addr, _be32
+from xmasq_driver.dataplane.overlay import mac_for_ip
 
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
 VNI, OTHER_VNI = 4242, 4343

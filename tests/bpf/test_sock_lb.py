@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from xmasq_driver.datapath import Datapath
+from xmasq_driver.dataplane.datapath import Datapath
 
 VIP, VIP_B = "127.77.0.1", "127.77.0.2"  # loopback, unused: only a translated connect reaches anything
 BACKENDS = ("127.0.0.2", "127.0.0.3")

@@ -15,11 +15,11 @@ from docker.types import IPAMConfig, IPAMPool
 
 from lab.image import ensure_image
 from lab.testbed import Testbed
-from xmasq_driver import client as plugin
 from xmasq_driver.config import Config
-from xmasq_driver.kv import EtcdKV
-from xmasq_driver.overlay import BRIDGE_PREFIX, HOST_VETH_PREFIX, VXLAN_PREFIX, vxlan_name
-from xmasq_driver.store import PREFIX
+from xmasq_driver.control.kv import EtcdKV
+from xmasq_driver.control.store import PREFIX
+from xmasq_driver.dataplane.overlay import BRIDGE_PREFIX, HOST_VETH_PREFIX, VXLAN_PREFIX, vxlan_name
+from xmasq_driver.ops import client as plugin
 
 TTL, GRACE = 5, 3  # short host leases, so the eviction test takes seconds, not minutes
 

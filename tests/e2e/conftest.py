@@ -26,12 +26,13 @@ from lab.image import ensure_image
 from lab.standalone import Standalone
 from lab.testbed import Testbed
 from tests.e2e.cluster import GRACE, TTL, XMASQ_LINKS, Cluster, links, remove_all
-from xmasq_driver import client as plugin
-from xmasq_driver import config, daemon
-from xmasq_driver.firewall import Firewall
-from xmasq_driver.kv import EtcdKV
-from xmasq_driver.state import LocalState
-from xmasq_driver.store import PREFIX
+from xmasq_driver import config
+from xmasq_driver.control.kv import EtcdKV
+from xmasq_driver.control.state import LocalState
+from xmasq_driver.control.store import PREFIX
+from xmasq_driver.dataplane.firewall import Firewall
+from xmasq_driver.ops import client as plugin
+from xmasq_driver.ops import daemon
 
 XMASQ = os.path.join(os.path.dirname(__file__), "..", "..", ".venv", "bin", "xmasq")
 

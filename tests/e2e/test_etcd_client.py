@@ -8,10 +8,10 @@ import time
 import pytest
 
 from lab.standalone import openssl_pki
-from xmasq_driver import kv as kv_module
 from xmasq_driver.config import Config
+from xmasq_driver.control import kv as kv_module
+from xmasq_driver.control.kv import EtcdKV
 from xmasq_driver.errors import BackendError
-from xmasq_driver.kv import EtcdKV
 
 PORT, PEER = 23890, 23891
 

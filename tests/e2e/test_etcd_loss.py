@@ -11,10 +11,10 @@ from typing import Any
 
 from tests.conftest import report
 from tests.e2e.cluster import Cluster, until
-from xmasq_driver import client as plugin
+from xmasq_driver.control.model import RemoteEndpoint
+from xmasq_driver.control.store import PREFIX, ClusterView, pool_key
 from xmasq_driver.errors import BackendError
-from xmasq_driver.model import RemoteEndpoint
-from xmasq_driver.store import PREFIX, ClusterView, pool_key
+from xmasq_driver.ops import client as plugin
 
 SERVE = "udpecho serve 5001 & iperf3 -s -D >/dev/null; sleep 3600"
 BACK_WITHIN = 30.0  # seconds for etcd to hold every record again

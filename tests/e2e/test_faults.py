@@ -15,8 +15,8 @@ from tests.conftest import report
 from tests.e2e.cluster import GRACE, TTL, links, until
 from tests.e2e.conftest import XMASQ
 from tests.e2e.test_access import create_network_and_endpoint, delete_network_and_endpoint
-from xmasq_driver.overlay import HOST_VETH_PREFIX
-from xmasq_driver.store import PREFIX
+from xmasq_driver.control.store import PREFIX
+from xmasq_driver.dataplane.overlay import HOST_VETH_PREFIX
 
 SERVE = "udpecho serve 5001"
 

@@ -9,10 +9,10 @@ from docker.types import IPAMConfig, IPAMPool
 
 from tests.e2e.cluster import until
 from tests.e2e.conftest import published_page
-from xmasq_driver import client as plugin
-from xmasq_driver.firewall import Firewall, net_owner
-from xmasq_driver.kv import EtcdKV
-from xmasq_driver.store import PREFIX
+from xmasq_driver.control.kv import EtcdKV
+from xmasq_driver.control.store import PREFIX
+from xmasq_driver.dataplane.firewall import Firewall, net_owner
+from xmasq_driver.ops import client as plugin
 
 SERVE = "udpecho serve 5001 & nc -l -p 5000 > /tmp/got; sleep 3600"
 

@@ -16,8 +16,8 @@ from tests.conftest import report
 from tests.e2e.cluster import links
 from tests.e2e.conftest import host_state
 from tests.fuzz import raw_bodies
-from xmasq_driver import client as plugin
-from xmasq_driver.overlay import HOST_VETH_PREFIX, vxlan_name
+from xmasq_driver.dataplane.overlay import HOST_VETH_PREFIX, vxlan_name
+from xmasq_driver.ops import client as plugin
 
 LIVE_CASES = {"n": 0}
 LIVE_PATHS = [

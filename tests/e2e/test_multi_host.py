@@ -16,9 +16,9 @@ import pytest
 
 from tests.conftest import report
 from tests.e2e.cluster import GRACE, TTL, until
-from xmasq_driver import client as plugin
 from xmasq_driver.config import Config
-from xmasq_driver.overlay import vxlan_name
+from xmasq_driver.dataplane.overlay import vxlan_name
+from xmasq_driver.ops import client as plugin
 
 SERVE = "udpecho serve 5001 & httpd -f -p 8080 -h /www"
 

@@ -11,8 +11,8 @@ import pytest
 from tests.conftest import report
 from tests.e2e.cluster import mask_bits, udp_at_once
 from tests.e2e.conftest import XMASQ
-from xmasq_driver import client as plugin
-from xmasq_driver.overlay import RFS_SOCK_FLOWS, RFS_VETH_FLOWS, SOCK_FLOWS_SYSCTL, rps_mask, veth_names
+from xmasq_driver.dataplane.overlay import RFS_SOCK_FLOWS, RFS_VETH_FLOWS, SOCK_FLOWS_SYSCTL, rps_mask, veth_names
+from xmasq_driver.ops import client as plugin
 
 SERVE = "udpecho serve 5001 & udpecho serve 5002 & iperf3 -s -D >/dev/null; sleep 3600"
 

@@ -15,8 +15,8 @@ import pytest
 from tests.conftest import report
 from tests.e2e.cluster import until
 from tests.e2e.conftest import XMASQ, published_page
-from xmasq_driver import client as plugin
-from xmasq_driver.overlay import Overlay
+from xmasq_driver.dataplane.overlay import Overlay
+from xmasq_driver.ops import client as plugin
 
 
 def _underlay_mtu() -> int:

@@ -16,11 +16,11 @@ from docker.types import EndpointSpec, IPAMConfig, IPAMPool, ServiceMode
 from lab.image import ensure_image
 from tests.conftest import report
 from tests.e2e.cluster import XMASQ_LINKS, links, remove_all
-from xmasq_driver import client as plugin
 from xmasq_driver.config import Config
-from xmasq_driver.kv import EtcdKV
-from xmasq_driver.overlay import HOST_VETH_PREFIX, RFS_VETH_FLOWS
-from xmasq_driver.store import PREFIX
+from xmasq_driver.control.kv import EtcdKV
+from xmasq_driver.control.store import PREFIX
+from xmasq_driver.dataplane.overlay import HOST_VETH_PREFIX, RFS_VETH_FLOWS
+from xmasq_driver.ops import client as plugin
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 NAME = "xmasq/xmasq:latest"

@@ -6,13 +6,13 @@ from typing import Any
 import pytest
 
 from tests.fakes import FakeDatapath, FakeFirewall, FakeOverlay, MemoryKV
-from xmasq_driver.admin import Admin
-from xmasq_driver.api import create_app
-from xmasq_driver.ipam import IpamDriver
-from xmasq_driver.network import NetworkDriver
-from xmasq_driver.reconciler import Reconciler
-from xmasq_driver.state import LocalState
-from xmasq_driver.store import ClusterStore
+from xmasq_driver.api.http import create_app
+from xmasq_driver.api.ipam import IpamDriver
+from xmasq_driver.api.network import NetworkDriver
+from xmasq_driver.control.reconciler import Reconciler
+from xmasq_driver.control.state import LocalState
+from xmasq_driver.control.store import ClusterStore
+from xmasq_driver.ops.admin import Admin
 
 
 class Harness:

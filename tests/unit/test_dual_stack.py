@@ -4,8 +4,8 @@ the fast path for an IPv6 subnet next to the IPv4 one (the kernel's side: tests/
 from __future__ import annotations
 
 from tests.unit.conftest import Harness
-from xmasq_driver.model import RemoteEndpoint
-from xmasq_driver.store import PREFIX
+from xmasq_driver.control.model import RemoteEndpoint
+from xmasq_driver.control.store import PREFIX
 
 EP = "e1" * 10
 V6 = "fd00:1::/64"

@@ -10,11 +10,11 @@ import time
 import pytest
 
 from tests.unit.conftest import Harness
+from xmasq_driver.control.model import RemoteEndpoint
+from xmasq_driver.control.reconciler import Reconciler
+from xmasq_driver.control.store import PREFIX
+from xmasq_driver.dataplane.overlay import mac_for_ip
 from xmasq_driver.errors import BackendError
-from xmasq_driver.model import RemoteEndpoint
-from xmasq_driver.overlay import mac_for_ip
-from xmasq_driver.reconciler import Reconciler
-from xmasq_driver.store import PREFIX
 
 SHARED = {"xmasq.network": "shared"}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from xmasq_driver.config import Config
-from xmasq_driver.metrics import render
-from xmasq_driver.server import tcp_listeners
+from xmasq_driver.ops.metrics import render
+from xmasq_driver.ops.server import tcp_listeners
 
 
 def test_metrics_show_networks_endpoints_counters_and_etcd(h):

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from tests.unit.conftest import Harness
-from xmasq_driver.overlay import veth_names
+from xmasq_driver.dataplane.overlay import veth_names
 
 EP = "e1" * 10
 PORTMAP = "com.docker.network.portmap"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from xmasq_driver.overlay import rps_mask
+from xmasq_driver.dataplane.overlay import rps_mask
 
 
 @pytest.mark.parametrize(

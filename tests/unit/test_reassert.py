@@ -8,9 +8,9 @@ import time
 import pytest
 
 from tests.unit.conftest import Harness
-from xmasq_driver.metrics import render
-from xmasq_driver.model import Pool
-from xmasq_driver.store import PREFIX
+from xmasq_driver.control.model import Pool
+from xmasq_driver.control.store import PREFIX
+from xmasq_driver.ops.metrics import render
 
 GW = {"RequestAddressType": "com.docker.network.gateway"}
 POOL = "10.7.0.0/24"

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from tests.unit.conftest import Harness
+from xmasq_driver.control.reconciler import Reconciler
 from xmasq_driver.errors import BackendError
-from xmasq_driver.reconciler import Reconciler
 
 SHARED = {"xmasq.network": "shared"}
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from tests.fakes import FakeDatapath
 from tests.unit.conftest import Harness
-from xmasq_driver.admin import Admin
+from xmasq_driver.control.model import LocalNetwork, Service
+from xmasq_driver.control.state import LocalState
+from xmasq_driver.dataplane.services import ServiceWatcher
 from xmasq_driver.errors import BackendError
-from xmasq_driver.metrics import render
-from xmasq_driver.model import LocalNetwork, Service
-from xmasq_driver.services import ServiceWatcher
-from xmasq_driver.state import LocalState
+from xmasq_driver.ops.admin import Admin
+from xmasq_driver.ops.metrics import render
 
 NET_A, NET_B = "a" * 64, "b" * 64
 

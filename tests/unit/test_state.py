@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from xmasq_driver.model import LocalEndpoint, LocalNetwork, Pool, PortMapping
-from xmasq_driver.state import LocalState
+from xmasq_driver.control.model import LocalEndpoint, LocalNetwork, Pool, PortMapping
+from xmasq_driver.control.state import LocalState
 
 # As the release before the typed model wrote it (copied from a host running it).
 WRITTEN_BY_0_1 = {

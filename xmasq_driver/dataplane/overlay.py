@@ -24,8 +24,8 @@ from typing import TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from . import log
-from .errors import BackendError
+from .. import log
+from ..errors import BackendError
 
 T = TypeVar("T")
 VXLAN_PORT = 4789

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any, Protocol
 
-from . import log, memory
-from .errors import BackendError
+from .. import log, memory
+from ..errors import BackendError
 from .kv import Changes
 from .model import LocalNetwork, RemoteEndpoint
 from .state import LocalState

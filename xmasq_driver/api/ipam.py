@@ -16,12 +16,12 @@ from __future__ import annotations
 import ipaddress
 import threading
 
-from . import log
-from . import protocol as p
-from .errors import DriverError, NotFound
-from .model import Address, Pool, Subnet, check_name, check_subnet, is_host_address
-from .state import LocalState
-from .store import GATEWAY_OWNER, ClusterStore, ClusterView, Conflict, Owned, Reassertion, pool_id_of, pool_key
+from .. import log
+from .. import protocol as p
+from ..control.model import Address, Pool, Subnet, check_name, check_subnet, is_host_address
+from ..control.state import LocalState
+from ..control.store import GATEWAY_OWNER, ClusterStore, ClusterView, Conflict, Owned, Reassertion, pool_id_of, pool_key
+from ..errors import DriverError, NotFound
 
 _log = log.get("ipam")
 ADDRESS_SPACE = "xmasq"

@@ -21,10 +21,10 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import log
-from .errors import BackendError
-from .model import Service
-from .state import LocalState
+from .. import log
+from ..control.model import Service
+from ..control.state import LocalState
+from ..errors import BackendError
 
 _log = log.get("services")
 DOCKER_TIMEOUT = 3.0  # seconds per read of dockerd (a poll that waits longer only delays the next)

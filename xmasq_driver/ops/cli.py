@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 
-from . import __version__, config, log
+from .. import __version__, config, log
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,9 +112,9 @@ def _view(args: argparse.Namespace, cfg: config.Config) -> int:
 
 
 def _forget(host: str, cfg: config.Config) -> int:
-    from .errors import BackendError
-    from .kv import EtcdKV
-    from .store import ClusterStore
+    from ..control.kv import EtcdKV
+    from ..control.store import ClusterStore
+    from ..errors import BackendError
 
     try:
         removed = ClusterStore(EtcdKV(cfg), host).forget_host()

@@ -13,9 +13,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
-from . import protocol as p
-from .config import STEER_MODES
-from .errors import DriverError
+from .. import protocol as p
+from ..config import STEER_MODES
+from ..errors import DriverError
 
 VNI_FIRST, VNI_LAST = 256, (1 << 24) - 1
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8 (passed to bpf/ as OUTER_LEN)

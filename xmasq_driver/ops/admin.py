@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from .errors import BackendError
-from .model import LocalNetwork
-from .state import LocalState, Snapshot
-from .store import ClusterStore
+from ..control.model import LocalNetwork
+from ..control.state import LocalState, Snapshot
+from ..control.store import ClusterStore
+from ..errors import BackendError
 
 
 class DatapathView(Protocol):

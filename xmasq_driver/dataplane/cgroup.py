@@ -18,7 +18,7 @@ import ctypes.util
 import os
 import subprocess
 
-from . import log
+from .. import log
 
 _log = log.get("cgroup")
 FALLBACK_MOUNT = "/run/xmasq/cgroup2"  # where the driver mounts cgroup2 if its namespace has none

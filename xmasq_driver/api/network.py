@@ -17,10 +17,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, cast
 
-from . import log
-from . import protocol as p
-from .errors import BackendError, DriverError, NotFound
-from .model import (
+from .. import log
+from .. import protocol as p
+from ..control.model import (
     OPT_VNI,
     VXLAN_OVERHEAD,
     ClusterNetwork,
@@ -35,9 +34,10 @@ from .model import (
     proto_name,
     subnets_text,
 )
-from .overlay import Underlay, bridge_name, mac_for_ip, veth_names
-from .state import LocalState
-from .store import ClusterStore, ClusterView, Conflict, Owned, Reassertion
+from ..control.state import LocalState
+from ..control.store import ClusterStore, ClusterView, Conflict, Owned, Reassertion
+from ..dataplane.overlay import Underlay, bridge_name, mac_for_ip, veth_names
+from ..errors import BackendError, DriverError, NotFound
 
 _log = log.get("network")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")

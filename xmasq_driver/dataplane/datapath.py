@@ -27,11 +27,11 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from . import log, memory
+from .. import log, memory
+from ..config import Config
+from ..control.model import VXLAN_OVERHEAD
+from ..errors import BackendError
 from .cgroup import Links
-from .config import Config
-from .errors import BackendError
-from .model import VXLAN_OVERHEAD
 from .overlay import VXLAN_PORT
 
 _log = log.get("datapath")
@@ -58,7 +58,7 @@ INGRESS, EGRESS = "ffff:fff2", "ffff:fff3"
 
 
 def default_bpf_src() -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bpf")
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bpf")
 
 
 def source(path: str, seen: set[str] | None = None) -> str:

@@ -13,9 +13,9 @@ import subprocess
 import sys
 import time
 
+from .. import config as config_module
+from ..config import Config
 from . import client
-from . import config as config_module
-from .config import Config
 
 
 def _read_pid(pidfile: str) -> int | None:

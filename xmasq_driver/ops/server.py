@@ -18,21 +18,21 @@ from typing import Any
 import waitress
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from . import log
+from .. import log
+from ..api.http import create_app
+from ..api.ipam import IpamDriver
+from ..api.network import NetworkDriver
+from ..config import Config, env_name
+from ..control.kv import EtcdKV
+from ..control.reconciler import Reconciler
+from ..control.state import LocalState
+from ..control.store import ClusterStore
+from ..dataplane.datapath import Datapath
+from ..dataplane.firewall import Firewall
+from ..dataplane.overlay import Overlay
+from ..dataplane.services import DOCKER_TIMEOUT, DockerServices, ServiceWatcher
 from .admin import Admin
-from .api import create_app
-from .config import Config, env_name
-from .datapath import Datapath
-from .firewall import Firewall
-from .ipam import IpamDriver
-from .kv import EtcdKV
 from .metrics import wsgi_app
-from .network import NetworkDriver
-from .overlay import Overlay
-from .reconciler import Reconciler
-from .services import DOCKER_TIMEOUT, DockerServices, ServiceWatcher
-from .state import LocalState
-from .store import ClusterStore
 
 _log = log.get("server")
 

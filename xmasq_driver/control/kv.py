@@ -22,9 +22,9 @@ import requests
 from etcd3gw.client import Etcd3Client
 from etcd3gw.exceptions import Etcd3Exception
 
-from . import log
-from .config import Config
-from .errors import BackendError
+from .. import log
+from ..config import Config
+from ..errors import BackendError
 
 T = TypeVar("T")
 LIST_PAGE = 10000  # keys per range read

@@ -24,9 +24,9 @@ from __future__ import annotations
 import shlex
 import subprocess
 
-from . import log
-from .errors import BackendError
-from .model import PortMapping
+from .. import log
+from ..control.model import PortMapping
+from ..errors import BackendError
 from .overlay import BRIDGE_PREFIX, VXLAN_PORT
 
 FORWARD, ISOLATE, POSTROUTING, DNAT = "XMASQ-FORWARD", "XMASQ-ISOLATE", "XMASQ-POSTROUTING", "XMASQ-DNAT"

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import log
-from . import protocol as p
-from .admin import Admin
-from .errors import DriverError
+from .. import log
+from .. import protocol as p
+from ..errors import DriverError
 from .ipam import IpamDriver
 from .network import NetworkDriver
 
@@ -26,12 +25,21 @@ _log = log.get("api")
 MAX_BODY = 1 << 20  # Docker's requests are small; anything bigger is not from Docker
 
 
+class Operator(Protocol):
+    """The operator's view served next to Docker's API (ops/admin.py's Admin)."""
+
+    def status(self, _: None) -> Any: ...
+    def stats(self, _: None) -> Any: ...
+    def cache(self, _: None) -> Any: ...
+    def flush(self, _: None) -> Any: ...
+
+
 def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body), status=status, mimetype="application/vnd.docker.plugins.v1+json")
 
 
 def routes(
-    network: NetworkDriver, ipam: IpamDriver, admin: Admin
+    network: NetworkDriver, ipam: IpamDriver, admin: Operator
 ) -> dict[str, tuple[type | None, Callable[[Any], Any]]]:
     """Path -> (request struct or None, handler)."""
     return {
@@ -66,7 +74,7 @@ def routes(
     }
 
 
-def create_app(network: NetworkDriver, ipam: IpamDriver, admin: Admin) -> Flask:
+def create_app(network: NetworkDriver, ipam: IpamDriver, admin: Operator) -> Flask:
     app = Flask("xmasq")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     table = routes(network, ipam, admin)

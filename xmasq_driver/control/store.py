@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .errors import BackendError, DriverError
+from ..errors import BackendError, DriverError
 from .kv import KV, Changes
 from .model import VNI_FIRST, VNI_LAST, Address, ClusterNetwork, RemoteEndpoint
 
