@@ -34,7 +34,7 @@ from lab.scale import has_neighbour, percentile  # noqa: E402
 from lab.testbed import Testbed  # noqa: E402
 from xmasq_driver.config import Config  # noqa: E402
 from xmasq_driver.control.kv import EtcdKV  # noqa: E402
-from xmasq_driver.control.store import PREFIX  # noqa: E402
+from xmasq_driver.control.layout import ENDPOINTS, NETWORKS, PREFIX  # noqa: E402
 from xmasq_driver.dataplane.overlay import vxlan_name  # noqa: E402
 
 NET, SUBNET = "converge", "10.235.0.0/24"
@@ -52,10 +52,10 @@ class Recorder(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            changes = self.kv.watch(f"{PREFIX}endpoints/{NET}/", self.revision, 1.0)
+            changes = self.kv.watch(ENDPOINTS.prefix(NET), self.revision, 1.0)
             now = time.monotonic()
             for key, value in changes.events:
-                self.seen[(key.rsplit("/", 1)[1], "put" if value is not None else "delete")] = now
+                self.seen[(ENDPOINTS.parts_of(key)[1], "put" if value is not None else "delete")] = now
             self.revision = max(self.revision, changes.revision + 1)
 
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         probers = {h: dk[h].containers.run(image[h], ["sleep", "3600"], network=NET, detach=True) for h in tb.hosts}
         pids = {h: c.attrs["State"]["Pid"] or _pid(c) for h, c in probers.items()}
         kv = EtcdKV(Config(etcd_endpoints=tb.etcd_endpoint))
-        vni = json.loads(kv.get(f"{PREFIX}networks/{NET}") or "{}")["vni"]
+        vni = json.loads(kv.get(NETWORKS.key(NET)) or "{}")["vni"]
         recorder = Recorder(kv)
         recorder.start()
         with concurrent.futures.ThreadPoolExecutor(len(tb.hosts)) as pool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import json
 import os
 import random
 import re
@@ -31,8 +30,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from lab.standalone import NS_SIDE, Standalone
 from xmasq_driver.config import Config
 from xmasq_driver.control.kv import MAX_TXN_OPS, EtcdKV
-from xmasq_driver.control.model import RemoteEndpoint
-from xmasq_driver.control.store import PREFIX
+from xmasq_driver.control.layout import ENDPOINTS, HOSTS, MEMBER, MEMBERS
+from xmasq_driver.control.model import HostRecord, RemoteEndpoint
 from xmasq_driver.dataplane.overlay import NUD_PERMANENT, mac_for_ip, peer_entries, vxlan_name
 
 NETWORK_ID = "5ca1e" * 12 + "0000"  # as Docker's: 64 characters
@@ -179,8 +178,8 @@ class Scale:
         return self.etcd_metric(ETCD_BYTES)
 
     def add_hosts(self) -> None:
-        self.write({f"{PREFIX}hosts/{h}": json.dumps({"ip": ip}) for h, ip in self.hosts})
-        self.write({f"{PREFIX}members/{KEY}/{h}": "1" for h, _ in self.hosts})
+        self.write({HOSTS.key(h): HOSTS.encode(HostRecord(ip)) for h, ip in self.hosts})
+        self.write({MEMBERS.key(KEY, h): MEMBER for h, _ in self.hosts})
 
     def new_endpoints(self, count: int, rng: random.Random) -> dict[str, str]:
         """The records of `count` new endpoints, each on a random simulated host."""
@@ -188,18 +187,18 @@ class Scale:
         for _ in range(count):
             host, ip = rng.randrange(len(self.hosts)), address(self._next)
             record = RemoteEndpoint(self.hosts[host][0], mac_for_ip(ipaddress.IPv4Address(ip)), f"{self._next:012x}")
-            puts[f"{PREFIX}endpoints/{KEY}/{ip}"] = record.encode()
+            puts[ENDPOINTS.key(KEY, ip)] = record.encode()
             self.used[ip] = host
             self._next += 1
         return puts
 
     def removals(self, count: int, rng: random.Random, keep: dict[str, str]) -> list[str]:
         """The keys of `count` random endpoints written before (not those in `keep`)."""
-        fresh = {k.rsplit("/", 1)[1] for k in keep}
+        fresh = {ENDPOINTS.parts_of(k)[1] for k in keep}
         doomed = rng.sample(sorted(self.used.keys() - fresh), count)
         for ip in doomed:
             del self.used[ip]
-        return [f"{PREFIX}endpoints/{KEY}/{ip}" for ip in doomed]
+        return [ENDPOINTS.key(KEY, ip) for ip in doomed]
 
     # -- the kernel -------------------------------------------------------
     def has_neighbour(self, ip: str) -> bool:
@@ -219,10 +218,10 @@ class Scale:
         """Every entry that differs from what etcd says (read back from etcd, not from memory)."""
         hosts = dict(self.hosts)
         want: dict[str, tuple[str, str]] = {}
-        for key, value in self.kv.get_prefix(f"{PREFIX}endpoints/{KEY}/").items():
+        for key, value in self.kv.get_prefix(ENDPOINTS.prefix(KEY)).items():
             rec = RemoteEndpoint.decode(value)
             assert isinstance(rec, RemoteEndpoint)
-            want[key.rsplit("/", 1)[1]] = (rec.mac, hosts[rec.host])
+            want[ENDPOINTS.parts_of(key)[1]] = (rec.mac, hosts[rec.host])
         fdb, neigh, ebpf = self.kernel()
         wrong = [f"fdb {m}: {fdb.get(m)} != {h}" for m, h in want.values() if fdb.get(m) != h]
         wrong += [f"neighbour {ip}: {neigh.get(ip)} != {m}" for ip, (m, _) in want.items() if neigh.get(ip) != m]
@@ -261,7 +260,7 @@ class Scale:
         new = []
         for _ in range(count):
             puts = self.new_endpoints(1, rng)
-            ip = next(iter(puts)).rsplit("/", 1)[1]
+            ip = ENDPOINTS.parts_of(next(iter(puts)))[1]
             start = time.monotonic()
             self.write(puts)
             self.until(f"{ip} programmed", lambda ip=ip: self.has_neighbour(ip), 10)  # type: ignore[misc]
@@ -270,7 +269,7 @@ class Scale:
         for ip in new:
             del self.used[ip]
             start = time.monotonic()
-            self.write({}, [f"{PREFIX}endpoints/{KEY}/{ip}"])
+            self.write({}, [ENDPOINTS.key(KEY, ip)])
             self.until(f"{ip} removed", lambda ip=ip: not self.has_neighbour(ip), 10)  # type: ignore[misc]
             figures.removal_ms.append((time.monotonic() - start) * 1000)
         after = self.records()

@@ -17,7 +17,7 @@ from lab.image import ensure_image
 from lab.testbed import Testbed
 from xmasq_driver.config import Config
 from xmasq_driver.control.kv import EtcdKV
-from xmasq_driver.control.store import PREFIX
+from xmasq_driver.control.layout import NETWORKS
 from xmasq_driver.dataplane.overlay import BRIDGE_PREFIX, HOST_VETH_PREFIX, VXLAN_PREFIX, vxlan_name
 from xmasq_driver.ops import client as plugin
 
@@ -61,7 +61,7 @@ class Cluster:
         return name
 
     def vni(self, name: str) -> int:
-        return json.loads(self.kv.get(f"{PREFIX}networks/{name}") or "{}")["vni"]
+        return json.loads(self.kv.get(NETWORKS.key(name)) or "{}")["vni"]
 
     def run(self, host: str, name: str, network: str, command: str = "sleep 3600", **kw: Any) -> Any:
         c = self.dk[host].containers.run(

@@ -28,8 +28,8 @@ from lab.testbed import Testbed
 from tests.e2e.cluster import GRACE, TTL, XMASQ_LINKS, Cluster, links, remove_all
 from xmasq_driver import config
 from xmasq_driver.control.kv import EtcdKV
+from xmasq_driver.control.layout import HOSTS, PREFIX
 from xmasq_driver.control.state import LocalState
-from xmasq_driver.control.store import PREFIX
 from xmasq_driver.dataplane.firewall import Firewall
 from xmasq_driver.ops import client as plugin
 from xmasq_driver.ops import daemon
@@ -255,7 +255,7 @@ def cl(tb):
         assert not [n for n in names if any(p in n for p in XMASQ_LINKS)], (h, names)
         cache = c.cache(h)
         assert cache["local"] == [] and cache["remote"] == [] and cache["flows"] == [], (h, cache)
-    leftover = [k for k in c.kv.get_prefix(PREFIX) if not k.startswith(f"{PREFIX}hosts/")]
+    leftover = [k for k in c.kv.get_prefix(PREFIX) if not k.startswith(HOSTS.prefix())]
     assert leftover == [], leftover
 
 

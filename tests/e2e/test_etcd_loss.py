@@ -11,8 +11,9 @@ from typing import Any
 
 from tests.conftest import report
 from tests.e2e.cluster import Cluster, until
+from xmasq_driver.control.layout import ADDRESSES, PREFIX, pool_key
 from xmasq_driver.control.model import RemoteEndpoint
-from xmasq_driver.control.store import PREFIX, ClusterView, pool_key
+from xmasq_driver.control.store import ClusterView
 from xmasq_driver.errors import BackendError
 from xmasq_driver.ops import client as plugin
 
@@ -126,7 +127,7 @@ def test_a_conflicting_claim_is_reported_not_overwritten(cl, tb):
     a = cl.run("h1", "clash-a", net, SERVE)
     b = cl.run("h2", "clash-b", net, SERVE)
     ip_a, ip_b = cl.ip(a, net), cl.ip(b, net)
-    claim = f"{PREFIX}ipam/addresses/{pool_key(subnet)}/{ip_a}"
+    claim = ADDRESSES.key(pool_key(subnet), ip_a)
     cl.kv.put(claim, "h9")  # a host with no driver: nobody will remove it but the operator
     try:
         found = until(lambda: _conflicts(cl, "h1"), 15)

@@ -15,7 +15,7 @@ from tests.conftest import report
 from tests.e2e.cluster import GRACE, TTL, links, until
 from tests.e2e.conftest import XMASQ
 from tests.e2e.test_access import create_network_and_endpoint, delete_network_and_endpoint
-from xmasq_driver.control.store import PREFIX
+from xmasq_driver.control.layout import ENDPOINTS, HOSTS, PREFIX
 from xmasq_driver.dataplane.overlay import HOST_VETH_PREFIX
 
 SERVE = "udpecho serve 5001"
@@ -40,7 +40,7 @@ def test_dockerd_restart_with_running_containers(cl, tb):
     stops.reload()
     assert stops.status == "exited"
     assert len([n for n in links(tb, "h2") if n.startswith(HOST_VETH_PREFIX)]) == 1
-    endpoints = {k.rsplit("/", 1)[1] for k in cl.kv.get_prefix(f"/xmasq/v1/endpoints/{net}/")}
+    endpoints = {ENDPOINTS.parts_of(k)[1] for k in cl.kv.get_prefix(ENDPOINTS.prefix(net))}
     assert endpoints == {cl.ip(a, net), ip_keeps}, endpoints
     state = cl.stats("h2")  # the driver is still serving
     assert isinstance(state, dict)
@@ -100,7 +100,7 @@ def test_a_three_member_etcd_cluster_losing_a_member(standalone):
     assert standalone.call("/IpamDriver.ReleasePool", {"PoolID": answer["PoolID"]})[0] == 200
     for i, endpoint in enumerate(endpoints.split(",")):
         if i != leader:  # both survivors hold only the host's own registration
-            assert standalone.etcd_keys(endpoint, PREFIX) == [f"{PREFIX}hosts/{standalone.host_id}"]
+            assert standalone.etcd_keys(endpoint, PREFIX) == [HOSTS.key(standalone.host_id)]
     report(
         f"etcd 3-member cluster, leader (member {leader}) killed: next request served in {took * 1000:.0f} ms, "
         f"all records consistent on the 2 survivors"

@@ -10,7 +10,7 @@ from docker.types import IPAMConfig, IPAMPool
 from tests.e2e.cluster import until
 from tests.e2e.conftest import published_page
 from xmasq_driver.control.kv import EtcdKV
-from xmasq_driver.control.store import PREFIX
+from xmasq_driver.control.layout import ADDRESSES, ENDPOINTS
 from xmasq_driver.dataplane.firewall import Firewall, net_owner
 from xmasq_driver.ops import client as plugin
 
@@ -80,8 +80,8 @@ def test_the_xmasq_ipam_gives_a_dual_stack_network_unique_ipv6_addresses(env, dk
     a, b = env.run("v6ipam-a", net.name), env.run("v6ipam-b", net.name)
     settings = [env.ip6(c, net) for c in (a, b)]
     assert settings == ["fd00:244:16::2", "fd00:244:16::3"]
-    claims = EtcdKV(cfg).get_prefix(f"{PREFIX}ipam/addresses/fd00:244:16::_64/")
-    assert {k.rsplit("/", 1)[1]: v for k, v in claims.items()} == {
+    claims = EtcdKV(cfg).get_prefix(ADDRESSES.prefix("fd00:244:16::_64"))
+    assert {ADDRESSES.parts_of(k)[1]: v for k, v in claims.items()} == {
         "fd00:244:16::1": "gateway",
         "fd00:244:16::2": cfg.host,
         "fd00:244:16::3": cfg.host,
@@ -93,8 +93,8 @@ def test_an_xmasq_dual_stack_network_takes_its_ipv6_addresses_from_the_xmasq_ipa
     net = env.network("v6xipam", "10.244.22.0/24", subnet6="fd00:244:22::/64", space="v6xipam")
     a, b = env.run("v6x-a", net.name), env.run("v6x-b", net.name)
     assert [env.ip6(c, net) for c in (a, b)] == ["fd00:244:22::2", "fd00:244:22::3"]
-    records = EtcdKV(cfg).get_prefix(f"{PREFIX}endpoints/")
-    assert {k.rsplit("/", 1)[1] for k in records} >= {"fd00:244:22::2", "fd00:244:22::3"}
+    records = EtcdKV(cfg).get_prefix(ENDPOINTS.prefix())
+    assert {ENDPOINTS.parts_of(k)[1] for k in records} >= {"fd00:244:22::2", "fd00:244:22::3"}
     env.sh(a, "ping -6 -c 1 -W 2 fd00:244:22::3")
 
 

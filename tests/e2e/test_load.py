@@ -16,6 +16,7 @@ from tests.conftest import report
 from tests.e2e.cluster import links
 from tests.e2e.conftest import host_state
 from tests.fuzz import raw_bodies
+from xmasq_driver.control.layout import ADDRESSES, ENDPOINTS
 from xmasq_driver.dataplane.overlay import HOST_VETH_PREFIX, vxlan_name
 from xmasq_driver.ops import client as plugin
 
@@ -140,8 +141,8 @@ def test_churn_of_300_containers_across_two_hosts_under_traffic(cl, tb):
         assert all(f["local"].split(":")[0] in (cl.ip(s1, net), ip2) for f in cache["flows"])
         assert _rules(tb, h) == rules[h]
         assert after[h] <= warm[h] * 1.2, (h, warm[h], after[h])
-    endpoints = cl.kv.get_prefix(f"/xmasq/v1/endpoints/{net}/")
-    addresses = [k for k in cl.kv.get_prefix("/xmasq/v1/ipam/addresses/") if "10.247.0." in k]
+    endpoints = cl.kv.get_prefix(ENDPOINTS.prefix(net))
+    addresses = [k for k in cl.kv.get_prefix(ADDRESSES.prefix()) if "10.247.0." in k]
     assert len(endpoints) == 2 and len(addresses) == 3, (endpoints, addresses)  # 2 survivors + the gateway
     loss = pings[0].split("packets received")[0].split(",")[-1].strip() if pings else "?"
     sent = pings[0].split(" packets transmitted")[0].split()[-1] if pings else "?"

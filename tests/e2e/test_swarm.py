@@ -17,8 +17,8 @@ from lab.image import ensure_image
 from tests.conftest import report
 from tests.e2e.cluster import XMASQ_LINKS, links, remove_all
 from xmasq_driver.config import Config
+from xmasq_driver.control import layout
 from xmasq_driver.control.kv import EtcdKV
-from xmasq_driver.control.store import PREFIX
 from xmasq_driver.dataplane.overlay import HOST_VETH_PREFIX, RFS_VETH_FLOWS
 from xmasq_driver.ops import client as plugin
 
@@ -109,9 +109,9 @@ def _no_state_left(tb, socks) -> None:  # type: ignore[no-untyped-def]
         assert cache["local"] == [] and cache["remote"] == [] and cache["flows"] == [], (h, cache)
         assert cache["services"] == [], (h, cache)
         assert plugin.call(socks[h], "/Xmasq.Status")[1]["networks"] == []
-    keys = EtcdKV(Config(etcd_endpoints=tb.etcd_endpoint)).get_prefix(PREFIX)
-    assert sorted(k for k in keys if k.startswith(f"{PREFIX}hosts/")) == [f"{PREFIX}hosts/{h}" for h in tb.hosts]
-    assert [k for k in keys if not k.startswith(f"{PREFIX}hosts/")] == [], keys
+    keys = EtcdKV(Config(etcd_endpoints=tb.etcd_endpoint)).get_prefix(layout.PREFIX)
+    assert sorted(k for k in keys if k.startswith(layout.HOSTS.prefix())) == [layout.HOSTS.key(h) for h in tb.hosts]
+    assert [k for k in keys if not k.startswith(layout.HOSTS.prefix())] == [], keys
 
 
 def test_service_across_the_swarm_with_the_fast_path(tb, swarm):

@@ -4,8 +4,8 @@ the fast path for an IPv6 subnet next to the IPv4 one (the kernel's side: tests/
 from __future__ import annotations
 
 from tests.unit.conftest import Harness
+from xmasq_driver.control.layout import ENDPOINTS, NETWORKS
 from xmasq_driver.control.model import RemoteEndpoint
-from xmasq_driver.control.store import PREFIX
 
 EP = "e1" * 10
 V6 = "fd00:1::/64"
@@ -13,7 +13,7 @@ SHARED = {"xmasq.network": "shared"}
 
 
 def _records(h: Harness, key: str = "n1") -> dict[str, RemoteEndpoint]:
-    prefix = f"{PREFIX}endpoints/{key}/"
+    prefix = ENDPOINTS.prefix(key)
     return {k[len(prefix) :]: RemoteEndpoint.decode(v) for k, v in h.kv.data.items() if k.startswith(prefix)}
 
 
@@ -30,7 +30,7 @@ def test_an_ipv4_only_record_is_what_the_release_before_ipv6_wrote(h):
     """No empty IPv6 fields: hosts of both releases read each other's records."""
     h.create_network()
     h.create_endpoint()
-    assert "subnet6" not in h.kv.data[f"{PREFIX}networks/n1"]
+    assert "subnet6" not in h.kv.data[NETWORKS.key("n1")]
     assert "address6" not in h.state.endpoints[EP].to_json()
 
 
@@ -73,7 +73,7 @@ def test_bad_ipv6_endpoint_addresses_are_refused_and_leave_nothing(h):
 
 def test_an_ipv6_address_in_use_on_another_host_is_refused(h):
     h.create_network(subnet6=V6)
-    h.kv.put(f"{PREFIX}endpoints/n1/fd00:1::2", RemoteEndpoint("host9", "02:58:0a:01:00:09", "f" * 12).encode())
+    h.kv.put(ENDPOINTS.key("n1", "fd00:1::2"), RemoteEndpoint("host9", "02:58:0a:01:00:09", "f" * 12).encode())
     body = {"NetworkID": "n1", "EndpointID": EP, "Interface": {"Address": "10.1.0.2/24", "AddressIPv6": "fd00:1::2/64"}}
     assert "address fd00:1::2 is in use by endpoint ffffffffffff on host host9" in h.err(
         "/NetworkDriver.CreateEndpoint", body
@@ -122,10 +122,10 @@ def test_remote_dual_stack_peers_share_one_fdb_entry_until_both_addresses_go():
     peer = (mac, "192.0.2.2")
     assert h1.overlay.peers[256] == {"10.1.0.9": peer, "fd00:1::9": peer}
     assert h1.overlay.fdb[256] == {peer}
-    h1.kv.delete(f"{PREFIX}endpoints/shared/fd00:1::9")  # one address gone (say, a conflict resolved)
+    h1.kv.delete(ENDPOINTS.key("shared", "fd00:1::9"))  # one address gone (say, a conflict resolved)
     r.step(0.5)
     assert h1.overlay.peers[256] == {"10.1.0.9": peer} and h1.overlay.fdb[256] == {peer}  # still reachable
-    h1.kv.delete(f"{PREFIX}endpoints/shared/10.1.0.9")
+    h1.kv.delete(ENDPOINTS.key("shared", "10.1.0.9"))
     r.step(0.5)
     assert h1.overlay.peers[256] == {} and h1.overlay.fdb[256] == set()
 

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from tests.unit.conftest import Harness
+from xmasq_driver.control.layout import ENDPOINTS
 from xmasq_driver.control.model import RemoteEndpoint
 from xmasq_driver.control.reconciler import Reconciler
-from xmasq_driver.control.store import PREFIX
 from xmasq_driver.dataplane.overlay import mac_for_ip
 from xmasq_driver.errors import BackendError
 
@@ -34,7 +34,7 @@ def _write(h: Harness, ips: list[str], host: str | None = None) -> None:
     """Endpoint records as a host's driver writes them (directly: thousands of them)."""
     for ip in ips:
         record = RemoteEndpoint(host or h.store.host, mac_for_ip_text(ip), "e" * 12)
-        h.kv.put(f"{PREFIX}endpoints/shared/{ip}", record.encode())
+        h.kv.put(ENDPOINTS.key("shared", ip), record.encode())
 
 
 def mac_for_ip_text(ip: str) -> str:
@@ -49,10 +49,10 @@ def _expected(h: Harness, host_ips: dict[str, str]) -> dict[str, tuple[str, str]
     """What etcd says host h should program: every remote endpoint of a live host."""
     out = {}
     for key, value in h.kv.data.items():
-        if key.startswith(f"{PREFIX}endpoints/shared/"):
+        if key.startswith(ENDPOINTS.prefix("shared")):
             rec = RemoteEndpoint.decode(value)
             if isinstance(rec, RemoteEndpoint) and rec.host != h.store.host and rec.host in host_ips:
-                out[key.rsplit("/", 1)[1]] = (rec.mac, host_ips[rec.host])
+                out[ENDPOINTS.parts_of(key)[1]] = (rec.mac, host_ips[rec.host])
     return out
 
 
@@ -93,7 +93,7 @@ def test_a_burst_is_applied_in_batches_and_ends_exact(two):
     r.sync_once()
     _write(h2, _ips(300))
     for ip in _ips(100):  # and some of them gone again, in the same burst
-        h1.kv.delete(f"{PREFIX}endpoints/shared/{ip}")
+        h1.kv.delete(ENDPOINTS.key("shared", ip))
     r.step(0.5)
     assert r.counters["batches"] == 1 and r.counters["events"] == 400
     assert _programmed(h1)[0] == _expected(h1, LIVE) and len(_programmed(h1)[0]) == 200
@@ -106,10 +106,10 @@ def test_events_apply_in_order(two):
     r.sync_once()
     ip = "10.1.0.9"
     _write(h2, [ip])
-    h1.kv.delete(f"{PREFIX}endpoints/shared/{ip}")
+    h1.kv.delete(ENDPOINTS.key("shared", ip))
     r.step(0.5)
     assert ip not in _programmed(h1)[0]  # written then deleted: not there
-    h1.kv.delete(f"{PREFIX}endpoints/shared/{ip}")
+    h1.kv.delete(ENDPOINTS.key("shared", ip))
     _write(h2, [ip])
     _write(h2, [ip], host="host1")  # then it moved here (a local address: not a peer)
     _write(h2, [ip])  # and back to host2
@@ -139,7 +139,7 @@ def test_a_lost_watch_lists_again_and_finds_what_it_missed(two, monkeypatch):
         if not failed:
             failed.append(True)
             # what happens while the stream is down is never delivered as events
-            h1.kv.data[f"{PREFIX}endpoints/shared/10.1.0.7"] = RemoteEndpoint(
+            h1.kv.data[ENDPOINTS.key("shared", "10.1.0.7")] = RemoteEndpoint(
                 "host2", mac_for_ip_text("10.1.0.7"), "e" * 12
             ).encode()
             h1.kv.revision += 1
@@ -166,7 +166,7 @@ def test_a_restart_part_way_through_a_burst_ends_exact(two):
     r.stop()  # the driver stops; the kernel keeps what it programmed
     _write(h2, _ips(150, 150))
     for ip in _ips(50, 100):
-        h1.kv.delete(f"{PREFIX}endpoints/shared/{ip}")
+        h1.kv.delete(ENDPOINTS.key("shared", ip))
     again = h1.reconciler_with()  # a new process: nothing in memory
     again.sync_once()
     _write(h2, _ips(50, 300))
@@ -183,7 +183,7 @@ def test_a_full_pass_that_fails_for_a_network_is_retried_and_removes_what_went(t
     r.sync_once()
     r.stop()
     for ip in _ips(4):  # deleted while the driver is down
-        h1.kv.delete(f"{PREFIX}endpoints/shared/{ip}")
+        h1.kv.delete(ENDPOINTS.key("shared", ip))
     again = h1.reconciler_with()
     h1.overlay.fail_peers = 1
     again.sync_once()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from tests.unit.conftest import Harness
+from xmasq_driver.control.layout import ADDRESSES
 
 GW = {"RequestAddressType": "com.docker.network.gateway"}
 
@@ -63,7 +64,7 @@ def test_ipv6_pool_gives_unique_addresses_across_hosts(h):
     assert h.ok("/IpamDriver.RequestAddress", pid)["Address"] == "fd00:3::2/126"
     assert other.ok("/IpamDriver.RequestAddress", pid)["Address"] == "fd00:3::3/126"  # no broadcast in IPv6
     assert "no free address left in fd00:3::/126" in h.err("/IpamDriver.RequestAddress", pid)
-    assert h.kv.data["/xmasq/v1/ipam/addresses/fd00:3::_126/fd00:3::3"] == "host2"
+    assert h.kv.data[ADDRESSES.key("fd00:3::_126", "fd00:3::3")] == "host2"
     assert "held by host host2" in h.err("/IpamDriver.ReleaseAddress", {**pid, "Address": "fd00:3::3"})
     h.ok("/IpamDriver.ReleaseAddress", {**pid, "Address": "fd00:3::2"})
     assert h.ok("/IpamDriver.RequestAddress", {**pid, "Address": "fd00:3::2/126"})["Address"] == "fd00:3::2/126"
@@ -90,7 +91,7 @@ def test_gateway_is_shared_between_hosts_and_never_released_by_one(h):
     for x in (h, other):
         assert x.ok("/IpamDriver.RequestAddress", {"PoolID": "10.3.0.0/24", "Options": GW})["Address"] == "10.3.0.1/24"
     h.ok("/IpamDriver.ReleaseAddress", {"PoolID": "10.3.0.0/24", "Address": "10.3.0.1"})
-    assert h.kv.data["/xmasq/v1/ipam/addresses/10.3.0.0_24/10.3.0.1"] == "gateway"
+    assert h.kv.data[ADDRESSES.key("10.3.0.0_24", "10.3.0.1")] == "gateway"
 
 
 def test_specific_address_conflict_and_release(h):

@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from tests.unit.conftest import Harness
+from xmasq_driver.control.layout import ENDPOINTS, MEMBERS, NETWORKS, VNIS
 from xmasq_driver.dataplane.overlay import veth_names
 
 EP = "e1" * 10
@@ -64,9 +65,9 @@ def test_create_network_records_everything(h):
     assert net.vni == 4242 and net.subnet == "10.1.0.0/24" and net.mtu == 1350
     assert h.overlay.networks[4242] == ("10.1.0.1/24", 1350)
     assert h.firewall.networks[4242] == ("xmbr4242", "10.1.0.0/24", False)
-    assert h.kv.data["/xmasq/v1/vnis/4242"] == "n1"
-    assert json.loads(h.kv.data["/xmasq/v1/networks/n1"])["subnet"] == "10.1.0.0/24"
-    assert "/xmasq/v1/members/n1/host1" in h.kv.data
+    assert h.kv.data[VNIS.key("4242")] == "n1"
+    assert json.loads(h.kv.data[NETWORKS.key("n1")])["subnet"] == "10.1.0.0/24"
+    assert MEMBERS.key("n1", "host1") in h.kv.data
 
 
 def test_vni_is_allocated_uniquely(h):
@@ -229,7 +230,7 @@ def test_delete_network_keeps_cluster_record_while_other_hosts_use_it(h):
     other.create_network("m1", generic={"xmasq.network": "shared"})
     assert other.state.networks["m1"].vni == h.state.networks["n1"].vni
     h.ok("/NetworkDriver.DeleteNetwork", {"NetworkID": "n1"})
-    assert "/xmasq/v1/networks/shared" in h.kv.data
+    assert NETWORKS.key("shared") in h.kv.data
     other.ok("/NetworkDriver.DeleteNetwork", {"NetworkID": "m1"})
     assert not h.kv.data
 
@@ -253,7 +254,7 @@ def test_create_endpoint_returns_only_missing_fields(h):
     assert h.create_endpoint() == {"Interface": {"MacAddress": "02:58:0a:01:00:02"}}
     assert h.create_endpoint(eid="e2" * 10, address="10.1.0.3/24", mac="02:00:00:00:00:09") == {}
     assert h.overlay.veths["e2" * 10][1] == "02:00:00:00:00:09"
-    record = json.loads(h.kv.data["/xmasq/v1/endpoints/n1/10.1.0.2"])
+    record = json.loads(h.kv.data[ENDPOINTS.key("n1", "10.1.0.2")])
     assert record == {"mac": "02:58:0a:01:00:02", "endpoint": EP, "host": "host1"}
 
 
@@ -488,12 +489,12 @@ def test_allocate_is_idempotent_with_its_own_output_and_free_releases_the_vni(h)
     options = h.ok("/NetworkDriver.AllocateNetwork", body)["Options"]
     again = h.ok("/NetworkDriver.AllocateNetwork", dict(body, Options=options))["Options"]
     assert again == options and options["xmasq.fastpath"] == "off"
-    assert h.kv.data[f"/xmasq/v1/vnis/{options['xmasq.vni']}"] == "s" * 25
+    assert h.kv.data[VNIS.key(options["xmasq.vni"])] == "s" * 25
     h.create_network("s" * 25, "10.5.0.0/24", "10.5.0.1/24", generic=options)  # a node creates it lazily
     h.ok("/NetworkDriver.FreeNetwork", {"NetworkID": "s" * 25})
-    assert f"/xmasq/v1/vnis/{options['xmasq.vni']}" in h.kv.data  # still used by a node
+    assert VNIS.key(options["xmasq.vni"]) in h.kv.data  # still used by a node
     h.ok("/NetworkDriver.DeleteNetwork", {"NetworkID": "s" * 25})
-    assert not [k for k in h.kv.data if "s" * 25 in k or k.startswith("/xmasq/v1/vnis/")]
+    assert not [k for k in h.kv.data if "s" * 25 in k or k.startswith(VNIS.prefix())]
     h.ok("/NetworkDriver.AllocateNetwork", body)
     h.ok("/NetworkDriver.FreeNetwork", {"NetworkID": "s" * 25})  # never deployed: freed at once
-    assert not [k for k in h.kv.data if k.startswith("/xmasq/v1/vnis/")]
+    assert not [k for k in h.kv.data if k.startswith(VNIS.prefix())]

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from tests.unit.conftest import Harness
-from xmasq_driver.control.model import Pool
-from xmasq_driver.control.store import PREFIX
+from xmasq_driver.control.layout import ADDRESSES, ENDPOINTS, HOSTS, VNIS, pool_key
+from xmasq_driver.control.model import HostRecord, Pool
 from xmasq_driver.ops.metrics import render
 
 GW = {"RequestAddressType": "com.docker.network.gateway"}
@@ -38,7 +38,7 @@ def _docker_rm(h: Harness, nid: str, eid: str, ip: str) -> None:
 
 def _records(h: Harness) -> dict[str, str]:
     """Every etcd record except the hosts' liveness keys (those come back with the heartbeat)."""
-    return {k: v for k, v in h.kv.data.items() if not k.startswith(f"{PREFIX}hosts/")}
+    return {k: v for k, v in h.kv.data.items() if not k.startswith(HOSTS.prefix())}
 
 
 def _restore(h: Harness, data: dict[str, str]) -> None:
@@ -67,7 +67,7 @@ def test_etcd_wiped_every_record_comes_back(two):
     for h in two:
         h.reconciler.sync_once()
     assert _records(h1) == before
-    assert json.loads(h1.kv.data[f"{PREFIX}endpoints/shared/{a}"])["host"] == "host1"
+    assert json.loads(h1.kv.data[ENDPOINTS.key("shared", a)])["host"] == "host1"
     # new containers on each host get addresses nobody has
     c = _docker_run(h1, "n1", "c" * 20)
     d = _docker_run(h2, "n2", "d" * 20)
@@ -90,22 +90,22 @@ def test_an_older_snapshot_is_corrected_to_what_runs(two):
     for h in two:
         h.reconciler.sync_once()
     assert _records(h1) == now
-    assert f"{PREFIX}ipam/addresses/{POOL.replace('/', '_')}/{gone}" not in h1.kv.data
-    assert json.loads(h1.kv.data[f"{PREFIX}endpoints/shared/{new}"])["endpoint"] == "c" * 20
+    assert ADDRESSES.key(pool_key(POOL), gone) not in h1.kv.data
+    assert json.loads(h1.kv.data[ENDPOINTS.key("shared", new)])["endpoint"] == "c" * 20
     assert h1.reconciler.health()["stale_removed"] >= 1
 
 
 def test_a_conflicting_claim_is_reported_not_overwritten(two):
     h1, h2 = two
     a = _docker_run(h1, "n1", "a" * 20)
-    claim = f"{PREFIX}ipam/addresses/{POOL.replace('/', '_')}/{a}"
+    claim = ADDRESSES.key(pool_key(POOL), a)
     h1.kv.put(claim, "ghost")  # a host that has no driver to remove its record
     h1.reconciler.sync_once()
     assert h1.kv.data[claim] == "ghost"
     conflicts = h1.admin.status()["cluster"]["records"]["conflicts"]
     assert conflicts == [{"kind": "address", "key": f"{POOL} {a}", "ours": "host1", "theirs": "ghost"}]
     assert "xmasq_etcd_conflicts 1" in render(h1.admin)
-    assert json.loads(h1.kv.data[f"{PREFIX}endpoints/shared/{a}"])["host"] == "host1"  # the rest is served
+    assert json.loads(h1.kv.data[ENDPOINTS.key("shared", a)])["host"] == "host1"  # the rest is served
     h1.kv.delete(claim)  # the operator resolves it
     h1.reconciler.sync_once()
     assert h1.kv.data[claim] == "host1"
@@ -115,7 +115,7 @@ def test_a_conflicting_claim_is_reported_not_overwritten(two):
 def test_a_live_host_removes_its_own_stale_claim_and_the_owner_reasserts(two):
     h1, h2 = two
     a = _docker_run(h1, "n1", "a" * 20)
-    claim = f"{PREFIX}ipam/addresses/{POOL.replace('/', '_')}/{a}"
+    claim = ADDRESSES.key(pool_key(POOL), a)
     h1.kv.put(claim, "host2")  # e.g. an old snapshot from when host2 had this address
     h2.reconciler.sync_once()  # host2 does not have it: its stale record goes
     h1.reconciler.sync_once()
@@ -126,15 +126,15 @@ def test_endpoint_and_vni_conflicts_keep_the_local_endpoint(two):
     h1, h2 = two
     a = _docker_run(h1, "n1", "a" * 20)
     vni = h1.state.networks["n1"].vni
-    key = f"{PREFIX}endpoints/shared/{a}"
+    key = ENDPOINTS.key("shared", a)
     planted = json.dumps({"host": "ghost", "mac": "02:00:00:00:00:01", "endpoint": "f" * 20})
     h1.kv.put(key, planted)
-    h1.kv.put(f"{PREFIX}vnis/{vni}", "other-network")
-    h1.kv.put(f"{PREFIX}hosts/ghost", json.dumps({"ip": "192.0.2.9"}))
+    h1.kv.put(VNIS.key(vni), "other-network")
+    h1.kv.put(HOSTS.key("ghost"), HostRecord("192.0.2.9").encode())
     h1.reconciler.sync_once()
     kinds = {c["kind"]: c for c in h1.reconciler.health()["conflicts"]}
     assert kinds["endpoint"]["theirs"] == f"ghost {'f' * 12}" and kinds["vni"]["theirs"] == "other-network"
-    assert h1.kv.data[key] == planted and h1.kv.data[f"{PREFIX}vnis/{vni}"] == "other-network"
+    assert h1.kv.data[key] == planted and h1.kv.data[VNIS.key(vni)] == "other-network"
     assert a not in h1.overlay.peers.get(vni, {})  # not routed away from the local container
 
 
@@ -187,7 +187,7 @@ def test_state_from_before_pool_records_is_adopted_not_removed(tmp_path):
 def test_only_the_holder_releases_an_address(two):
     h1, h2 = two
     a = _docker_run(h1, "n1", "a" * 20)
-    claim = f"{PREFIX}ipam/addresses/{POOL.replace('/', '_')}/{a}"
+    claim = ADDRESSES.key(pool_key(POOL), a)
     error = h2.err("/IpamDriver.ReleaseAddress", {"PoolID": POOL, "Address": a})
     assert error == f"address {a} is held by host host1: only that host releases it"
     assert h1.kv.data[claim] == "host1"

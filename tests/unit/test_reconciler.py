@@ -7,6 +7,7 @@ import time
 import pytest
 
 from tests.unit.conftest import Harness
+from xmasq_driver.control.layout import ENDPOINTS, HOSTS
 from xmasq_driver.control.reconciler import Reconciler
 from xmasq_driver.errors import BackendError
 
@@ -108,7 +109,7 @@ def test_running_reconciler_follows_changes_quickly(cluster):
         while "10.1.0.2" not in h1.overlay.peers.get(vni, {}) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert "10.1.0.2" in h1.overlay.peers[vni]
-        assert "/xmasq/v1/hosts/host1" in h1.kv.data  # the heartbeat registered this host
+        assert HOSTS.key("host1") in h1.kv.data  # the heartbeat registered this host
     finally:
         r.stop()
 
@@ -125,4 +126,4 @@ def test_forget_host_removes_exactly_its_records(cluster):
     assert h2.store.forget_host() > 0
     left = [k for k in h1.kv.data if "host2" in k or "10.9.0." in k or k.endswith("/10.1.0.2")]
     assert left == [], left  # its membership, endpoint, pool hold and the pool's addresses
-    assert "/xmasq/v1/endpoints/shared/10.1.0.4" in h1.kv.data  # host1's records stay
+    assert ENDPOINTS.key("shared", "10.1.0.4") in h1.kv.data  # host1's records stay

@@ -18,9 +18,10 @@ import threading
 
 from .. import log
 from .. import protocol as p
+from ..control.layout import ADDRESSES, GATEWAY_OWNER, HOLDERS, pool_id_of, pool_key
 from ..control.model import Address, Pool, Subnet, check_name, check_subnet, is_host_address
 from ..control.state import LocalState
-from ..control.store import GATEWAY_OWNER, ClusterStore, ClusterView, Conflict, Owned, Reassertion, pool_id_of, pool_key
+from ..control.store import ClusterStore, ClusterView, Conflict, Reassertion
 from ..errors import DriverError, NotFound
 
 _log = log.get("ipam")
@@ -197,15 +198,15 @@ class IpamDriver:
                     owner = GATEWAY_OWNER if kind == GATEWAY else host
                     if view.addresses.get(pool, {}).get(ip) == owner:
                         continue
-                    written, theirs = self.store.assert_key(self.store.address_key(pool, ip), owner)
+                    written, theirs = self.store.assert_key(ADDRESSES.key(pool, ip), owner)
                     done.repaired += written
                     if theirs is not None:
                         done.conflicts.append(Conflict("address", f"{pool_id} {ip}", owner, theirs))
-            for pool, _ in view.owned_by(host, Owned.HOLDER):
+            for pool, _ in view.owned_by(host, HOLDERS):
                 if pool_id_of(pool) not in pools:
-                    done.removed += self.store.delete_if(self.store.holder_key(pool), lambda _: True)
+                    done.removed += self.store.delete_if(HOLDERS.key(pool, host), lambda _: True)
                     self.store.free_if_unheld(pool)
-            for pool, ip in view.owned_by(host, Owned.ADDRESS):
+            for pool, ip in view.owned_by(host, ADDRESSES):
                 if ip not in pools.get(pool_id_of(pool), Pool()).addresses:
-                    done.removed += self.store.delete_if(self.store.address_key(pool, ip), lambda v: v == host)
+                    done.removed += self.store.delete_if(ADDRESSES.key(pool, ip), lambda v: v == host)
         return done

@@ -19,6 +19,7 @@ from typing import Any, Protocol, cast
 
 from .. import log
 from .. import protocol as p
+from ..control.layout import ENDPOINTS, MEMBERS, NETWORKS, VNIS
 from ..control.model import (
     OPT_VNI,
     VXLAN_OVERHEAD,
@@ -35,7 +36,7 @@ from ..control.model import (
     subnets_text,
 )
 from ..control.state import LocalState
-from ..control.store import ClusterStore, ClusterView, Conflict, Owned, Reassertion
+from ..control.store import ClusterStore, ClusterView, Conflict, Reassertion
 from ..dataplane.overlay import Underlay, bridge_name, mac_for_ip, veth_names
 from ..errors import BackendError, DriverError, NotFound
 
@@ -422,12 +423,12 @@ class NetworkDriver:
             for nid in list(self.state.networks):
                 with self._locked(nid):
                     self._reassert_network(view, nid, done)
-            for key, _ in view.owned_by(host, Owned.MEMBER):
+            for key, _ in view.owned_by(host, MEMBERS):
                 if key not in keys:
                     vnis = [int(vni) for vni, owner in view.vnis.items() if owner == key]
                     self.store.leave_network(key, vnis[0] if vnis else 0)
                     done.removed += 1
-            for key, ip in view.owned_by(host, Owned.ENDPOINT):
+            for key, ip in view.owned_by(host, ENDPOINTS):
                 if key not in keys:
                     done.removed += self._remove_own_endpoint(key, ip)
         return done
@@ -439,14 +440,14 @@ class NetworkDriver:
         key, host, ours = net.key, self.store.host, net.cluster()
         theirs: ClusterNetwork | str | None = view.networks.get(key)
         if theirs is None:
-            written, held = self.store.assert_key(self.store.network_key(key), ours.encode())
+            written, held = self.store.assert_key(NETWORKS.key(key), ours.encode())
             done.repaired += written
             theirs = None if held is None else ClusterNetwork.decode(held)
         if theirs is not None and (not isinstance(theirs, ClusterNetwork) or not ours.same_network(theirs)):
             described = theirs.describe() if isinstance(theirs, ClusterNetwork) else theirs
             done.conflicts.append(Conflict("network", key, ours.describe(), described))
         if view.vnis.get(str(net.vni)) != key:
-            written, owner = self.store.assert_key(self.store.vni_key(net.vni), key)
+            written, owner = self.store.assert_key(VNIS.key(net.vni), key)
             done.repaired += written
             if owner is not None:
                 done.conflicts.append(Conflict("vni", str(net.vni), key, owner))
@@ -460,7 +461,7 @@ class NetworkDriver:
         for ip, record in mine.items():
             if view.endpoints.get(key, {}).get(ip) == record:
                 continue
-            written, held = self.store.assert_key(self.store.endpoint_key(key, ip), record.encode())
+            written, held = self.store.assert_key(ENDPOINTS.key(key, ip), record.encode())
             other = None if held is None else RemoteEndpoint.decode(held)
             if isinstance(other, RemoteEndpoint) and other.host == host:  # this host's, stale: ours is the truth
                 self.store.put_endpoint(key, [ip], record)
@@ -469,7 +470,7 @@ class NetworkDriver:
                 described = other.describe() if isinstance(other, RemoteEndpoint) else other
                 done.conflicts.append(Conflict("endpoint", f"{key} {ip}", record.describe(), described))
             done.repaired += written
-        stale = {ip for k, ip in view.owned_by(host, Owned.ENDPOINT) if k == key} - mine.keys()
+        stale = {ip for k, ip in view.owned_by(host, ENDPOINTS) if k == key} - mine.keys()
         done.removed += sum(self._remove_own_endpoint(key, ip) for ip in stale)
 
     def _remove_own_endpoint(self, key: str, ip: str) -> bool:
@@ -479,7 +480,7 @@ class NetworkDriver:
             record = RemoteEndpoint.decode(value)
             return isinstance(record, RemoteEndpoint) and record.host == self.store.host
 
-        return self.store.delete_if(self.store.endpoint_key(key, ip), ours)
+        return self.store.delete_if(ENDPOINTS.key(key, ip), ours)
 
     # -- restart ----------------------------------------------------------
     def restore(self) -> None:

@@ -309,6 +309,19 @@ class RemoteEndpoint(EtcdRecord):
         return f"{self.host} {self.endpoint[:12]}"
 
 
+@dataclass(frozen=True, slots=True)
+class HostRecord(EtcdRecord):
+    """A live host as the cluster records it: etcd `hosts/<host>` (on the host's lease)."""
+
+    ip: str  # its underlay address
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HostRecord:
+        if not isinstance(data["ip"], str):
+            raise TypeError("not a host record")
+        return HostRecord(data["ip"])
+
+
 @dataclass(frozen=True)
 class Pool:
     """This host's holds of an IPAM pool and its claims in it: `state.json` pools[<pool id>]."""

@@ -33,9 +33,10 @@ from typing import Any, Protocol
 from .. import log, memory
 from ..errors import BackendError
 from .kv import Changes
+from .layout import ENDPOINTS
 from .model import LocalNetwork, RemoteEndpoint
 from .state import LocalState
-from .store import ClusterStore, ClusterView, Conflict, Owned, Reassertion
+from .store import ClusterStore, ClusterView, Conflict, Reassertion
 
 _log = log.get("reconciler")
 
@@ -204,9 +205,10 @@ class Reconciler:
         assert view is not None
         touched: set[tuple[str, str]] = set()
         for key, value in changes.events:
-            kind, *rest = view.apply(key, value)
-            if kind == "endpoints" and len(rest) == 2:
-                touched.add((rest[0], rest[1]))
+            parsed = view.apply(key, value)
+            if parsed is not None and parsed[0] is ENDPOINTS:
+                network, ip = parsed[1]
+                touched.add((network, ip))
         if changes.events:
             view.revision = max(view.revision, changes.revision)
             self._revision = max(self._revision, view.revision)
@@ -218,7 +220,7 @@ class Reconciler:
         live = self._update_live(view, holding)
         for host in before.keys() | live.keys():
             if before.get(host) != live.get(host):
-                touched.update(view.owned_by(host, Owned.ENDPOINT))
+                touched.update(view.owned_by(host, ENDPOINTS))
         networks = {net.vni: net for net in self.state.snapshot().networks.values()}
         for vni in self._programmed.keys() - networks.keys():  # a network this host no longer has
             self.datapath.update_remote(vni, self._programmed.pop(vni), {})

@@ -1,61 +1,49 @@
-"""Cluster state in etcd: networks, their VNIs and members, endpoints, IPAM.
+"""Cluster state in etcd: the view of every record (`ClusterView`) and the reads and writes of
+one host (`ClusterStore`). The keys and values are layout.py's.
 
-Layout (all under /xmasq/v1/, values are JSON or plain strings):
-  hosts/<host>                 {ip}  on a lease: present while the host's driver is alive
-  networks/<net>               {vni, subnet, gateway, mtu, internal, options}
-  members/<net>/<host>         "1" while <host> has the network
-  vnis/<vni>                   <net>            (unique: claimed with create)
-  endpoints/<net>/<ip>         {host, mac, endpoint}
-  ipam/holders/<pool>/<host>   how many times <host> holds the pool
-  ipam/addresses/<pool>/<ip>   "gateway" or the host that holds the address
 Writes that must be unique (VNI, address) use create (compare-and-swap on absence).
 
 Each host is the authority for its own records (its memberships, endpoints, pool holds and
-address claims, and the network and VNI records of networks it has): it re-asserts them
-when etcd lacks them or holds a stale copy (`assert_key`), and removes its own records that
-it no longer has. A record that someone else now owns is a `Conflict`: reported, never
+address claims, and the network and VNI records of networks it has): records.py re-asserts
+them when etcd lacks them or holds a stale copy (`assert_key`), and removes its own records
+that it no longer has. A record that someone else now owns is a `Conflict`: reported, never
 overwritten.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..errors import BackendError, DriverError
 from .kv import KV, Changes
-from .model import VNI_FIRST, VNI_LAST, Address, ClusterNetwork, RemoteEndpoint
+from .layout import (
+    ADDRESSES,
+    ENDPOINTS,
+    HOLDERS,
+    HOSTS,
+    MEMBER,
+    MEMBERS,
+    NETWORKS,
+    PREFIX,
+    VNIS,
+    Kind,
+    parse,
+    pool_key,
+)
+from .model import VNI_FIRST, VNI_LAST, Address, ClusterNetwork, HostRecord, RemoteEndpoint
 
 T = TypeVar("T")
-PREFIX = "/xmasq/v1/"
-GATEWAY_OWNER = "gateway"
-
-
-def pool_key(pool_id: str) -> str:
-    return pool_id.replace("/", "_")
-
-
-def pool_id_of(key: str) -> str:
-    """The inverse of pool_key: only the subnet and range (before any "@space") had slashes."""
-    head, at, space = key.partition("@")
-    return head.replace("_", "/") + at + space
-
-
-class Owned:
-    """The kinds of record that ClusterView.owned indexes by the host they name as theirs."""
-
-    ENDPOINT, MEMBER, HOLDER, ADDRESS = "endpoint", "member", "holder", "address"
+Owned = tuple[Kind, str, str]  # (kind, network or pool key, ip or "")
 
 
 @dataclass
 class ClusterView:
     """Every record under PREFIX as of `revision`: read in one range read (`parse`), then kept
-    current by applying watch events (`apply`). `owned` indexes each host's records, so a host
-    finds its own without scanning the cluster."""
+    current by applying watch events (`apply`). `owned` indexes each host's records (members,
+    endpoints, holders, addresses), so a host finds its own without scanning the cluster."""
 
     revision: int
     hosts: dict[str, str] = field(default_factory=dict)  # host -> underlay ip
@@ -65,8 +53,7 @@ class ClusterView:
     endpoints: dict[str, dict[str, RemoteEndpoint | str]] = field(default_factory=dict)  # key -> ip -> record
     holders: dict[str, dict[str, str]] = field(default_factory=dict)  # pool key -> host -> holds
     addresses: dict[str, dict[str, str]] = field(default_factory=dict)  # pool key -> ip -> owner
-    # host -> {(kind, network or pool key, ip or "")}: derived from the records above
-    owned: dict[str, set[tuple[str, str, str]]] = field(default_factory=dict, compare=False, repr=False)
+    owned: dict[str, set[Owned]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def parse(cls, items: dict[str, str], revision: int) -> ClusterView:
@@ -75,52 +62,54 @@ class ClusterView:
             view.apply(key, value)
         return view
 
-    def apply(self, key: str, value: str | None) -> tuple[str, ...]:
-        """Record key=value (None: deleted); returns the key's parts after PREFIX."""
-        kind, *rest = parts = tuple(key[len(PREFIX) :].split("/"))
-        if kind == "hosts" and len(rest) == 1:
-            self.hosts.pop(rest[0], None)
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                if value is not None:
-                    self.hosts[rest[0]] = json.loads(value)["ip"]
-        elif kind == "networks" and len(rest) == 1:
-            _put(self.networks, rest[0], None if value is None else ClusterNetwork.decode(value))
-        elif kind == "vnis" and len(rest) == 1:
-            _put(self.vnis, rest[0], value)
-        elif kind == "members" and len(rest) == 2:
-            hosts = self.members.setdefault(rest[0], set())
-            (hosts.discard if value is None else hosts.add)(rest[1])
-            self._own(rest[1], (Owned.MEMBER, rest[0], ""), value is not None)
+    def apply(self, key: str, value: str | None) -> tuple[Kind, tuple[str, ...]] | None:
+        """Record key=value (None: deleted); returns the key's kind and parts (None: not xmasq's)."""
+        parsed = parse(key)
+        if parsed is None:
+            return None
+        kind, (a, *rest) = parsed
+        b = rest[0] if rest else ""
+        if kind is HOSTS:
+            host = None if value is None else HOSTS.decode(value)
+            _put(self.hosts, a, host.ip if isinstance(host, HostRecord) else None)
+        elif kind is NETWORKS:
+            _put(self.networks, a, None if value is None else NETWORKS.decode(value))
+        elif kind is VNIS:
+            _put(self.vnis, a, value)
+        elif kind is MEMBERS:
+            hosts = self.members.setdefault(a, set())
+            (hosts.discard if value is None else hosts.add)(b)
+            self._own(b, (MEMBERS, a, ""), value is not None)
             if not hosts:
-                del self.members[rest[0]]
-        elif kind == "endpoints" and len(rest) == 2:
-            records = self.endpoints.setdefault(rest[0], {})
-            old = records.get(rest[1])
+                del self.members[a]
+        elif kind is ENDPOINTS:
+            records = self.endpoints.setdefault(a, {})
+            old = records.get(b)
             if isinstance(old, RemoteEndpoint):
-                self._own(old.host, (Owned.ENDPOINT, rest[0], rest[1]), False)
-            record = None if value is None else RemoteEndpoint.decode(value)
+                self._own(old.host, (ENDPOINTS, a, b), False)
+            record = None if value is None else ENDPOINTS.decode(value)
             if isinstance(record, RemoteEndpoint):
-                self._own(record.host, (Owned.ENDPOINT, rest[0], rest[1]), True)
-            _put(records, rest[1], record)
+                self._own(record.host, (ENDPOINTS, a, b), True)
+            _put(records, b, record)
             if not records:
-                del self.endpoints[rest[0]]
-        elif kind == "ipam" and len(rest) == 3 and rest[0] == "holders":
-            _put(self.holders.setdefault(rest[1], {}), rest[2], value)
-            self._own(rest[2], (Owned.HOLDER, rest[1], ""), value is not None)
-            if not self.holders[rest[1]]:
-                del self.holders[rest[1]]
-        elif kind == "ipam" and len(rest) == 3 and rest[0] == "addresses":
-            claims = self.addresses.setdefault(rest[1], {})
-            if rest[2] in claims:
-                self._own(claims[rest[2]], (Owned.ADDRESS, rest[1], rest[2]), False)
+                del self.endpoints[a]
+        elif kind is HOLDERS:
+            _put(self.holders.setdefault(a, {}), b, value)
+            self._own(b, (HOLDERS, a, ""), value is not None)
+            if not self.holders[a]:
+                del self.holders[a]
+        elif kind is ADDRESSES:
+            claims = self.addresses.setdefault(a, {})
+            if b in claims:
+                self._own(claims[b], (ADDRESSES, a, b), False)
             if value is not None:
-                self._own(value, (Owned.ADDRESS, rest[1], rest[2]), True)
-            _put(claims, rest[2], value)
+                self._own(value, (ADDRESSES, a, b), True)
+            _put(claims, b, value)
             if not claims:
-                del self.addresses[rest[1]]
-        return parts
+                del self.addresses[a]
+        return parsed
 
-    def _own(self, host: str, record: tuple[str, str, str], present: bool) -> None:
+    def _own(self, host: str, record: Owned, present: bool) -> None:
         if present:
             self.owned.setdefault(host, set()).add(record)
         elif record in self.owned.get(host, ()):
@@ -128,9 +117,9 @@ class ClusterView:
             if not self.owned[host]:
                 del self.owned[host]
 
-    def owned_by(self, host: str, kind: str) -> list[tuple[str, str]]:
+    def owned_by(self, host: str, kind: Kind) -> list[tuple[str, str]]:
         """(network or pool key, ip) of each of `host`'s records of one kind."""
-        return [(a, b) for k, a, b in self.owned.get(host, ()) if k == kind]
+        return [(a, b) for k, a, b in self.owned.get(host, ()) if k is kind]
 
 
 def _put(table: dict[str, T], key: str, value: T | None) -> None:
@@ -158,6 +147,11 @@ class Reassertion:
     removed: int = 0  # own records etcd had that this host no longer has
     conflicts: list[Conflict] = field(default_factory=list)
 
+    def add(self, other: Reassertion) -> None:
+        self.repaired += other.repaired
+        self.removed += other.removed
+        self.conflicts += other.conflicts
+
 
 class ClusterStore:
     def __init__(self, kv: KV, host: str):
@@ -166,7 +160,7 @@ class ClusterStore:
 
     # -- hosts ------------------------------------------------------------
     def register_host(self, ip: str, lease: int) -> None:
-        self.kv.put(f"{PREFIX}hosts/{self.host}", json.dumps({"ip": ip}), lease=lease)
+        self.kv.put(HOSTS.key(self.host), HOSTS.encode(HostRecord(ip)), lease=lease)
 
     def keep_registered(self, ip: str, ttl: int, lease: int) -> tuple[int, bool]:
         """Renew this host's lease; if it expired (or there is none yet) register the host on a new
@@ -179,11 +173,16 @@ class ClusterStore:
 
     def hosts(self) -> tuple[dict[str, str], int]:
         """(host -> underlay ip of every live host, revision read at)."""
-        raw, revision = self.kv.list_prefix(f"{PREFIX}hosts/")
-        return {k.rsplit("/", 1)[1]: json.loads(v)["ip"] for k, v in raw.items()}, revision
+        raw, revision = self.kv.list_prefix(HOSTS.prefix())
+        view = ClusterView.parse(raw, revision)
+        return view.hosts, revision
 
     def view(self) -> ClusterView:
         return ClusterView.parse(*self.kv.list_prefix(PREFIX))
+
+    def changes(self, revision: int, timeout: float) -> Changes:
+        """The changes to the cluster from `revision` on (waits up to `timeout` for one)."""
+        return self.kv.watch(PREFIX, revision, timeout)
 
     # -- re-asserting this host's records ---------------------------------
     def assert_key(self, key: str, value: str) -> tuple[bool, str | None]:
@@ -205,33 +204,10 @@ class ClusterStore:
         self.kv.delete(key)
         return True
 
-    @staticmethod
-    def network_key(net: str) -> str:
-        return f"{PREFIX}networks/{net}"
-
-    @staticmethod
-    def vni_key(vni: int) -> str:
-        return f"{PREFIX}vnis/{vni}"
-
-    def endpoint_key(self, net: str, ip: str) -> str:
-        return f"{PREFIX}endpoints/{net}/{ip}"
-
-    def holder_key(self, pool: str) -> str:
-        """The key of this host's holds of a pool (by its key, see pool_key)."""
-        return f"{PREFIX}ipam/holders/{pool}/{self.host}"
-
-    @staticmethod
-    def address_key(pool: str, ip: str) -> str:
-        return f"{PREFIX}ipam/addresses/{pool}/{ip}"
-
-    def changes(self, revision: int, timeout: float) -> Changes:
-        """The changes to the cluster from `revision` on (waits up to `timeout` for one)."""
-        return self.kv.watch(PREFIX, revision, timeout)
-
     # -- networks ---------------------------------------------------------
     def get_network(self, net: str) -> ClusterNetwork | None:
-        raw = self.kv.get(self.network_key(net))
-        record = ClusterNetwork.decode(raw) if raw else None
+        raw = self.kv.get(NETWORKS.key(net))
+        record = NETWORKS.decode(raw) if raw else None
         if isinstance(record, str):
             raise DriverError(f"etcd's record of network {net} is not xmasq's: {record[:100]!r}")
         return record
@@ -239,43 +215,51 @@ class ClusterStore:
     def claim_vni(self, net: str, vni: int | None) -> int:
         """Claim `vni` (or the lowest free one) for network `net`; idempotent."""
         if vni is not None:
-            _, owner = self.assert_key(self.vni_key(vni), net)
+            _, owner = self.assert_key(VNIS.key(vni), net)
             if owner is None:
                 return vni
             raise DriverError(f"VNI {vni} is already used by network {owner}")
-        used = self.kv.get_prefix(f"{PREFIX}vnis/")
-        for key, owner in used.items():
+        used = self._vnis()
+        for candidate, owner in used.items():
             if owner == net:
-                return int(key.rsplit("/", 1)[1])
-        taken = {int(k.rsplit("/", 1)[1]) for k in used}
+                return candidate
         for candidate in range(VNI_FIRST, VNI_LAST + 1):
-            if candidate not in taken and self.kv.create(f"{PREFIX}vnis/{candidate}", net):
+            if candidate not in used and self.kv.create(VNIS.key(candidate), net):
                 return candidate
         raise DriverError("no free VNI left")
 
+    def _vnis(self) -> dict[int, str]:
+        """Every claimed VNI -> the network that holds it."""
+        items, revision = self.kv.list_prefix(VNIS.prefix())
+        return {int(vni): net for vni, net in ClusterView.parse(items, revision).vnis.items() if vni.isdigit()}
+
+    def _has_members(self, net: str) -> bool:
+        return bool(self.kv.get_prefix(MEMBERS.prefix(net)))
+
     def release_if_unused(self, net: str) -> bool:
         """Forget network `net` (its VNI, its record) unless some host still has it."""
-        if self.kv.get_prefix(f"{PREFIX}members/{net}/"):
+        if self._has_members(net):
             return False
-        vnis = [key for key, owner in self.kv.get_prefix(f"{PREFIX}vnis/").items() if owner == net]
-        self.kv.txn({}, [*vnis, self.network_key(net)])
+        vnis = [VNIS.key(vni) for vni, owner in self._vnis().items() if owner == net]
+        self.kv.txn({}, [*vnis, NETWORKS.key(net)])
         return True
 
     def join_network(self, net: str, record: ClusterNetwork | None = None) -> None:
         """This host's membership, and with `record` the network's record too (one transaction:
         a network is never in etcd without a member, nor a member without its network)."""
-        self.kv.txn({self._member_key(net): "1", **({self.network_key(net): record.encode()} if record else {})})
-
-    def _member_key(self, net: str) -> str:
-        return f"{PREFIX}members/{net}/{self.host}"
+        puts = {MEMBERS.key(net, self.host): MEMBER}
+        if record is not None:
+            puts[NETWORKS.key(net)] = NETWORKS.encode(record)
+        self.kv.txn(puts)
 
     def leave_network(self, net: str, vni: int) -> bool:
         """Drop this host's membership; the last member removes the network. True if last."""
-        self.kv.delete(self._member_key(net))
-        if self.kv.get_prefix(f"{PREFIX}members/{net}/"):
+        self.kv.delete(MEMBERS.key(net, self.host))
+        if self._has_members(net):
             return False
-        vni_record = [self.vni_key(vni)] if self.kv.get(self.vni_key(vni)) == net else []
-        self.kv.txn({}, [f"{PREFIX}endpoints/{net}/", self.network_key(net), *vni_record])
+        vni_key = VNIS.key(vni)
+        vni_record = [vni_key] if self.kv.get(vni_key) == net else []
+        self.kv.txn({}, [ENDPOINTS.prefix(net), NETWORKS.key(net), *vni_record])
         return True
 
     def forget_host(self) -> int:
@@ -283,80 +267,75 @@ class ClusterStore:
         never clean up): memberships (the last member's network goes), endpoints, addresses,
         pool holds. Refused while the host is registered. Returns how many keys went."""
         items, revision = self.kv.list_prefix(PREFIX)
-        if f"{PREFIX}hosts/{self.host}" in items:
+        if HOSTS.key(self.host) in items:
             raise BackendError(f"host {self.host} is registered (alive): stop its driver first")
         view = ClusterView.parse(items, revision)
-        for key, members in view.members.items():
-            if self.host in members:
-                net = view.networks.get(key)
-                self.leave_network(key, net.vni if isinstance(net, ClusterNetwork) else 0)
-        for pool, holders in view.holders.items():
-            if self.host in holders:
-                self.kv.delete(self.holder_key(pool))
-                self.free_if_unheld(pool)
-        for key, records in view.endpoints.items():
-            for ip, record in records.items():
-                if isinstance(record, RemoteEndpoint) and record.host == self.host:
-                    self.kv.delete(self.endpoint_key(key, ip))
-        for pool, claims in view.addresses.items():
-            for ip, owner in claims.items():
-                if owner == self.host:
-                    self.kv.delete(self.address_key(pool, ip))
+        for key, _ in view.owned_by(self.host, MEMBERS):
+            net = view.networks.get(key)
+            self.leave_network(key, net.vni if isinstance(net, ClusterNetwork) else 0)
+        for pool, _ in view.owned_by(self.host, HOLDERS):
+            self.kv.delete(HOLDERS.key(pool, self.host))
+            self.free_if_unheld(pool)
+        for key, ip in view.owned_by(self.host, ENDPOINTS):
+            self.kv.delete(ENDPOINTS.key(key, ip))
+        for pool, ip in view.owned_by(self.host, ADDRESSES):
+            self.kv.delete(ADDRESSES.key(pool, ip))
         return len(items) - len(self.kv.get_prefix(PREFIX))
 
     # -- endpoints --------------------------------------------------------
     def put_endpoint(self, net: str, ips: list[str], record: RemoteEndpoint) -> None:
         """The record under each of the endpoint's addresses (one transaction: a dual-stack endpoint
         is never in etcd by one address only)."""
-        self.kv.txn({self.endpoint_key(net, ip): record.encode() for ip in ips})
+        self.kv.txn({ENDPOINTS.key(net, ip): ENDPOINTS.encode(record) for ip in ips})
 
     def delete_endpoint(self, net: str, ips: list[str]) -> None:
-        self.kv.txn({}, [self.endpoint_key(net, ip) for ip in ips])
+        self.kv.txn({}, [ENDPOINTS.key(net, ip) for ip in ips])
 
     def get_endpoint(self, net: str, ip: str) -> RemoteEndpoint | None:
         """The record of address `ip` on network `net`, if xmasq wrote one."""
-        raw = self.kv.get(self.endpoint_key(net, ip))
-        record = RemoteEndpoint.decode(raw) if raw else None
+        raw = self.kv.get(ENDPOINTS.key(net, ip))
+        record = ENDPOINTS.decode(raw) if raw else None
         return record if isinstance(record, RemoteEndpoint) else None
 
     # -- IPAM -------------------------------------------------------------
     def hold_pool(self, pool_id: str) -> None:
-        key = self.holder_key(pool_key(pool_id))
-        self.kv.put(key, str(int(self.kv.get(key) or 0) + 1))
+        key = HOLDERS.key(pool_key(pool_id), self.host)
+        self.kv.put(key, HOLDERS.encode(int(self.kv.get(key) or 0) + 1))
 
     def set_holds(self, pool: str, holds: int) -> None:
         """This host's holds of a pool (by its key) as this host counts them."""
-        self.kv.put(self.holder_key(pool), str(holds))
+        self.kv.put(HOLDERS.key(pool, self.host), HOLDERS.encode(holds))
 
     def release_pool(self, pool_id: str) -> bool:
         """Drop one hold of this host; the last hold in the cluster frees every address."""
-        key = self.holder_key(pool_key(pool_id))
+        key = HOLDERS.key(pool_key(pool_id), self.host)
         count = int(self.kv.get(key) or 0) - 1
         if count > 0:
-            self.kv.put(key, str(count))
+            self.kv.put(key, HOLDERS.encode(count))
             return False
         self.kv.delete(key)
         return self.free_if_unheld(pool_key(pool_id))
 
     def free_if_unheld(self, pool: str) -> bool:
         """Free every address of the pool (by its key) once no host holds it."""
-        if self.kv.get_prefix(f"{PREFIX}ipam/holders/{pool}/"):
+        if self.kv.get_prefix(HOLDERS.prefix(pool)):
             return False
-        self.kv.txn({}, [f"{PREFIX}ipam/addresses/{pool}/"])
+        self.kv.txn({}, [ADDRESSES.prefix(pool)])
         return True
 
     def pool_held(self, pool_id: str) -> bool:
-        return bool(self.kv.get_prefix(f"{PREFIX}ipam/holders/{pool_key(pool_id)}/"))
+        return bool(self.kv.get_prefix(HOLDERS.prefix(pool_key(pool_id))))
 
     def claim_address(self, pool_id: str, ip: Address, owner: str) -> bool:
-        return self.kv.create(self.address_key(pool_key(pool_id), str(ip)), owner)
+        return self.kv.create(ADDRESSES.key(pool_key(pool_id), str(ip)), owner)
 
     def address_owner(self, pool_id: str, ip: Address) -> str | None:
-        return self.kv.get(self.address_key(pool_key(pool_id), str(ip)))
+        return self.kv.get(ADDRESSES.key(pool_key(pool_id), str(ip)))
 
     def claimed_addresses(self, pool_id: str) -> set[Address]:
-        items = self.kv.get_prefix(f"{PREFIX}ipam/addresses/{pool_key(pool_id)}/")
-        return {ipaddress.ip_address(k.rsplit("/", 1)[1]) for k in items}
+        items, revision = self.kv.list_prefix(ADDRESSES.prefix(pool_key(pool_id)))
+        claims = ClusterView.parse(items, revision).addresses.get(pool_key(pool_id), {})
+        return {ipaddress.ip_address(ip) for ip in claims}
 
     def release_address(self, pool_id: str, ip: Address) -> None:
-        self.kv.delete(self.address_key(pool_key(pool_id), str(ip)))
+        self.kv.delete(ADDRESSES.key(pool_key(pool_id), str(ip)))
