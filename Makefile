@@ -44,26 +44,26 @@ test-release: dev ## the README's commands on the other Debian release, in a con
 	$(VENV)/bin/python -m tests.release $(if $(RELEASE),--release $(RELEASE))
 
 demo: dev run   ## two testbed hosts, one xmasq network across them, a ping (removes it all after)
-	$(VENV)/bin/python scripts/demo.py
+	$(VENV)/bin/python -m lab demo
 
 bench: dev run  ## benchmark vs host, Docker overlay and bridge, unpinned and pinned, then the service VIPs (QUICK=1: 2 x 1 s, no services; PIN=CPU; MODES=)
-	$(VENV)/bin/python bench/run.py $(if $(QUICK),--quick) $(if $(PIN),--pin $(PIN)) $(if $(MODES),--modes $(MODES))
-	$(if $(QUICK),,$(VENV)/bin/python bench/services.py $(if $(PIN),--pin $(PIN)))
+	$(VENV)/bin/python -m bench.run $(if $(QUICK),--quick) $(if $(PIN),--pin $(PIN)) $(if $(MODES),--modes $(MODES))
+	$(if $(QUICK),,$(VENV)/bin/python -m bench.services $(if $(PIN),--pin $(PIN)))
 
 bench-services: dev run ## a swarm service through its xmasq VIP vs its task address and Docker's overlay; failover times
-	$(VENV)/bin/python bench/services.py $(if $(PIN),--pin $(PIN))
+	$(VENV)/bin/python -m bench.services $(if $(PIN),--pin $(PIN))
 
 scale: dev      ## control plane at scale: a real driver, simulated hosts in etcd (HOSTS=1000 ENDPOINTS=100000)
-	$(VENV)/bin/python bench/scale.py $(if $(HOSTS),--hosts $(HOSTS)) $(if $(ENDPOINTS),--endpoints $(ENDPOINTS))
+	$(VENV)/bin/python -m bench.scale $(if $(HOSTS),--hosts $(HOSTS)) $(if $(ENDPOINTS),--endpoints $(ENDPOINTS))
 
 converge: dev   ## convergence on a 5-host testbed: docker run to reachable from all others, removal gone from all
-	$(VENV)/bin/python bench/convergence.py
+	$(VENV)/bin/python -m bench.convergence
 
 plugin:         ## build the image (Dockerfile) and create the managed plugin xmasq/xmasq:latest
 	@scripts/plugin.sh
 
 profile: dev run ## ns per packet of each eBPF program; CPU per round trip by kernel area vs the host network (perf)
-	$(VENV)/bin/python bench/profile.py
+	$(VENV)/bin/python -m bench.profile
 
 UNIT_DIR ?= /etc/systemd/system
 units:          ## render the systemd units into build/systemd (install copies them)

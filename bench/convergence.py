@@ -1,6 +1,6 @@
 """Convergence on a real testbed: `make converge` (5 hosts, 50 containers).
 
-    sudo .venv/bin/python bench/convergence.py [--hosts 5] [--rounds 50] [--out results/]
+    .venv/bin/python -m bench.convergence [--hosts 5] [--rounds 50] [--out results/]
 
 Each round starts a container on one host (in turn) and times, from `docker run`, until every
 other host's container gets a UDP reply from it (udpecho probes every 10 ms, from inside each
@@ -23,19 +23,17 @@ import threading
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from docker.types import IPAMConfig, IPAMPool
+from pyroute2 import NetNS
 
-from docker.types import IPAMConfig, IPAMPool  # noqa: E402
-from pyroute2 import NetNS  # noqa: E402
-
-from lab import results  # noqa: E402
-from lab.image import ensure_image  # noqa: E402
-from lab.scale import has_neighbour, percentile  # noqa: E402
-from lab.testbed import Testbed  # noqa: E402
-from xmasq_driver.config import Config  # noqa: E402
-from xmasq_driver.control.kv import EtcdKV  # noqa: E402
-from xmasq_driver.control.layout import ENDPOINTS, NETWORKS, PREFIX  # noqa: E402
-from xmasq_driver.dataplane.overlay import vxlan_name  # noqa: E402
+from lab import results
+from lab.image import ensure_image
+from lab.scale import has_neighbour, percentile
+from lab.testbed import Testbed
+from xmasq_driver.config import Config
+from xmasq_driver.control.kv import EtcdKV
+from xmasq_driver.control.layout import ENDPOINTS, NETWORKS, PREFIX
+from xmasq_driver.dataplane.overlay import vxlan_name
 
 NET, SUBNET = "converge", "10.235.0.0/24"
 TARGETS = "reachable from all others p99 < 1 s (docker run included); removal gone from all p99 < 200 ms"

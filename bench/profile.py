@@ -1,6 +1,6 @@
 """Where the fast path spends its time, against the host network, on a 2-host testbed.
 
-    sudo .venv/bin/python bench/profile.py [--seconds S] [--pairs N] [--cpu CPU]
+    .venv/bin/python -m bench.profile [--seconds S] [--pairs N] [--cpu CPU]
 
 1. Per packet, each eBPF program (the kernel's BPF run-time statistics, kernel.bpf_stats_enabled)
    during an iperf3 TCP flow and a sockperf UDP ping-pong between containers on the fast path.
@@ -30,11 +30,8 @@ import tempfile
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import run as bench  # noqa: E402  (bench/run.py: the benchmark's scenarios; puts the project on the path)
-
-from lab.testbed import Testbed  # noqa: E402
+from bench import run as bench
+from lab.testbed import Testbed
 
 PROGRAMS = ("from_container", "to_container", "to_nic", "from_nic")
 SCENARIOS = ("host", "xmasq-on")

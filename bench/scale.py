@@ -1,6 +1,6 @@
 """Control plane at scale: `make scale` (HOSTS=, ENDPOINTS=): one real driver, simulated hosts in etcd.
 
-    sudo .venv/bin/python bench/scale.py [--hosts 1000] [--endpoints 100000] [--changes 100] [--out results/]
+    .venv/bin/python -m bench.scale [--hosts 1000] [--endpoints 100000] [--changes 100] [--out results/]
 
 What lab/scale.py measures, against the targets of the scale issue; the record goes to
 results/scale.json and results/scale.md.
@@ -13,9 +13,7 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from lab import results, scale  # noqa: E402
+from lab import results, scale
 
 TARGETS = "all programmed <= 60 s after the last write; one change <= 100 ms p99, <= 10 ms driver CPU; RSS <= 300 MB"
 

@@ -1,6 +1,6 @@
 """Benchmark: a Swarm service through its VIP on xmasq, against its task's own address and Docker's overlay.
 
-    sudo .venv/bin/python bench/services.py [--rounds N] [--seconds S] [--pin CPU] [--out results/services]
+    .venv/bin/python -m bench.services [--rounds N] [--seconds S] [--pin CPU] [--out results/services]
 
 Two testbed hosts with the managed plugin (the build of `scripts/plugin.sh build`) in a swarm; a
 service of redis and nginx (one task, on h2) on an xmasq network and on Docker's overlay; one
@@ -26,12 +26,11 @@ import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-from bench.run import SERVERS, _container_pids, http_load, pin_processes, ratios, redis_gets, summary  # noqa: E402
-from lab.image import ensure_image  # noqa: E402
-from lab.testbed import Testbed  # noqa: E402
-from xmasq_driver import client as plugin_api  # noqa: E402
+from bench.report import ratios, summary
+from bench.run import SERVERS, _container_pids, http_load, pin_processes, redis_gets
+from lab.image import ensure_image
+from lab.testbed import Testbed
+from xmasq_driver.ops import client as plugin_api
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 PLUGIN = "xmasq/xmasq:latest"

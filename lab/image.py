@@ -16,6 +16,8 @@ import tempfile
 
 import docker
 
+from lab import require
+
 REPO = "xmasq-test/busybox"
 HERE = os.path.dirname(__file__)
 BUSYBOX = "/bin/busybox"
@@ -42,6 +44,7 @@ def _digest() -> str:
 
 def ensure_image(client: docker.DockerClient) -> str:
     """Import REPO:<digest> into this dockerd unless it has it; returns the tag."""
+    require("the test image", commands=(BUSYBOX, "gcc", *TOOLS))
     tag = f"{REPO}:{_digest()}"
     try:
         client.images.get(tag)

@@ -1,4 +1,4 @@
-"""A multi-host testbed on one machine: `xmasq testbed up --hosts N | down | exec HOST -- CMD`.
+"""A multi-host testbed on one machine: `python -m lab testbed up --hosts N | down | exec HOST -- CMD`.
 
 Each host is a network namespace `xmtb-h<i>` on an underlay bridge `xmtb0` (the host's
 eth0 at <subnet>.<i>, the bridge at <subnet>.254), with its own dockerd (own data and
@@ -64,13 +64,19 @@ def _run(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.Compl
 
 
 def _wait(what: str, ok, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+    """Until ok() is true. What fails meanwhile is what is not up yet, and is named if it lasts; a
+    missing module is not going to come up: it stops the wait at once."""
+    deadline, last = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
+        try:
             if ok():
                 return
+        except ImportError:
+            raise
+        except Exception as e:
+            last = f" (last: {type(e).__name__}: {e})"
         time.sleep(0.1)
-    raise RuntimeError(f"testbed: {what} did not come up within {timeout}s")
+    raise RuntimeError(f"testbed: {what} did not come up within {timeout}s{last}")
 
 
 @dataclass

@@ -7,14 +7,15 @@ import os
 import subprocess
 import sys
 
-BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "run.py")
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def test_quick_mode_smallest_scenario(tb, tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            BENCH,
+            "-m",
+            "bench.run",
             "--quick",
             "--scenarios",
             "xmasq-on,xmasq-on6",
@@ -25,6 +26,7 @@ def test_quick_mode_smallest_scenario(tb, tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((tmp_path / "bench-quick.json").read_text())
@@ -44,6 +46,11 @@ def test_quick_mode_smallest_scenario(tb, tmp_path):
     report = (tmp_path / "bench-quick.md").read_text()
     assert "| tcp_gbps |" in report and "| redis_c1_per_s |" in report and "pinned to CPU 1" in report
     assert "### Cross-host over IPv6" in report
+    # The report is made again from the record alone, by the reporting module.
+    (tmp_path / "bench-quick.md").unlink()
+    again = [sys.executable, "-m", "bench.report", "--render", str(tmp_path / "bench-quick.json")]
+    assert subprocess.run(again, capture_output=True, text=True, cwd=ROOT, timeout=120).returncode == 0
+    assert (tmp_path / "bench-quick.md").read_text() == report
     # Nothing of the benchmark is left on the testbed.
     for h in ("h1", "h2"):
         assert tb.docker(h).containers.list(all=True, filters={"name": "bench-"}) == []

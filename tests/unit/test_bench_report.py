@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-from typing import Any
-
-
-def _load(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(os.path.dirname(__file__), "..", "..", "bench", name)
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench, profile = _load("run.py"), _load("profile.py")
+from bench import profile, report
+from bench import run as bench
 
 
 def test_ratios_show_the_medians_and_the_range_within_rounds() -> None:
@@ -26,7 +12,7 @@ def test_ratios_show_the_medians_and_the_range_within_rounds() -> None:
         "host": [{"rr": 100.0, "retr": 10.0}, {"rr": 50.0, "retr": 0.0}, {"rr": 90.0, "retr": 30.0}],
         "xmasq-on": [{"rr": 120.0, "retr": 0.0}, {"rr": 65.0, "retr": 0.0}, {"rr": 99.0, "retr": 0.0}],
     }
-    lines = bench.table(samples, ("host", "xmasq-on")).splitlines()
+    lines = report.table(samples, ("host", "xmasq-on")).splitlines()
     assert lines[0] == "| metric | host | xmasq-on | on / host |"
     assert lines[2] == "| rr | 90 (50-100) | 99 (65-120) | 1.10 (1.10-1.30) |"
     assert lines[3] == "| retr | 10 (0-30) | 0 (0-0) | 0.00 (0.00-0.00) |"  # rounds with no baseline left out
@@ -34,17 +20,17 @@ def test_ratios_show_the_medians_and_the_range_within_rounds() -> None:
 
 def test_a_baseline_of_zero_gives_no_ratio() -> None:
     samples = {"xmasq-off": [{"retr": 0.0}] * 2, "xmasq-on": [{"retr": 3.0}] * 2}
-    assert bench.table(samples, ("xmasq-off", "xmasq-on")).splitlines()[2] == "| retr | 0 (0-0) | 3 (3-3) | - |"
+    assert report.table(samples, ("xmasq-off", "xmasq-on")).splitlines()[2] == "| retr | 0 (0-0) | 3 (3-3) | - |"
 
 
 def test_xmasq_is_compared_with_every_alternative_measured() -> None:
     one = [{"rr": 1.0}]
     samples = {"host": one, "overlay": one, "xmasq-on": one, "xmasq-nosteer": one}
-    head = bench.table(samples, bench.CROSS).splitlines()[0]
+    head = report.table(samples, report.CROSS).splitlines()[0]
     ratios = "on / host | on / overlay | on / xmasq-nosteer"
     assert head == f"| metric | host | overlay | xmasq-on | xmasq-nosteer | {ratios} |"
     same = {"bridge": one, "xmasq-on-local": one}
-    assert bench.table(same, bench.SAME).splitlines()[0] == "| metric | bridge | xmasq-on-local | on / bridge |"
+    assert report.table(same, report.SAME).splitlines()[0] == "| metric | bridge | xmasq-on-local | on / bridge |"
 
 
 def test_the_chart_shows_how_many_times_better_xmasq_is_whatever_the_metric() -> None:
@@ -52,8 +38,8 @@ def test_the_chart_shows_how_many_times_better_xmasq_is_whatever_the_metric() ->
         "overlay": [{"rr_per_s": 100.0, "rr_p99_us": 40.0}, {"rr_per_s": 80.0, "rr_p99_us": 50.0}],
         "xmasq-on": [{"rr_per_s": 150.0, "rr_p99_us": 20.0}, {"rr_per_s": 160.0, "rr_p99_us": 20.0}],
     }
-    assert bench.advantage(samples, "xmasq-on", "overlay", "rr_per_s") == (155 / 90, 1.5, 2.0)
-    assert bench.advantage(samples, "xmasq-on", "overlay", "rr_p99_us") == (45 / 20, 2.0, 2.5)  # lower is better
+    assert report.advantage(samples, "xmasq-on", "overlay", "rr_per_s") == (155 / 90, 1.5, 2.0)
+    assert report.advantage(samples, "xmasq-on", "overlay", "rr_p99_us") == (45 / 20, 2.0, 2.5)  # lower is better
 
 
 def test_applications_report_their_own_rates() -> None:
@@ -114,7 +100,7 @@ def test_the_targets_say_what_was_met_and_where_the_default_lost_to_no_steering(
         "xmasq-on": rounds,
         "xmasq-nosteer": [{"http_rps": 140.0, "tcp_gbps": 9.0}] * 2,  # http: faster without steering, every round
     }
-    lines = bench.targets({"pinned": samples}).splitlines()
+    lines = report.targets({"pinned": samples}).splitlines()
     assert "| pinned | cross | overlay | http_rps | >= 1.1 | 1.25 (1.20-1.30) | met |" in lines
     assert "| pinned | cross | host | tcp_gbps | >= 0.95 | 0.93 (0.90-0.95) | missed |" in lines
     assert lines[-1] == "Default steering slower than none in every round: pinned xmasq-on: http_rps 0.89 (0.86-0.93)"

@@ -1,14 +1,10 @@
-"""`make demo`: two hosts on a testbed, one xmasq network across them, a ping between them."""
+"""`make demo` (`python -m lab demo`): two hosts on a testbed, one xmasq network across them, a
+ping between them."""
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-from lab.image import ensure_image  # noqa: E402
-from lab.testbed import Testbed  # noqa: E402
+from lab.image import ensure_image
+from lab.testbed import Testbed
 
 
 def main() -> int:
@@ -28,11 +24,7 @@ def main() -> int:
             c.reload()
             ips[host] = c.attrs["NetworkSettings"]["Networks"]["demo"]["IPAddress"]
             print(f"{host} ({tb.host_ip(host)}): container demo-{host} has {ips[host]}")
-        print(f"\n$ xmasq testbed exec h1 -- docker exec demo-h1 ping -c 3 {ips['h2']}")
+        print(f"\n$ python -m lab testbed exec h1 -- docker exec demo-h1 ping -c 3 {ips['h2']}")
         return tb.in_host("h1", ["docker", "exec", "demo-h1", "ping", "-c", "3", ips["h2"]]).returncode
     finally:
         tb.down()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
