@@ -31,6 +31,7 @@ import time
 from typing import Any
 
 from bench import run as bench
+from lab import require
 from lab.testbed import Testbed
 
 PROGRAMS = ("from_container", "to_container", "to_nic", "from_nic")
@@ -138,6 +139,7 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=3, help="interleaved host / fast-path pairs for part 2")
     parser.add_argument("--cpu", type=int, default=1, help="the CPU that clients and servers run on")
     args = parser.parse_args()
+    require("the profile", commands=("perf", "bpftool"))
     tb = Testbed.up(2)
     bed = bench.Bench(tb, args.seconds, SCENARIOS, args.cpu)
     tmp = tempfile.mkdtemp(prefix="xmasq-profile-")

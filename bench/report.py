@@ -14,6 +14,8 @@ import statistics
 import sys
 from typing import Any
 
+from lab import require
+
 # What the benchmark measures, by name: run.py measures these scenarios in these modes.
 CROSS = ("host", "overlay", "xmasq-off", "xmasq-on", "xmasq-nosteer")
 SAME = ("host-local", "bridge", "xmasq-off-local", "xmasq-on-local", "xmasq-nosteer-local")
@@ -79,6 +81,7 @@ def advantage(samples: Samples, on: str, ref: str, metric: str) -> tuple[float, 
 
 
 def _pyplot() -> Any:
+    require("the benchmark's charts", modules=("matplotlib",))
     import matplotlib
 
     matplotlib.use("Agg")

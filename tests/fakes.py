@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 from collections.abc import Iterable
 
 from xmasq_driver.control.kv import Changes
-from xmasq_driver.control.model import PortMapping
+from xmasq_driver.control.model import Interface, PortMapping
 from xmasq_driver.dataplane.overlay import Underlay, veth_names
 from xmasq_driver.errors import BackendError
 
@@ -136,11 +135,9 @@ class FakeOverlay:
     def underlay(self) -> Underlay:
         return Underlay("eth0", 2, "192.0.2.2", self._mtu)
 
-    def ensure_network(
-        self, vni: int, gateway: ipaddress.IPv4Interface, mtu: int, gateway6: ipaddress.IPv6Interface | None = None
-    ) -> None:
-        self.networks[vni] = (str(gateway), mtu)
-        self.gateways6[vni] = str(gateway6 or "")
+    def ensure_network(self, vni: int, gateways: list[Interface], mtu: int) -> None:
+        self.networks[vni] = (str(gateways[0]), mtu)
+        self.gateways6[vni] = "".join(str(gw) for gw in gateways if gw.version == 6)
 
     def delete_network(self, vni: int) -> None:
         self.networks.pop(vni, None)
@@ -199,9 +196,9 @@ class FakeFirewall:
     def ensure_base(self) -> None:
         pass
 
-    def add_network(self, vni: int, bridge: str, subnet: str, internal: bool, subnet6: str = "") -> None:
-        self.networks[vni] = (bridge, subnet, internal)
-        self.subnets6[vni] = subnet6
+    def add_network(self, vni: int, bridge: str, subnets: list[str], internal: bool) -> None:
+        self.networks[vni] = (bridge, subnets[0], internal)
+        self.subnets6[vni] = "".join(subnets[1:])
 
     def remove_network(self, vni: int) -> None:
         self.networks.pop(vni, None)
@@ -230,9 +227,9 @@ class FakeDatapath:
         self.local6: dict[tuple[int, str], str | None] = {}  # the IPv6 address add_local was given
         self.flows = 3
 
-    def add_local(self, ifname: str, vni: int, ip: str, mac: str, fast: bool, ip6: str | None = None) -> None:
-        self.local[(vni, ip)] = (ifname, mac, fast)
-        self.local6[(vni, ip)] = ip6
+    def add_local(self, ifname: str, vni: int, ips: list[str], mac: str, fast: bool) -> None:
+        self.local[(vni, ips[0])] = (ifname, mac, fast)
+        self.local6[(vni, ips[0])] = ips[1] if len(ips) > 1 else None
 
     def remove_local(self, vni: int, ip: str) -> None:
         self.local.pop((vni, ip), None)

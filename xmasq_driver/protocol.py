@@ -26,6 +26,7 @@ DOCKER_PREFIX = "com.docker.network."  # keys Docker itself sets or interprets
 MTU = "com.docker.network.driver.mtu"
 IFACE_PREFIX = "com.docker.network.container_iface_prefix"
 PORTMAP = "com.docker.network.portmap"
+ADDRESS_FIELDS = {4: "Address", 6: "AddressIPv6"}  # an endpoint's address per IP version, in Interface
 REQUEST_ADDRESS_TYPE = "RequestAddressType"
 GATEWAY_ADDRESS_TYPE = "com.docker.network.gateway"
 

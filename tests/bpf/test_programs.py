@@ -108,8 +108,8 @@ def dp():
     d = Datapath(pin, "xmtbnic0", sizes={"FLOW_MAX": 1024, "REMOTE_MAX": 1024})
     try:
         assert d.load(), d.reason
-        d.add_local("xmtblxc0", VNI, ME, mac_for_ip(ipaddress.IPv4Address(ME)), ip6=ME6)
-        d.add_local("xmtblxc2", VNI, NEIGHBOUR, mac_for_ip(ipaddress.IPv4Address(NEIGHBOUR)), ip6=NEIGHBOUR6)
+        d.add_local("xmtblxc0", VNI, [ME, ME6], mac_for_ip(ipaddress.IPv4Address(ME)))
+        d.add_local("xmtblxc2", VNI, [NEIGHBOUR, NEIGHBOUR6], mac_for_ip(ipaddress.IPv4Address(NEIGHBOUR)))
         d.update_remote(VNI, {}, {PEER: _peer(REMOTE_HOST), PEER6: _peer(REMOTE_HOST)})
         d.nic_index = int(Path("/sys/class/net/xmtbnic0/ifindex").read_text())  # type: ignore[attr-defined]
         d.lxc_index = int(Path("/sys/class/net/xmtblxc0/ifindex").read_text())  # type: ignore[attr-defined]
@@ -402,8 +402,8 @@ def test_with_the_fast_path_disabled_only_the_guard_runs():
         off = Datapath(pin, "xmtboff0", enabled=False, sizes={"FLOW_MAX": 1024, "REMOTE_MAX": 1024})
         assert off.load() and off.reason == "disabled by configuration (anti-spoofing only)"
         assert "xmasq_" not in _filters("xmtboff0")  # the NIC hooks of the earlier run are gone
-        off.add_local("xmhtestoff0", VNI, ME, mac_for_ip(ipaddress.IPv4Address(ME)))
-        off.add_local("xmhtestoff2", VNI, neighbour, mac_for_ip(ipaddress.IPv4Address(neighbour)))
+        off.add_local("xmhtestoff0", VNI, [ME], mac_for_ip(ipaddress.IPv4Address(ME)))
+        off.add_local("xmhtestoff2", VNI, [neighbour], mac_for_ip(ipaddress.IPv4Address(neighbour)))
         off.update_remote(VNI, {}, {PEER: _peer(REMOTE_HOST)})
         assert off.cache()["remote"] == []  # nothing to encapsulate to
         lxc = int(Path("/sys/class/net/xmhtestoff0/ifindex").read_text())
@@ -448,4 +448,4 @@ def test_a_removed_endpoint_takes_both_addresses_and_their_flows(clean):
         assert {e["ip"] for e in dp.cache()["local"]} == {ME, ME6}
         assert len(dp._maps["flows"]) == 0
     finally:
-        dp.add_local("xmtblxc2", VNI, NEIGHBOUR, mac_for_ip(ipaddress.IPv4Address(NEIGHBOUR)), ip6=NEIGHBOUR6)
+        dp.add_local("xmtblxc2", VNI, [NEIGHBOUR, NEIGHBOUR6], mac_for_ip(ipaddress.IPv4Address(NEIGHBOUR)))

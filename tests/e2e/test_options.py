@@ -112,7 +112,7 @@ def test_config_from_a_config_only_network(env, dk):
     net = dk.networks.get("xmt-fromcfg")
     env.networks.insert(0, net)  # removed before its config network
     assert _addresses(env, net, 1)[0] in ipaddress.IPv4Network("10.244.7.128/25")
-    ours = [n for n in host_state(env.cfg)["state"].networks.values() if n.subnet == "10.244.7.0/24"]
+    ours = [n for n in host_state(env.cfg)["state"].networks.values() if n.subnets == ["10.244.7.0/24"]]
     assert [n.fastpath for n in ours] == [False]
 
 

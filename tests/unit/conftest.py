@@ -9,7 +9,9 @@ from tests.fakes import FakeDatapath, FakeFirewall, FakeOverlay, MemoryKV
 from xmasq_driver.api.http import create_app
 from xmasq_driver.api.ipam import IpamDriver
 from xmasq_driver.api.network import NetworkDriver
+from xmasq_driver.control.liveness import Liveness
 from xmasq_driver.control.reconciler import Reconciler
+from xmasq_driver.control.records import HostRecords
 from xmasq_driver.control.state import LocalState
 from xmasq_driver.control.store import ClusterStore
 from xmasq_driver.ops.admin import Admin
@@ -25,26 +27,18 @@ class Harness:
         self.datapath = FakeDatapath()
         self.state = LocalState(state_path)
         self.store = ClusterStore(self.kv, host)
-        self.network = NetworkDriver(self.store, self.state, self.overlay, self.firewall, self.datapath)
-        self.ipam = IpamDriver(self.store, self.state)
+        self.records = HostRecords(self.store, self.state)
+        self.network = NetworkDriver(self.store, self.records, self.state, self.overlay, self.firewall, self.datapath)
+        self.ipam = IpamDriver(self.store, self.records)
         self.reconciler = self.reconciler_with()
         self.admin = Admin(self.store, self.state, self.datapath, self.reconciler, self.network.discovered)
         self.client = create_app(self.network, self.ipam, self.admin).test_client()
 
     def reconciler_with(self, grace: float = 5.0, hold: float = 30.0, resync: float = 300.0) -> Reconciler:
         """A reconciler for this host (it re-asserts the host's network and IPAM records)."""
+        liveness = Liveness(self.store, "192.0.2.1", ttl=10, grace=grace, hold=hold)
         return Reconciler(
-            self.store,
-            self.state,
-            self.overlay,
-            self.datapath,
-            self.firewall,
-            "192.0.2.1",
-            (self.network, self.ipam),
-            ttl=10,
-            grace=grace,
-            resync=resync,
-            hold=hold,
+            self.store, self.state, self.overlay, self.datapath, self.firewall, liveness, self.records, resync
         )
 
     def call(self, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:

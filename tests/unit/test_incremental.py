@@ -78,13 +78,13 @@ def test_one_change_costs_what_it_touches_not_the_cluster(two):
     _write(h2, _ips(5000))
     r.sync_once()
     assert len(_programmed(h1)[0]) == 5000
-    listed, examined = h1.kv.listed, r.counters["examined"]
+    listed, examined = h1.kv.listed, r.counters.examined
     h2.create_endpoint("n2", "f" * 20, "10.1.200.9/16")
     r.step(0.5)
     assert "10.1.200.9" in _programmed(h1)[0] and "10.1.200.9" in _programmed(h1)[1]
     assert h1.kv.listed == listed  # nothing listed again
-    assert r.counters["examined"] - examined == 1  # one record looked at, not 5,001
-    assert r.counters["full_passes"] == 1
+    assert r.counters.examined - examined == 1  # one record looked at, not 5,001
+    assert r.counters.full_passes == 1
 
 
 def test_a_burst_is_applied_in_batches_and_ends_exact(two):
@@ -95,9 +95,9 @@ def test_a_burst_is_applied_in_batches_and_ends_exact(two):
     for ip in _ips(100):  # and some of them gone again, in the same burst
         h1.kv.delete(ENDPOINTS.key("shared", ip))
     r.step(0.5)
-    assert r.counters["batches"] == 1 and r.counters["events"] == 400
+    assert r.counters.batches == 1 and r.counters.events == 400
     assert _programmed(h1)[0] == _expected(h1, LIVE) and len(_programmed(h1)[0]) == 200
-    assert r.counters["examined"] == 300  # each address once, however often it changed
+    assert r.counters.examined == 300  # each address once, however often it changed
 
 
 def test_events_apply_in_order(two):
@@ -124,7 +124,7 @@ def test_a_compacted_watch_lists_again(two):
     _write(h2, _ips(20))
     h1.kv.compact()  # the events are gone from history before the watch reads them
     r.step(0.5)
-    assert r.counters["full_passes"] == 2
+    assert r.counters.full_passes == 2
     assert _programmed(h1) == (_expected(h1, LIVE), _expected(h1, LIVE)) and len(_programmed(h1)[0]) == 20
 
 
@@ -154,7 +154,7 @@ def test_a_lost_watch_lists_again_and_finds_what_it_missed(two, monkeypatch):
             time.sleep(0.02)
     finally:
         r.stop()
-    assert "10.1.0.7" in _programmed(h1)[0] and r.counters["full_passes"] >= 2
+    assert "10.1.0.7" in _programmed(h1)[0] and r.counters.full_passes >= 2
 
 
 def test_a_restart_part_way_through_a_burst_ends_exact(two):
@@ -192,7 +192,7 @@ def test_a_full_pass_that_fails_for_a_network_is_retried_and_removes_what_went(t
     while _programmed(h1)[0] != _expected(h1, LIVE) and time.monotonic() < deadline:
         again.step(0.2)
     assert _programmed(h1) == (_expected(h1, LIVE), _expected(h1, LIVE)) and len(_programmed(h1)[0]) == 8
-    assert again.counters["full_passes"] == 2  # retried within a second, not at the safety pass
+    assert again.counters.full_passes == 2  # retried within a second, not at the safety pass
 
 
 def test_the_safety_pass_corrects_and_counts_drift(two):
@@ -204,9 +204,9 @@ def test_the_safety_pass_corrects_and_counts_drift(two):
     del h1.overlay.peers[vni][_ips(1)[0]]  # someone removed an FDB entry behind the driver's back
     for _ in range(3):  # no event: the safety pass finds it, in at most `resync` seconds
         r.step(1.0)
-    assert r.counters["full_passes"] == 2
+    assert r.counters.full_passes == 2
     assert _programmed(h1)[0] == _expected(h1, LIVE)
-    assert r.counters["drift"] == 1 and r.health()["drift"] == 1
+    assert r.counters.drift == 1 and r.health()["drift"] == 1
 
 
 def test_a_vanished_host_goes_after_grace_without_a_full_pass(two):
@@ -220,4 +220,4 @@ def test_a_vanished_host_goes_after_grace_without_a_full_pass(two):
     deadline = time.monotonic() + 3
     while _programmed(h1)[0] and time.monotonic() < deadline:
         r.step(0.2)
-    assert _programmed(h1) == ({}, {}) and r.counters["full_passes"] == 1
+    assert _programmed(h1) == ({}, {}) and r.counters.full_passes == 1

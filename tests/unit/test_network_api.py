@@ -62,7 +62,7 @@ def test_oversized_body_is_refused(h):
 def test_create_network_records_everything(h):
     h.create_network(generic={"xmasq.vni": "4242"})
     net = h.state.networks["n1"]
-    assert net.vni == 4242 and net.subnet == "10.1.0.0/24" and net.mtu == 1350
+    assert net.vni == 4242 and net.subnets == ["10.1.0.0/24"] and net.mtu == 1350
     assert h.overlay.networks[4242] == ("10.1.0.1/24", 1350)
     assert h.firewall.networks[4242] == ("xmbr4242", "10.1.0.0/24", False)
     assert h.kv.data[VNIS.key("4242")] == "n1"
@@ -197,7 +197,7 @@ def test_bad_network_options(h, generic, message):
 def test_null_options_are_absent(h):
     body = {"NetworkID": "n1", "Options": None, "IPv4Data": [{"Pool": "10.1.0.0/24", "Gateway": None}]}
     h.ok("/NetworkDriver.CreateNetwork", body)
-    assert h.state.networks["n1"].gateway == "10.1.0.1/24"
+    assert h.state.networks["n1"].blocks[0].gateway == "10.1.0.1/24"
 
 
 def test_user_mtu(h):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from tests.fakes import FakeDatapath
 from tests.unit.conftest import Harness
-from xmasq_driver.control.model import LocalNetwork, Service
+from xmasq_driver.control.model import Block, LocalNetwork, Service
 from xmasq_driver.control.state import LocalState
 from xmasq_driver.dataplane.services import ServiceWatcher
 from xmasq_driver.errors import BackendError
 from xmasq_driver.ops.admin import Admin
 from xmasq_driver.ops.metrics import render
+
+BLOCK = (Block("10.44.0.0/24", "10.44.0.1/24"),)
 
 NET_A, NET_B = "a" * 64, "b" * 64
 
@@ -43,7 +45,7 @@ def _svc(vip: str, *tasks: str) -> dict:  # type: ignore[type-arg]
 def _watcher(*networks: str) -> tuple[ServiceWatcher, FakeDocker, FakeDatapath, LocalState]:
     state = LocalState(None)
     for i, nid in enumerate(networks):
-        state.set_network(nid, LocalNetwork(256 + i, "10.44.0.0/24", "10.44.0.1/24", 1450, False, key=f"net{i}"))
+        state.set_network(nid, LocalNetwork(256 + i, BLOCK, 1450, False, key=f"net{i}"))
     docker, dp = FakeDocker(), FakeDatapath()
     return ServiceWatcher(docker, state, dp, 0.25), docker, dp, state
 
@@ -129,7 +131,7 @@ def test_a_network_that_goes_takes_its_vips():
 
 def test_status_and_metrics_show_services():
     h = Harness()
-    h.state.set_network(NET_A, LocalNetwork(256, "10.44.0.0/24", "10.44.0.1/24", 1450, False, key="net0"))
+    h.state.set_network(NET_A, LocalNetwork(256, BLOCK, 1450, False, key="net0"))
     docker = FakeDocker()
     docker.services[NET_A] = {"web": _svc("10.44.0.2", "10.44.0.3", "10.44.0.4")}
     w = ServiceWatcher(docker, h.state, h.datapath, 0.25)

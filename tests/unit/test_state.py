@@ -40,7 +40,12 @@ def test_a_state_file_of_the_previous_release_loads_typed_and_is_written_back_th
     path.write_text(json.dumps(WRITTEN_BY_0_1))
     state = LocalState(str(path))
     net, ep = state.networks["9f2c"], state.endpoints["e7a1"]
-    assert isinstance(net, LocalNetwork) and net.key == "web" and net.steer == "rps" and net.gateway_ip == "10.42.0.1"
+    assert (
+        isinstance(net, LocalNetwork)
+        and net.key == "web"
+        and net.steer == "rps"
+        and net.blocks[0].gateway_ip == "10.42.0.1"
+    )
     assert isinstance(ep, LocalEndpoint) and ep.ip == "10.42.0.2"
     assert ep.ports == (PortMapping("tcp", "10.42.0.2", 80, "", 8080),)
     assert state.pools == {"10.42.0.0/24": Pool(1, {"10.42.0.1": "gateway", "10.42.0.2": "address"})}

@@ -1,8 +1,9 @@
 """NetworkDriver: networks, endpoints, join/leave and published ports.
 
-Backends come in as arguments (cluster store, local state, overlay, firewall), so the
-logic runs without root in unit tests. Every change is all-or-nothing: steps register
-their undo, and a failure part way rolls back what was done (`Undo`).
+Backends come in as arguments (cluster store, host records, local state, overlay, firewall,
+datapath), so the logic runs without root in unit tests. Every change is all-or-nothing: a
+network and an endpoint are made, restored and deleted by plumbing.py's steps, whose undo runs
+if a step fails part way.
 """
 
 from __future__ import annotations
@@ -12,85 +13,37 @@ import ipaddress
 import json
 import re
 import socket
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, Protocol, cast
+from collections.abc import Callable
+from typing import Any
 
 from .. import log
 from .. import protocol as p
-from ..control.layout import ENDPOINTS, MEMBERS, NETWORKS, VNIS
 from ..control.model import (
     OPT_VNI,
     VXLAN_OVERHEAD,
-    ClusterNetwork,
+    Block,
     Interface,
     LocalEndpoint,
     LocalNetwork,
     NetworkOptions,
     PortMapping,
-    RemoteEndpoint,
-    Subnet,
     check_subnet,
     proto_name,
     subnets_text,
 )
+from ..control.records import HostRecords
 from ..control.state import LocalState
-from ..control.store import ClusterStore, ClusterView, Conflict, Reassertion
-from ..dataplane.overlay import Underlay, bridge_name, mac_for_ip, veth_names
+from ..control.store import ClusterStore
+from ..dataplane.overlay import bridge_name, mac_for_ip, veth_names
 from ..errors import BackendError, DriverError, NotFound
+from . import plumbing
+from .plumbing import DatapathBackend, FirewallBackend, OverlayBackend, Plumbing, Step
 
 _log = log.get("network")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 # What Docker puts next to the `-o` options in CreateNetwork.Options.
 _NETWORK_REQUEST_KEYS = {p.GENERIC, p.INTERNAL, p.ENABLE_IPV6, p.ENABLE_IPV4}
 IPV6_MIN_MTU = 1280  # RFC 8200
-
-
-class OverlayBackend(Protocol):
-    def underlay(self) -> Underlay: ...
-    def ensure_network(
-        self, vni: int, gateway: ipaddress.IPv4Interface, mtu: int, gateway6: ipaddress.IPv6Interface | None = None
-    ) -> None: ...
-    def delete_network(self, vni: int) -> None: ...
-    def create_veth(self, endpoint_id: str, vni: int, mac: str, mtu: int) -> str: ...
-    def delete_veth(self, endpoint_id: str) -> None: ...
-    def steer(self, host: str, mode: str | None = None) -> None: ...
-
-
-class DatapathBackend(Protocol):
-    def add_local(self, ifname: str, vni: int, ip: str, mac: str, fast: bool, ip6: str | None = None) -> None: ...
-    def remove_local(self, vni: int, ip: str) -> None: ...
-
-
-class FirewallBackend(Protocol):
-    def ensure_base(self) -> None: ...
-    def add_network(self, vni: int, bridge: str, subnet: str, internal: bool, subnet6: str = "") -> None: ...
-    def remove_network(self, vni: int) -> None: ...
-    def add_ports(self, endpoint_id: str, bridge: str, ports: list[PortMapping]) -> None: ...
-    def remove_ports(self, endpoint_id: str) -> None: ...
-
-
-class Undo:
-    """Collects undo steps; runs them in reverse if the block fails."""
-
-    def __init__(self) -> None:
-        self._steps: list[tuple[str, Callable[[], Any]]] = []
-
-    def add(self, what: str, step: Callable[[], Any]) -> None:
-        self._steps.append((what, step))
-
-    @contextmanager
-    def guard(self) -> Iterator[Undo]:
-        try:
-            yield self
-        except BaseException:
-            for what, step in reversed(self._steps):
-                try:
-                    step()
-                except Exception as e:  # keep undoing; report what could not be
-                    _log.error("rollback step failed", step=what, error=e)
-            raise
 
 
 def _refuse_what_docker_asks_beyond(req: p.NetworkRequest) -> None:
@@ -117,9 +70,9 @@ def _parsed(parse: Callable[[str], Any], text: str, version: int, error: str) ->
     return value
 
 
-def _subnet_and_gateway(data: list[p.IPData], version: int) -> tuple[Subnet, Interface]:
+def _block(req: p.NetworkRequest, version: int) -> Block:
     """The network's subnet of IP `version` and its gateway (given, else the subnet's first host)."""
-    field = "IPv4Data" if version == 4 else "IPv6Data"
+    field, data = ("IPv4Data", req.ipv4) if version == 4 else ("IPv6Data", req.ipv6)
     if len(data) != 1:
         raise DriverError(f"xmasq needs exactly one IPv{version} subnet per network, got {len(data)}")
     pool, gateway = data[0].pool, data[0].gateway
@@ -132,13 +85,14 @@ def _subnet_and_gateway(data: list[p.IPData], version: int) -> tuple[Subnet, Int
     gw = given.ip if given else next(subnet.hosts())
     if gw not in subnet:
         raise DriverError(f"gateway {gw} is outside subnet {subnet}")
-    return subnet, ipaddress.ip_interface(f"{gw}/{subnet.prefixlen}")
+    return Block(str(subnet), f"{gw}/{subnet.prefixlen}")
 
 
 class NetworkDriver:
     def __init__(
         self,
         store: ClusterStore,
+        records: HostRecords,
         state: LocalState,
         overlay: OverlayBackend,
         firewall: FirewallBackend,
@@ -146,22 +100,13 @@ class NetworkDriver:
         scope: str = "local",
     ):
         self.store = store
+        self.records = records
         self.state = state
         self.overlay = overlay
         self.firewall = firewall
-        self.datapath = datapath
+        self.plumbing = Plumbing(overlay, firewall, datapath, records)
         self.scope = scope
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-        self._networks_lock = threading.Lock()  # taken before a network's own lock, never after
         self.discovered: dict[str, Any] = {}  # DiscoverNew/Delete: nodes Docker told us about
-
-    @contextmanager
-    def _locked(self, network_id: str) -> Iterator[None]:
-        with self._locks_guard:
-            lock = self._locks.setdefault(network_id, threading.Lock())
-        with lock:
-            yield
 
     def _network(self, network_id: str) -> LocalNetwork:
         net = self.state.networks.get(network_id)
@@ -195,60 +140,43 @@ class NetworkDriver:
         if not isinstance(generic, dict):
             raise DriverError(f"Options.{p.GENERIC} must be an object")
         _refuse_what_docker_asks_beyond(req)
-        subnet, gateway = _subnet_and_gateway(req.ipv4, 4)
-        subnet6, gateway6 = _subnet_and_gateway(req.ipv6, 6) if req.options.get(p.ENABLE_IPV6) else (None, None)
-        v6 = {"subnet6": str(subnet6), "gateway6": str(gateway6)} if subnet6 else {}
+        blocks = tuple(_block(req, v) for v in (4, 6) if v == 4 or req.options.get(p.ENABLE_IPV6))
         underlay_mtu = self.overlay.underlay().mtu
         opts = NetworkOptions.parse(generic, req.network_id, underlay_mtu)
         internal = bool(req.options.get(p.INTERNAL, False))
         key, mtu = opts.key, opts.mtu or underlay_mtu - VXLAN_OVERHEAD
-        if subnet6 and mtu < IPV6_MIN_MTU:  # the kernel turns IPv6 off on a smaller interface
+        if len(blocks) > 1 and mtu < IPV6_MIN_MTU:  # the kernel turns IPv6 off on a smaller interface
             raise DriverError(f"an IPv6 network needs an MTU of at least {IPV6_MIN_MTU}, not {mtu}")
-        with self._networks_lock, self._locked(req.network_id):
+        with self.state.networks_lock, self.state.changing(req.network_id):
             if req.network_id in self.state.networks:
                 return p.Empty()
-            undo = Undo()
-            with undo.guard():
-                existing = self.store.get_network(key)
-                had = subnets_text(existing.subnet, existing.subnet6) if existing else ""
-                asked = subnets_text(str(subnet), v6.get("subnet6", ""))
-                if existing and had != asked:
-                    raise DriverError(f"network {key} already exists with subnet {had}, not {asked}")
-                if existing and opts.vni is not None and existing.vni != opts.vni:
-                    raise DriverError(f"network {key} already exists with VNI {existing.vni}")
-                vni = existing.vni if existing else self.store.claim_vni(key, opts.vni)
-                undo.add("leave network in etcd", lambda: self.store.leave_network(key, vni))
-                net = LocalNetwork(
-                    vni, str(subnet), str(gateway), mtu, internal, opts.given, **v6, key=key, fastpath=opts.fastpath
-                )
-                self.store.join_network(key, None if existing else net.cluster())
-                undo.add("delete devices", lambda: self.overlay.delete_network(vni))
-                self._ensure_devices(net)
-                undo.add("delete rules", lambda: self.firewall.remove_network(vni))
-                self.firewall.add_network(vni, bridge_name(vni), net.subnet, internal, net.subnet6)
-                self.state.set_network(req.network_id, net)
+            existing = self.store.get_network(key)
+            asked, had = subnets_text([b.subnet for b in blocks]), subnets_text(existing.subnets) if existing else ""
+            if existing and had != asked:
+                raise DriverError(f"network {key} already exists with subnet {had}, not {asked}")
+            if existing and opts.vni is not None and existing.vni != opts.vni:
+                raise DriverError(f"network {key} already exists with VNI {existing.vni}")
+            vni = existing.vni if existing else self.store.claim_vni(key, opts.vni)
+            net = LocalNetwork(vni, blocks, mtu, internal, opts.given, key=key, fastpath=opts.fastpath)
+            plumbing.create(
+                self.plumbing.network(net, new=existing is None),
+                f"network {key}",
+                lambda: self.state.set_network(req.network_id, net),
+            )
         _log.info(
-            "network created", network=req.network_id[:12], key=key, vni=vni, subnet=subnet, subnet6=subnet6,
-            internal=internal,
+            "network created", network=req.network_id[:12], key=key, vni=vni, subnet=asked, internal=internal
         )  # fmt: skip
         return p.Empty()
 
-    def _ensure_devices(self, net: LocalNetwork) -> None:
-        gateway6 = ipaddress.IPv6Interface(net.gateway6) if net.gateway6 else None
-        self.overlay.ensure_network(net.vni, ipaddress.IPv4Interface(net.gateway), net.mtu, gateway6)
-
     def delete_network(self, req: p.NetworkIdRequest) -> p.Empty:
-        with self._networks_lock, self._locked(req.network_id):
+        with self.state.networks_lock, self.state.changing(req.network_id):
             net = self.state.networks.get(req.network_id)
             if net is None:
                 return p.Empty()
             for eid, ep in list(self.state.endpoints.items()):
                 if ep.network_id == req.network_id:
                     self._remove_endpoint(eid, ep, net)
-            self.store.leave_network(net.key, net.vni)
-            self.firewall.remove_network(net.vni)
-            self.overlay.delete_network(net.vni)
-            self.state.set_network(req.network_id, None)
+            plumbing.delete(self.plumbing.network(net), lambda: self.state.set_network(req.network_id, None))
         _log.info("network deleted", network=req.network_id[:12], key=net.key, vni=net.vni)
         return p.Empty()
 
@@ -269,45 +197,39 @@ class NetworkDriver:
     # -- endpoints --------------------------------------------------------
     def create_endpoint(self, req: p.CreateEndpointRequest) -> p.CreateEndpointResponse:
         iface = req.interface
-        for name in ("Address", "AddressIPv6", "MacAddress"):
+        for name in (*p.ADDRESS_FIELDS.values(), "MacAddress"):
             if not isinstance(iface.get(name) or "", str):
                 raise DriverError(f"Interface.{name} must be a string")
         for k in req.options:  # Docker's own keys are Docker's to honour; a user's --driver-opt is not
             if not k.startswith(p.DOCKER_PREFIX):
                 raise DriverError(f"endpoint option {k} is not supported by xmasq (it has no endpoint options)")
-        with self._locked(req.network_id):
+        with self.state.changing(req.network_id):
             net = self._network(req.network_id)
             if req.endpoint_id in self.state.endpoints:
                 return self._endpoint_reply(iface, self.state.endpoints[req.endpoint_id])
-            ip = cast(ipaddress.IPv4Interface, _address(iface, "Address", 4, net.subnet))
-            ip6 = _address(iface, "AddressIPv6", 6, net.subnet6) if net.subnet6 else None
-            if iface.get("AddressIPv6") and ip6 is None:
-                raise DriverError(f"Interface.AddressIPv6 given, but network {net.key} has no IPv6 subnet")
-            mac = iface.get("MacAddress") or mac_for_ip(ip.ip)
+            versions = {b.version for b in net.blocks}
+            for version, name in p.ADDRESS_FIELDS.items():
+                if iface.get(name) and version not in versions:
+                    raise DriverError(f"Interface.{name} given, but network {net.key} has no IPv{version} subnet")
+            addresses = tuple(_address(iface, p.ADDRESS_FIELDS[b.version], b.version, b.subnet) for b in net.blocks)
+            mac = iface.get("MacAddress") or mac_for_ip(ipaddress.IPv4Address(addresses[0].ip))
             if not _MAC.match(mac):
                 raise DriverError(f"Interface.MacAddress {mac!r} is not a MAC address")
-            ep = LocalEndpoint(req.network_id, str(ip), mac, "", address6=str(ip6) if ip6 else "")
+            ep = LocalEndpoint(req.network_id, tuple(map(str, addresses)), mac, veth_names(req.endpoint_id)[1])
             for addr in ep.ips:
                 owner = self.store.get_endpoint(net.key, addr)
                 if owner and owner.host != self.store.host:
                     raise DriverError(
                         f"address {addr} is in use by endpoint {owner.endpoint[:12]} on host {owner.host}"
                     )
-            undo = Undo()
-            with undo.guard():
-                undo.add("delete veth", lambda: self.overlay.delete_veth(req.endpoint_id))
-                ifname = self.overlay.create_veth(req.endpoint_id, net.vni, mac, net.mtu)
-                host_veth = veth_names(req.endpoint_id)[0]
-                self.overlay.steer(host_veth, net.steer)
-                undo.add("remove from eBPF maps", lambda: self.datapath.remove_local(net.vni, ep.ip))
-                self.datapath.add_local(host_veth, net.vni, ep.ip, mac, net.fastpath, ep.ip6)
-                undo.add("delete endpoint in etcd", lambda: self.store.delete_endpoint(net.key, ep.ips))
-                self.store.put_endpoint(net.key, ep.ips, RemoteEndpoint(self.store.host, mac, req.endpoint_id))
-                ep = dataclasses.replace(ep, ifname=ifname)
-                self.state.set_endpoint(req.endpoint_id, ep)
+            plumbing.create(
+                self.plumbing.endpoint(req.endpoint_id, ep, net),
+                f"endpoint {req.endpoint_id[:12]}",
+                lambda: self.state.set_endpoint(req.endpoint_id, ep),
+            )
         _log.info(
-            "endpoint created", network=req.network_id[:12], endpoint=req.endpoint_id[:12], address=ip,
-            address6=ip6, mac=mac,
+            "endpoint created", network=req.network_id[:12], endpoint=req.endpoint_id[:12],
+            address=",".join(ep.addresses), mac=mac,
         )  # fmt: skip
         return self._endpoint_reply(iface, ep)
 
@@ -324,7 +246,7 @@ class NetworkDriver:
         return p.EndpointOperInfoResponse(value)
 
     def delete_endpoint(self, req: p.EndpointRequest) -> p.Empty:
-        with self._locked(req.network_id):
+        with self.state.changing(req.network_id):
             ep = self.state.endpoints.get(req.endpoint_id)
             if ep is None:
                 return p.Empty()
@@ -333,21 +255,15 @@ class NetworkDriver:
         return p.Empty()
 
     def _remove_endpoint(self, endpoint_id: str, ep: LocalEndpoint, net: LocalNetwork | None) -> None:
-        if net is not None:
-            records = {ip: self.store.get_endpoint(net.key, ip) for ip in ep.ips}
-            ours = [ip for ip, record in records.items() if record and record.endpoint == endpoint_id]
-            if ours:
-                self.store.delete_endpoint(net.key, ours)
-            self.datapath.remove_local(net.vni, ep.ip)
-        self.firewall.remove_ports(endpoint_id)
-        self.overlay.delete_veth(endpoint_id)
-        self.state.set_endpoint(endpoint_id, None)
+        steps = self.plumbing.endpoint(endpoint_id, ep, net)
+        plumbing.delete(steps, lambda: self.state.set_endpoint(endpoint_id, None))
 
     def join(self, req: p.JoinRequest) -> p.JoinResponse:
         net = self._network(req.network_id)
         ep = self._endpoint(req.endpoint_id)
-        gateways = (None, None) if net.internal else (net.gateway_ip, net.gateway6_ip if ep.ip6 else None)
-        reply = p.JoinResponse(p.InterfaceName(ep.ifname, net.iface_prefix), *gateways)
+        # A gateway per IP version of the network (the endpoint has an address of each); none if internal.
+        gateways = {} if net.internal else {b.version: b.gateway_ip for b in net.blocks}
+        reply = p.JoinResponse(p.InterfaceName(ep.ifname, net.iface_prefix), gateways.get(4), gateways.get(6))
         _log.info(
             "endpoint joined", network=req.network_id[:12], endpoint=req.endpoint_id[:12], sandbox=req.sandbox_key
         )
@@ -362,17 +278,21 @@ class NetworkDriver:
         raw = req.options.get(p.PORTMAP) or []
         if not isinstance(raw, list):
             raise DriverError(f"Options.{p.PORTMAP} must be a list")
-        with self._locked(req.network_id):
+        with self.state.changing(req.network_id):
             net = self._network(req.network_id)
             ep = self._endpoint(req.endpoint_id)
             if net.internal or not raw:
                 return p.Empty()
             ports = [self._port_mapping(m, ep) for m in raw]
-            undo = Undo()
-            with undo.guard():
-                undo.add("remove port rules", lambda: self.firewall.remove_ports(req.endpoint_id))
-                self.firewall.add_ports(req.endpoint_id, bridge_name(net.vni), ports)
-                self.state.set_endpoint(req.endpoint_id, dataclasses.replace(ep, ports=tuple(ports)))
+            step = Step(
+                "port rules",
+                lambda: self.firewall.add_ports(req.endpoint_id, bridge_name(net.vni), ports),
+                lambda: self.firewall.remove_ports(req.endpoint_id),
+            )
+            published = dataclasses.replace(ep, ports=tuple(ports))
+            plumbing.create(
+                [step], f"ports of {req.endpoint_id[:12]}", lambda: self.state.set_endpoint(req.endpoint_id, published)
+            )
         _log.info(
             "ports published",
             network=req.network_id[:12],
@@ -404,7 +324,7 @@ class NetworkDriver:
         return PortMapping(proto, ep.ip, port, host_ip, host_port)
 
     def revoke_external_connectivity(self, req: p.EndpointRequest) -> p.Empty:
-        with self._locked(req.network_id):
+        with self.state.changing(req.network_id):
             ep = self.state.endpoints.get(req.endpoint_id)
             if ep is None:
                 return p.Empty()
@@ -412,99 +332,21 @@ class NetworkDriver:
             self.state.set_endpoint(req.endpoint_id, dataclasses.replace(ep, ports=()))
         return p.Empty()
 
-    # -- the cluster's copy of this host's records -------------------------
-    def reassert(self, view: ClusterView) -> Reassertion:
-        """Write back what `view` lacks or shows stale of this host's networks (their records, VNIs,
-        this host's membership) and endpoints; remove this host's records of what it no longer has.
-        What another owner holds now is a conflict: reported, never overwritten."""
-        done, host = Reassertion(), self.store.host
-        with self._networks_lock:  # no network of this host appears or goes meanwhile
-            keys = {net.key for net in self.state.networks.values()}
-            for nid in list(self.state.networks):
-                with self._locked(nid):
-                    self._reassert_network(view, nid, done)
-            for key, _ in view.owned_by(host, MEMBERS):
-                if key not in keys:
-                    vnis = [int(vni) for vni, owner in view.vnis.items() if owner == key]
-                    self.store.leave_network(key, vnis[0] if vnis else 0)
-                    done.removed += 1
-            for key, ip in view.owned_by(host, ENDPOINTS):
-                if key not in keys:
-                    done.removed += self._remove_own_endpoint(key, ip)
-        return done
-
-    def _reassert_network(self, view: ClusterView, nid: str, done: Reassertion) -> None:
-        net = self.state.networks.get(nid)
-        if net is None:
-            return
-        key, host, ours = net.key, self.store.host, net.cluster()
-        theirs: ClusterNetwork | str | None = view.networks.get(key)
-        if theirs is None:
-            written, held = self.store.assert_key(NETWORKS.key(key), ours.encode())
-            done.repaired += written
-            theirs = None if held is None else ClusterNetwork.decode(held)
-        if theirs is not None and (not isinstance(theirs, ClusterNetwork) or not ours.same_network(theirs)):
-            described = theirs.describe() if isinstance(theirs, ClusterNetwork) else theirs
-            done.conflicts.append(Conflict("network", key, ours.describe(), described))
-        if view.vnis.get(str(net.vni)) != key:
-            written, owner = self.store.assert_key(VNIS.key(net.vni), key)
-            done.repaired += written
-            if owner is not None:
-                done.conflicts.append(Conflict("vni", str(net.vni), key, owner))
-        if host not in view.members.get(key, set()):
-            self.store.join_network(key)
-            done.repaired += 1
-        # Endpoints of other networks may change meanwhile (a copy); this network's cannot.
-        mine = {
-            ip: RemoteEndpoint(host, ep.mac, eid) for eid, ep in self.state.endpoints_of({key}).items() for ip in ep.ips
-        }
-        for ip, record in mine.items():
-            if view.endpoints.get(key, {}).get(ip) == record:
-                continue
-            written, held = self.store.assert_key(ENDPOINTS.key(key, ip), record.encode())
-            other = None if held is None else RemoteEndpoint.decode(held)
-            if isinstance(other, RemoteEndpoint) and other.host == host:  # this host's, stale: ours is the truth
-                self.store.put_endpoint(key, [ip], record)
-                written = True
-            elif other is not None:
-                described = other.describe() if isinstance(other, RemoteEndpoint) else other
-                done.conflicts.append(Conflict("endpoint", f"{key} {ip}", record.describe(), described))
-            done.repaired += written
-        stale = {ip for k, ip in view.owned_by(host, ENDPOINTS) if k == key} - mine.keys()
-        done.removed += sum(self._remove_own_endpoint(key, ip) for ip in stale)
-
-    def _remove_own_endpoint(self, key: str, ip: str) -> bool:
-        """Delete endpoint record key/ip if it is this host's (one that this host no longer has)."""
-
-        def ours(value: str) -> bool:
-            record = RemoteEndpoint.decode(value)
-            return isinstance(record, RemoteEndpoint) and record.host == self.store.host
-
-        return self.store.delete_if(ENDPOINTS.key(key, ip), ours)
-
     # -- restart ----------------------------------------------------------
     def restore(self) -> None:
-        """Re-create what the local state says this host has (after a driver restart)."""
+        """Re-make what the local state says this host has (after a driver restart): the same steps
+        as a create, but for the veths (they outlive the driver) and the records, which are then
+        re-asserted in one pass."""
         self.firewall.ensure_base()
-        networks = self.state.networks
-        for nid, net in networks.items():
-            self._ensure_devices(net)
-            self.firewall.add_network(net.vni, bridge_name(net.vni), net.subnet, net.internal, net.subnet6)
+        snap = self.state.snapshot()
+        for nid, net in snap.networks.items():
+            plumbing.restore(self.plumbing.network(net), f"network {net.key}")
             _log.info("network restored", network=nid[:12], vni=net.vni)
-        endpoints = [
-            (eid, ep, networks[ep.network_id]) for eid, ep in self.state.endpoints.items() if ep.network_id in networks
-        ]
-        for eid, ep, net in endpoints:
-            host_veth = veth_names(eid)[0]
-            self.datapath.add_local(host_veth, net.vni, ep.ip, ep.mac, net.fastpath, ep.ip6)
-            self.overlay.steer(host_veth, net.steer)
-            if ep.ports:
-                self.firewall.add_ports(eid, bridge_name(net.vni), list(ep.ports))
+        for eid, ep in snap.endpoints.items():
+            if ep.network_id in snap.networks:
+                plumbing.restore(self.plumbing.endpoint(eid, ep, snap.networks[ep.network_id]), f"endpoint {eid[:12]}")
         try:
-            for net in networks.values():
-                self.store.join_network(net.key)
-            for eid, ep, net in endpoints:
-                self.store.put_endpoint(net.key, ep.ips, RemoteEndpoint(self.store.host, ep.mac, eid))
+            self.records.reassert(self.store.view())
         except BackendError as e:
             _log.warning(
                 "cluster state not refreshed at start (etcd unreachable); local networking is unaffected", error=e

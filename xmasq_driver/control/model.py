@@ -61,18 +61,37 @@ class EtcdRecord:
             return raw
 
 
-# Left out of a record while empty: an IPv4-only network's or endpoint's record is what the
-# releases before IPv6 wrote and read, so hosts of both versions share a cluster.
-_IPV6_FIELDS = ("subnet6", "gateway6", "address6")
+# Each IP version's keys in the records' JSON. IPv6's are left out of a record that has none, so an
+# IPv4-only network's or endpoint's record is what the releases before IPv6 wrote and read, and
+# hosts of both versions share a cluster.
+BLOCK_KEYS = {4: ("subnet", "gateway"), 6: ("subnet6", "gateway6")}
+ADDRESS_KEYS = {4: "address", 6: "address6"}
 
 
-def _without_empty(data: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if k not in fields or v}
+def version_of(text: str) -> int:
+    """The IP version of an address, interface or subnet in text."""
+    return 6 if ":" in text else 4
 
 
-def subnets_text(subnet: str, subnet6: str) -> str:
+@dataclass(frozen=True)
+class Block:
+    """A network's addresses of one IP version: its subnet and its gateway."""
+
+    subnet: str
+    gateway: str  # with the subnet's prefix length
+
+    @property
+    def version(self) -> int:
+        return version_of(self.subnet)
+
+    @property
+    def gateway_ip(self) -> str:
+        return str(ipaddress.ip_interface(self.gateway).ip)
+
+
+def subnets_text(subnets: list[str]) -> str:
     """A network's subnets as its messages name them: "10.1.0.0/24" or "10.1.0.0/24 and fd00::/64"."""
-    return f"{subnet} and {subnet6}" if subnet6 else subnet
+    return " and ".join(subnets)
 
 
 def check_name(option: str, value: str) -> str:
@@ -159,36 +178,44 @@ class ClusterNetwork(EtcdRecord):
     """A network as the cluster records it: etcd `networks/<key>`."""
 
     vni: int
-    subnet: str
-    gateway: str  # with the subnet's prefix length
+    blocks: tuple[Block, ...]  # IPv4's, then IPv6's if it has one (--ipv6)
     mtu: int
     internal: bool
     options: dict[str, str] = field(default_factory=dict)
-    subnet6: str = ""  # its IPv6 subnet (--ipv6), "" if it has none
-    gateway6: str = ""  # with the IPv6 subnet's prefix length
 
     def to_json(self) -> dict[str, Any]:
-        return _without_empty(asdict(self), _IPV6_FIELDS)
+        data: dict[str, Any] = {"vni": self.vni, "mtu": self.mtu, "internal": self.internal, "options": self.options}
+        for block in self.blocks:
+            subnet, gateway = BLOCK_KEYS[block.version]
+            data[subnet], data[gateway] = block.subnet, block.gateway
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ClusterNetwork:
-        return ClusterNetwork(
-            data["vni"],
-            data["subnet"],
-            data["gateway"],
-            data["mtu"],
-            data["internal"],
-            data.get("options", {}),
-            data.get("subnet6", ""),
-            data.get("gateway6", ""),
-        )
+        return ClusterNetwork(data["vni"], _blocks(data), data["mtu"], data["internal"], data.get("options", {}))
+
+    @property
+    def subnets(self) -> list[str]:
+        return [block.subnet for block in self.blocks]
+
+    def block(self, version: int) -> Block | None:
+        return next((b for b in self.blocks if b.version == version), None)
 
     def describe(self) -> str:
-        return f"VNI {self.vni} subnet {subnets_text(self.subnet, self.subnet6)}"
+        return f"VNI {self.vni} subnet {subnets_text(self.subnets)}"
 
     def same_network(self, other: ClusterNetwork) -> bool:
         """The same identity: VNI and subnets (hosts may differ in options such as the MTU)."""
-        return (self.vni, self.subnet, self.subnet6) == (other.vni, other.subnet, other.subnet6)
+        return (self.vni, self.subnets) == (other.vni, other.subnets)
+
+
+def _blocks(data: dict[str, Any]) -> tuple[Block, ...]:
+    """The blocks a record's JSON names (IPv4's always)."""
+    found = []
+    for version, (subnet, gateway) in BLOCK_KEYS.items():
+        if version == 4 or data.get(subnet):
+            found.append(Block(data[subnet], data[gateway]))
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -198,14 +225,18 @@ class LocalNetwork(ClusterNetwork):
     key: str = ""
     fastpath: bool = True
 
+    def to_json(self) -> dict[str, Any]:
+        return dict(super().to_json(), key=self.key, fastpath=self.fastpath)
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LocalNetwork:
-        return LocalNetwork(**{k: data[k] for k in _LOCAL_NETWORK_FIELDS if k in data})
+        net = ClusterNetwork.from_json(data)
+        return LocalNetwork(
+            net.vni, net.blocks, net.mtu, net.internal, net.options, data.get("key", ""), data.get("fastpath", True)
+        )
 
     def cluster(self) -> ClusterNetwork:
-        return ClusterNetwork(
-            self.vni, self.subnet, self.gateway, self.mtu, self.internal, self.options, self.subnet6, self.gateway6
-        )
+        return ClusterNetwork(self.vni, self.blocks, self.mtu, self.internal, self.options)
 
     @property
     def steer(self) -> str | None:
@@ -215,19 +246,6 @@ class LocalNetwork(ClusterNetwork):
     @property
     def iface_prefix(self) -> str:
         return self.options.get(p.IFACE_PREFIX) or "eth"
-
-    @property
-    def gateway_ip(self) -> str:
-        return str(ipaddress.IPv4Interface(self.gateway).ip)
-
-    @property
-    def gateway6_ip(self) -> str | None:
-        return str(ipaddress.IPv6Interface(self.gateway6).ip) if self.gateway6 else None
-
-
-_LOCAL_NETWORK_FIELDS = (
-    "vni", "subnet", "gateway", "mtu", "internal", "options", "subnet6", "gateway6", "key", "fastpath"
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -263,32 +281,32 @@ class LocalEndpoint:
     """An endpoint on this host: `state.json` endpoints[<endpoint id>]."""
 
     network_id: str
-    address: str  # with the subnet's prefix length
+    addresses: tuple[str, ...]  # with the subnet's prefix length: one per block of its network
     mac: str
     ifname: str  # the container end of its veth, as handed to Docker
     ports: tuple[PortMapping, ...] = ()
-    address6: str = ""  # its IPv6 address with the prefix length, "" if it has none
-
-    @property
-    def ip(self) -> str:
-        return str(ipaddress.IPv4Interface(self.address).ip)
-
-    @property
-    def ip6(self) -> str | None:
-        return str(ipaddress.IPv6Interface(self.address6).ip) if self.address6 else None
 
     @property
     def ips(self) -> list[str]:
         """Its addresses: each has an endpoint record of its own in etcd, with the same content."""
-        return [self.ip] + ([self.ip6] if self.ip6 else [])
+        return [str(ipaddress.ip_interface(a).ip) for a in self.addresses]
+
+    @property
+    def ip(self) -> str:
+        """Its IPv4 address (every network has IPv4): the one its eBPF and port entries are keyed by."""
+        return self.ips[0]
 
     def to_json(self) -> dict[str, Any]:
-        return _without_empty(dict(asdict(self), ports=[asdict(m) for m in self.ports]), _IPV6_FIELDS)
+        data: dict[str, Any] = {"network_id": self.network_id, "mac": self.mac, "ifname": self.ifname}
+        data["ports"] = [asdict(m) for m in self.ports]
+        data.update({ADDRESS_KEYS[version_of(a)]: a for a in self.addresses})
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LocalEndpoint:
         ports = tuple(PortMapping(**m) for m in data.get("ports", []))
-        return cls(data["network_id"], data["address"], data["mac"], data["ifname"], ports, data.get("address6", ""))
+        addresses = tuple(data[k] for k in ADDRESS_KEYS.values() if data.get(k))
+        return cls(data["network_id"], addresses, data["mac"], data["ifname"], ports)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,24 +1,16 @@
 """Keeps this host's slow path and fast-path caches in step with the cluster in etcd.
 
-Two threads:
-- heartbeat: this host's key `hosts/<id>` {underlay ip} on a lease, refreshed every
-  ttl/3, re-registered if the lease expired (e.g. etcd was down longer than the ttl);
-- sync: incremental. A full pass lists the whole cluster once (`sync_once`: at start, after
-  the watch failed or was compacted past its revision, after etcd lost data, and every `resync`
-  seconds as a safety pass that counts the drift it corrects); between full passes the watch's
-  events are applied to the in-memory `ClusterView` and only the endpoints they touch are
-  re-programmed (FDB + neighbour on the vxlan device, the fast path's remote entries). A burst
-  of writes arrives as one batch: what piles up while a batch is programmed is the next one.
-The firewall lets VXLAN in from exactly the live hosts; learned tunnel headers of hosts no
-longer live are dropped.
-A host whose key is gone keeps its entries for `grace` seconds more, so a driver that
-restarts (or a short etcd hiccup) does not flap its containers' reachability.
-
-Each batch also has this host's record owners (network and IPAM drivers) re-assert their
-records against the view (they look up their own records through its per-host index, so this
-costs what the host has, not what the cluster has): etcd restored empty or from an older
-snapshot is repaired at once. Such a restore shows as etcd's revision going back; for `hold`
-seconds after that no peer entry or host is removed, while every host writes its records back.
+Incremental. A full pass lists the whole cluster once (`sync_once`: at start, after the watch
+failed or was compacted past its revision, after etcd lost data, and every `resync` seconds as
+a safety pass that counts the drift it corrects); between full passes the watch's events are
+applied to the in-memory `ClusterView` and only the endpoints they touch are re-programmed (FDB +
+neighbour on the vxlan device, the fast path's remote entries). A burst of writes arrives as one
+batch: what piles up while a batch is programmed is the next one.
+The firewall lets VXLAN in from exactly the live hosts (liveness.py says which, with their grace
+and the hold after etcd lost data); learned tunnel headers of hosts no longer live are dropped.
+Each batch also has this host's records re-asserted against the view (records.py: they are
+looked up through the view's per-host index, so this costs what the host has, not what the
+cluster has).
 """
 
 from __future__ import annotations
@@ -26,17 +18,18 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from .. import log, memory
 from ..errors import BackendError
 from .kv import Changes
 from .layout import ENDPOINTS
+from .liveness import Liveness
 from .model import LocalNetwork, RemoteEndpoint
+from .records import HostRecords
 from .state import LocalState
-from .store import ClusterStore, ClusterView, Conflict, Reassertion
+from .store import ClusterStore, ClusterView
 
 _log = log.get("reconciler")
 
@@ -61,8 +54,13 @@ class SourceFilter(Protocol):
     def set_cluster_hosts(self, hosts: set[str]) -> None: ...
 
 
-class RecordOwner(Protocol):
-    def reassert(self, view: ClusterView) -> Reassertion: ...
+@dataclass
+class SyncCounters:
+    full_passes: int = 0  # the whole cluster listed
+    batches: int = 0  # batches of watch events applied
+    events: int = 0
+    examined: int = 0  # endpoint records looked at by the batches
+    drift: int = 0  # entries a safety pass found wrong
 
 
 class Reconciler:
@@ -73,57 +71,27 @@ class Reconciler:
         overlay: PeerBackend,
         datapath: RemoteCache,
         firewall: SourceFilter,
-        underlay_ip: str,
-        owners: Sequence[RecordOwner] = (),
-        ttl: int = 10,
-        grace: float = 5.0,
+        liveness: Liveness,
+        records: HostRecords,
         resync: float = 300.0,
-        hold: float = 30.0,
     ):
         self.store, self.state, self.overlay, self.datapath = store, state, overlay, datapath
-        self.firewall = firewall
-        self.underlay_ip = underlay_ip
-        self.owners = owners
-        self.ttl, self.grace, self.resync, self.hold = ttl, grace, resync, hold
+        self.firewall, self.liveness, self.records = firewall, liveness, records
+        self.resync = resync
+        self.counters = SyncCounters()
         self._stop = threading.Event()
-        self._missing_since: dict[str, float] = {}
-        self._last_ip: dict[str, str] = {}
-        self._grace_ends = float("inf")
-        self._revision = 0  # the highest etcd revision seen (a full pass's or an event's)
-        self._hold_until = 0.0
         self._view: ClusterView | None = None  # the cluster as of the last event applied
         self._full_due = "start"  # why the next step is a full pass ("": it is not)
         self._next_full = 0.0
         self._programmed: dict[int, dict[str, Peer]] = {}  # vni -> peers last programmed
         self._live: dict[str, str] = {}  # hosts last taken as live
-        self.conflicts: dict[tuple[str, str], Conflict] = {}
-        self.counters = dict.fromkeys(
-            ("reasserted", "stale_removed", "data_loss", "full_passes", "batches", "events", "examined", "drift"), 0
-        )
 
     def start(self) -> None:
-        for name, target in (("heartbeat", self._heartbeat), ("sync", self._sync_loop)):
-            threading.Thread(target=target, name=name, daemon=True).start()
+        threading.Thread(target=self.liveness.heartbeat, args=(self._stop,), name="heartbeat", daemon=True).start()
+        threading.Thread(target=self._sync_loop, name="sync", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
-
-    # -- heartbeat --------------------------------------------------------
-    def _heartbeat(self) -> None:
-        lease, failing = 0, False
-        while not self._stop.is_set():
-            try:
-                lease, registered = self.store.keep_registered(self.underlay_ip, self.ttl, lease)
-                if registered:
-                    _log.info("host registered", host=self.store.host, ip=self.underlay_ip, ttl=self.ttl)
-                if failing:
-                    _log.info("etcd reachable again", host=self.store.host)
-                failing = False
-            except BackendError as e:
-                if not failing:
-                    _log.warning("heartbeat failed; retrying", error=e)
-                failing = True
-            self._stop.wait(self.ttl / 3)
 
     # -- sync -------------------------------------------------------------
     def _sync_loop(self) -> None:
@@ -141,11 +109,11 @@ class Reconciler:
 
     def step(self, timeout: float = 1.0) -> None:
         """A full pass if one is due, else wait up to `timeout` for changes and apply them."""
-        now = time.monotonic()
+        now, hold_until = time.monotonic(), self.liveness.hold_until
         if self._view is None or self._full_due or now >= self._next_full:
             self.sync_once(self._full_due or "periodic")
             return
-        deadline = min(self._next_full, self._grace_ends, self._hold_until if self._hold_until > now else now + timeout)
+        deadline = min(self._next_full, self.liveness.grace_ends, hold_until if hold_until > now else now + timeout)
         changes = self.store.changes(self._view.revision + 1, max(0.01, min(timeout, deadline - now)))
         if changes.compacted:
             self.sync_once("compacted")
@@ -153,19 +121,19 @@ class Reconciler:
             self.sync_once("revision went back")
         else:
             self.apply(changes)
-            if self._hold_until and time.monotonic() >= self._hold_until:
-                self._hold_until = 0.0
+            if self.liveness.hold_until and not self.liveness.holding:
+                self.liveness.hold_until = 0.0
                 self.sync_once("hold over")  # what was held and is still gone goes now
 
     def sync_once(self, reason: str = "start") -> int:
         """A full pass: list the whole cluster, re-assert this host's records, program every peer."""
         view = self.store.view()
-        holding = self._notice_data_loss(view.revision)
+        holding = self.liveness.seen(view.revision)
         # Jittered, so that hosts started together do not all list the cluster at the same moment.
         self._next_full = time.monotonic() + self.resync * random.uniform(0.9, 1.1)
         self._view, self._full_due = view, ""
-        self.counters["full_passes"] += 1
-        self._reassert(view)
+        self.counters.full_passes += 1
+        self.records.reassert(view)
         live = self._update_live(view, holding, full=True)
         wanted: dict[int, dict[str, Peer]] = {}
         fast: dict[int, dict[str, Peer]] = {}
@@ -192,7 +160,7 @@ class Reconciler:
         self._programmed = wanted
         memory.give_back()  # the listing's transient peak
         if reason == "periodic":
-            self.counters["drift"] += changed
+            self.counters.drift += changed
             if changed:
                 _log.warning("safety pass corrected drift", entries=changed)
         elif reason != "start":
@@ -211,11 +179,11 @@ class Reconciler:
                 touched.add((network, ip))
         if changes.events:
             view.revision = max(view.revision, changes.revision)
-            self._revision = max(self._revision, view.revision)
-            self.counters["batches"] += 1
-            self.counters["events"] += len(changes.events)
-            self._reassert(view)
-        holding = time.monotonic() < self._hold_until
+            self.liveness.advanced(view.revision)
+            self.counters.batches += 1
+            self.counters.events += len(changes.events)
+            self.records.reassert(view)
+        holding = self.liveness.holding
         before = dict(self._live)
         live = self._update_live(view, holding)
         for host in before.keys() | live.keys():
@@ -230,7 +198,7 @@ class Reconciler:
             if vni not in self._programmed:  # a network new on this host: all of its peers
                 self._programmed[vni] = {}
                 touched.update((net.key, ip) for ip in view.endpoints.get(net.key, {}))
-        self.counters["examined"] += len(touched)
+        self.counters.examined += len(touched)
         by_network: dict[str, set[str]] = {}
         for key, ip in touched:
             if key in by_key:
@@ -282,7 +250,7 @@ class Reconciler:
 
     def _update_live(self, view: ClusterView, holding: bool, full: bool = False) -> dict[str, str]:
         """Take the hosts now live; on a change (or a full pass) the firewall and tunnels follow."""
-        live = self._live_hosts(view.hosts)
+        live = self.liveness.live(view.hosts)
         if holding:
             live = {**self._live, **live}
         changed, self._live = live != self._live, live
@@ -295,49 +263,6 @@ class Reconciler:
             self.datapath.prune_tunnels(live_ips)
         return live
 
-    def _notice_data_loss(self, revision: int) -> bool:
-        """True while peers are held after etcd was seen to lose data (its revision went back)."""
-        if revision < self._revision:
-            self.counters["data_loss"] += 1
-            self._hold_until = time.monotonic() + self.hold
-            _log.warning(
-                "etcd lost data: its revision went back; every peer entry is kept while hosts re-assert their records",
-                revision_was=self._revision,
-                revision=revision,
-                hold=self.hold,
-            )
-        self._revision = revision
-        return time.monotonic() < self._hold_until
-
-    def _reassert(self, view: ClusterView) -> None:
-        found, failed = Reassertion(), False
-        for owner in self.owners:
-            try:
-                done = owner.reassert(view)
-            except BackendError as e:
-                _log.warning("records not re-asserted", owner=type(owner).__name__, error=e)
-                failed = True
-                continue
-            found.repaired += done.repaired
-            found.removed += done.removed
-            found.conflicts += done.conflicts
-        if found.repaired or found.removed:
-            _log.info(
-                "records re-asserted in etcd", host=self.store.host, written=found.repaired, removed=found.removed
-            )
-        self.counters["reasserted"] += found.repaired
-        self.counters["stale_removed"] += found.removed
-        if failed:
-            return  # the conflicts known stand until a whole pass has looked again
-        current = {(c.kind, c.key): c for c in found.conflicts}
-        for k, c in current.items():
-            if self.conflicts.get(k) != c:
-                _log.warning("record conflict: this host's record kept, etcd's not overwritten", **asdict(c))
-        for k, c in self.conflicts.items():
-            if k not in current:
-                _log.info("record conflict resolved", kind=c.kind, key=c.key)
-        self.conflicts = current
-
     def has_endpoint(self, key: str, ip: str) -> bool:
         """Whether etcd (as last seen) has an endpoint of network `key` at address ip, on any host."""
         view = self._view
@@ -347,30 +272,10 @@ class Reconciler:
         """For `xmasq status` and metrics: conflicts now, records re-asserted, data losses seen, the
         control plane's work so far, and the peers programmed per VNI."""
         return {
-            "conflicts": [asdict(c) for c in self.conflicts.values()],
-            **self.counters,
-            "holding": time.monotonic() < self._hold_until,
+            "conflicts": [asdict(c) for c in self.records.conflicts.values()],
+            **asdict(self.records.counters),
+            **asdict(self.liveness.counters),
+            **asdict(self.counters),
+            "holding": self.liveness.holding,
             "peers": {str(vni): len(peers) for vni, peers in list(self._programmed.items())},
         }
-
-    def _live_hosts(self, hosts: dict[str, str]) -> dict[str, str]:
-        """Hosts with a key, plus those gone for less than the grace period."""
-        now = time.monotonic()
-        self._last_ip.update(hosts)
-        for host in list(self._missing_since):
-            if host in hosts:
-                del self._missing_since[host]
-                _log.info("host back", host=host, ip=hosts[host])
-        live = dict(hosts)
-        self._grace_ends = float("inf")
-        for host, ip in self._last_ip.items():
-            if host in hosts:
-                continue
-            since = self._missing_since.setdefault(host, now)
-            if now - since < self.grace:
-                live[host] = ip
-                self._grace_ends = min(self._grace_ends, since + self.grace)
-            elif since != -1:
-                _log.warning("host gone; its endpoints removed", host=host, ip=ip)
-                self._missing_since[host] = -1  # reported; stays evicted until it comes back
-        return live

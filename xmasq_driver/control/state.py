@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -35,7 +37,12 @@ class LocalState:
     def __init__(self, path: str | None):
         """path None keeps state in memory only (unit tests)."""
         self.path = path
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the tables and the file
+        # What orders changes of this host's networks, endpoints and pools (requests, and the
+        # re-assertion of their records): `networks_lock` before a network's own, never after.
+        self.networks_lock = threading.Lock()
+        self.pools_lock = threading.Lock()
+        self._network_locks: dict[str, threading.Lock] = {}
         self.networks: dict[str, LocalNetwork] = {}
         self.endpoints: dict[str, LocalEndpoint] = {}
         self.pools: dict[str, Pool] | None = {}
@@ -46,6 +53,14 @@ class LocalState:
             self.endpoints = {k: LocalEndpoint.from_json(v) for k, v in data.get("endpoints", {}).items()}
             pools = data.get("pools")
             self.pools = None if pools is None else {k: Pool.from_json(v) for k, v in pools.items()}
+
+    @contextmanager
+    def changing(self, network_id: str) -> Iterator[None]:
+        """Held while one network or its endpoints change."""
+        with self._lock:
+            lock = self._network_locks.setdefault(network_id, threading.Lock())
+        with lock:
+            yield
 
     def snapshot(self) -> Snapshot:
         with self._lock:

@@ -29,7 +29,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import log, memory
 from ..config import Config
-from ..control.model import VXLAN_OVERHEAD
+from ..control.model import VXLAN_OVERHEAD, version_of
 from ..errors import BackendError
 from .cgroup import Links
 from .overlay import VXLAN_PORT
@@ -277,16 +277,18 @@ class Datapath:
         return index
 
     # -- local endpoints --------------------------------------------------
-    def add_local(self, ifname: str, vni: int, ip: str, mac: str, fast: bool = True, ip6: str | None = None) -> None:
-        """Guard the endpoint's veth against spoofing (`ip6`: its IPv6 address, if it has one); with
-        `fast` (its network's switch, and the global one) its flows may also take the fast path."""
+    def add_local(self, ifname: str, vni: int, ips: list[str], mac: str, fast: bool = True) -> None:
+        """Guard the endpoint's veth against spoofing (`ips`: its IPv4 address, then its IPv6 one if it
+        has one); with `fast` (its network's switch, and the global one) its flows may also take the
+        fast path."""
         if not self.loaded:
             return
         fast = fast and self.enabled
+        ip, ip6 = ips[0], next((a for a in ips[1:] if version_of(a) == 6), None)
         with self._lock:
             index = self._attach(ifname, ("from_container", INGRESS), ("to_container", EGRESS))
             local, by_if = self._maps["local_eps"], self._maps["lxc_by_ifindex"]
-            for addr in filter(None, (ip, ip6)):
+            for addr in ips:
                 local[local.Key(vni, _addr(addr))] = local.Leaf(index, _mac(mac))
             leaf = by_if.Leaf(vni, _be32(ip), _mac(mac), int(fast))
             if ip6:

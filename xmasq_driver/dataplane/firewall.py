@@ -25,7 +25,7 @@ import shlex
 import subprocess
 
 from .. import log
-from ..control.model import PortMapping
+from ..control.model import PortMapping, version_of
 from ..errors import BackendError
 from .overlay import BRIDGE_PREFIX, VXLAN_PORT
 
@@ -121,19 +121,21 @@ class Firewall:
         self._ensure("nat", "OUTPUT", local, position=1)
 
     # -- per network ------------------------------------------------------
-    def add_network(self, vni: int, bridge: str, subnet: str, internal: bool, subnet6: str = "") -> None:
+    def add_network(self, vni: int, bridge: str, subnets: list[str], internal: bool) -> None:
+        """A network's rules for each of its subnets (IPv4's, and IPv6's if it has one)."""
         tag = ["-m", "comment", "--comment", net_owner(vni)]
         # VXLAN of this VNI (the 24 bits after the UDP header and 4 flag bytes) from anyone
         # set_cluster_hosts did not let through.
         vni_match = ["-m", "u32", "--u32", f"0x0>>0x16&0x3c@0xc>>0x8={vni:#x}"]
         self._ensure("filter", VXLAN_IN, [*vni_match, *tag, "-j", "DROP"])
-        self._network_rules(4, bridge, subnet, internal, tag)
+        for subnet in subnets:
+            v = version_of(subnet)
+            if v == 6:
+                self._ensure_chains(6)
+            self._network_rules(v, bridge, subnet, internal, tag)
         # Published ports reached from 127.0.0.1 leave with the gateway address.
         if not internal:
             self._ensure("nat", POSTROUTING, ["-s", "127.0.0.0/8", "-o", bridge, *tag, "-j", "MASQUERADE"])
-        if subnet6:
-            self._ensure_chains(6)
-            self._network_rules(6, bridge, subnet6, internal, tag)
 
     def _network_rules(self, v: int, bridge: str, subnet: str, internal: bool, tag: list[str]) -> None:
         """What a network's traffic of IP version `v` may do: the same for IPv4 and IPv6."""

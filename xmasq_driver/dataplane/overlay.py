@@ -25,6 +25,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import log
+from ..control.model import Interface
 from ..errors import BackendError
 
 T = TypeVar("T")
@@ -136,13 +137,12 @@ class Overlay:
         return Underlay(link.get("IFLA_IFNAME"), index, addrs[0], link.get("IFLA_MTU"))
 
     # -- networks ---------------------------------------------------------
-    def ensure_network(
-        self, vni: int, gateway: ipaddress.IPv4Interface, mtu: int, gateway6: ipaddress.IPv6Interface | None = None
-    ) -> None:
-        """The network's bridge (the gateway's addresses on it) and vxlan device."""
+    def ensure_network(self, vni: int, gateways: list[Interface], mtu: int) -> None:
+        """The network's bridge (a gateway address on it per IP version, IPv4's first) and vxlan device."""
         ul = self.underlay()
         br, vx = bridge_name(vni), vxlan_name(vni)
-        gw_mac = mac_for_ip(gateway.ip)
+        gw_mac = mac_for_ip(ipaddress.IPv4Address(gateways[0].ip))
+        ipv6 = any(gw.version == 6 for gw in gateways)
 
         def ensure(ipr: IPRoute) -> None:
             if not ipr.link_lookup(ifname=br):
@@ -150,11 +150,11 @@ class Overlay:
                 # the vxlan port, whose proxy answers it, whatever groups local containers joined.
                 ipr.link("add", ifname=br, kind="bridge", address=gw_mac, mtu=mtu, br_mcast_snooping=0)
             br_index = ipr.link_lookup(ifname=br)[0]
-            if gateway6 is not None:
+            if ipv6:
                 _write_kernel_setting(f"/proc/sys/net/ipv6/conf/{br}/disable_ipv6", "0")
             have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=br_index)}
-            for gw in (gateway, gateway6):
-                if gw is not None and (str(gw.ip), gw.network.prefixlen) not in have:
+            for gw in gateways:
+                if (str(gw.ip), gw.network.prefixlen) not in have:
                     flags = {"flags": IFA_F_NODAD} if gw.version == 6 else {}
                     ipr.addr("add", index=br_index, address=str(gw.ip), prefixlen=gw.network.prefixlen, **flags)
             if not ipr.link_lookup(ifname=vx):
@@ -176,7 +176,7 @@ class Overlay:
             ipr.link("set", index=br_index, state="up")
 
         self._run(f"create network devices for vni {vni}", ensure)
-        if gateway6 is not None:
+        if ipv6:
             self._enable_ipv6_forwarding()
         # Published ports are reachable from 127.0.0.1: DNAT'd loopback-sourced
         # packets may leave through this bridge (then masqueraded).

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from ..control.model import LocalNetwork
+from ..control.model import BLOCK_KEYS, LocalNetwork
 from ..control.state import LocalState, Snapshot
 from ..control.store import ClusterStore
 from ..errors import BackendError
@@ -80,8 +80,7 @@ class Admin:
             "id": nid[:12],
             "name": n.key,
             "vni": n.vni,
-            "subnet": n.subnet,
-            **({"subnet6": n.subnet6} if n.subnet6 else {}),
+            **{BLOCK_KEYS[b.version][0]: b.subnet for b in n.blocks},
             "internal": n.internal,
             "fastpath": n.fastpath,
             "endpoints": endpoints,

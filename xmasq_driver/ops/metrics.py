@@ -7,8 +7,12 @@ from Admin, so `xmasq status|stats` and a scrape always agree.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import fields
 from typing import Any
 
+from ..control.liveness import LivenessCounters
+from ..control.reconciler import SyncCounters
+from ..control.records import RecordCounters
 from .admin import Admin
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -46,20 +50,20 @@ def render(admin: Admin) -> str:
             "xmasq_etcd_records_total",
             "counter",
             "this host's records written back to etcd (reasserted) or removed from it (stale_removed)",
-            [({"event": event}, records[event]) for event in ("reasserted", "stale_removed")],
+            [({"event": f.name}, records[f.name]) for f in fields(RecordCounters)],
         ),
         *_family(
             "xmasq_etcd_data_loss_total",
             "counter",
             "times etcd's revision went back (restored)",
-            [({}, records["data_loss"])],
+            [({}, records[f.name]) for f in fields(LivenessCounters)],
         ),
         *_family(
             "xmasq_reconcile_total",
             "counter",
             "control plane work: full passes (whole cluster listed), batches and events applied from the watch,"
             " endpoint records examined, entries a safety pass found wrong (drift)",
-            [({"event": e}, records[e]) for e in ("full_passes", "batches", "events", "examined", "drift")],
+            [({"event": f.name}, records[f.name]) for f in fields(SyncCounters)],
         ),
         *_family("xmasq_networks", "gauge", "xmasq networks on this host", [({}, len(status["networks"]))]),
         *_family(

@@ -24,7 +24,9 @@ from ..api.ipam import IpamDriver
 from ..api.network import NetworkDriver
 from ..config import Config, env_name
 from ..control.kv import EtcdKV
+from ..control.liveness import Liveness
 from ..control.reconciler import Reconciler
+from ..control.records import HostRecords
 from ..control.state import LocalState
 from ..control.store import ClusterStore
 from ..dataplane.datapath import Datapath
@@ -52,21 +54,11 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler,
     )
     datapath.load()
     firewall = Firewall()
-    network = NetworkDriver(store, state, overlay, firewall, datapath, config.scope)
-    ipam = IpamDriver(store, state)
-    reconciler = Reconciler(
-        store,
-        state,
-        overlay,
-        datapath,
-        firewall,
-        underlay.ip,
-        (network, ipam),
-        config.host_ttl,
-        config.host_grace,
-        resync=config.resync,
-        hold=config.restore_hold,
-    )
+    records = HostRecords(store, state)
+    network = NetworkDriver(store, records, state, overlay, firewall, datapath, config.scope)
+    ipam = IpamDriver(store, records)
+    liveness = Liveness(store, underlay.ip, config.host_ttl, config.host_grace, config.restore_hold)
+    reconciler = Reconciler(store, state, overlay, datapath, firewall, liveness, records, config.resync)
     # Swarm services exist only where Docker runs the driver at global scope (the managed plugin).
     services = None
     if config.scope == "global":
@@ -75,7 +67,7 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler,
         def in_use(network_id: str, ip: str) -> bool:
             snap = state.snapshot()
             net = snap.networks.get(network_id)
-            mine = any(e.network_id == network_id and ip in (e.ip, e.ip6) for e in snap.endpoints.values())
+            mine = any(e.network_id == network_id and ip in e.ips for e in snap.endpoints.values())
             return net is not None and (mine or reconciler.has_endpoint(net.key, ip))
 
         services = ServiceWatcher(source, state, datapath, config.service_poll, in_use)

@@ -1,0 +1,102 @@
+"""Which hosts are live: this host's own heartbeat, and the others' as etcd shows them.
+
+- heartbeat: this host's key `hosts/<id>` {underlay ip} on a lease, refreshed every ttl/3,
+  re-registered if the lease expired (e.g. etcd was down longer than the ttl);
+- grace: a host whose key is gone stays live `grace` seconds more, so a driver that restarts (or
+  a short etcd hiccup) does not flap its containers' reachability;
+- hold: etcd restored empty or from an older snapshot shows as its revision going back; for
+  `hold` seconds after that every host seen stays live (and no peer entry goes) while every host
+  writes its records back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from .. import log
+from ..errors import BackendError
+from .store import ClusterStore
+
+_log = log.get("liveness")
+
+
+@dataclass
+class LivenessCounters:
+    data_loss: int = 0  # times etcd's revision went back
+
+
+class Liveness:
+    def __init__(self, store: ClusterStore, underlay_ip: str, ttl: int = 10, grace: float = 5.0, hold: float = 30.0):
+        self.store, self.underlay_ip = store, underlay_ip
+        self.ttl, self.grace, self.hold = ttl, grace, hold
+        self.counters = LivenessCounters()
+        self.grace_ends = float("inf")  # when the next host in its grace period goes
+        self.hold_until = 0.0
+        self._missing_since: dict[str, float] = {}  # -1: gone, and reported
+        self._last_ip: dict[str, str] = {}
+        self._revision = 0  # the highest etcd revision seen
+
+    # -- this host ----------------------------------------------------------
+    def heartbeat(self, stop: threading.Event) -> None:
+        """Keep this host registered until `stop` is set."""
+        lease, failing = 0, False
+        while not stop.is_set():
+            try:
+                lease, registered = self.store.keep_registered(self.underlay_ip, self.ttl, lease)
+                if registered:
+                    _log.info("host registered", host=self.store.host, ip=self.underlay_ip, ttl=self.ttl)
+                if failing:
+                    _log.info("etcd reachable again", host=self.store.host)
+                failing = False
+            except BackendError as e:
+                if not failing:
+                    _log.warning("heartbeat failed; retrying", error=e)
+                failing = True
+            stop.wait(self.ttl / 3)
+
+    # -- the others ---------------------------------------------------------
+    @property
+    def holding(self) -> bool:
+        return time.monotonic() < self.hold_until
+
+    def seen(self, revision: int) -> bool:
+        """Note the revision of a full listing; True while holding (it went back: etcd lost data)."""
+        if revision < self._revision:
+            self.counters.data_loss += 1
+            self.hold_until = time.monotonic() + self.hold
+            _log.warning(
+                "etcd lost data: its revision went back; every peer entry is kept while hosts re-assert their records",
+                revision_was=self._revision,
+                revision=revision,
+                hold=self.hold,
+            )
+        self._revision = revision
+        return self.holding
+
+    def advanced(self, revision: int) -> None:
+        """Note the revision of an event applied."""
+        self._revision = max(self._revision, revision)
+
+    def live(self, hosts: dict[str, str]) -> dict[str, str]:
+        """Hosts with a key, plus those gone for less than the grace period."""
+        now = time.monotonic()
+        self._last_ip.update(hosts)
+        for host in list(self._missing_since):
+            if host in hosts:
+                del self._missing_since[host]
+                _log.info("host back", host=host, ip=hosts[host])
+        live = dict(hosts)
+        self.grace_ends = float("inf")
+        for host, ip in self._last_ip.items():
+            if host in hosts:
+                continue
+            since = self._missing_since.setdefault(host, now)
+            if now - since < self.grace:
+                live[host] = ip
+                self.grace_ends = min(self.grace_ends, since + self.grace)
+            elif since != -1:
+                _log.warning("host gone; its endpoints removed", host=host, ip=ip)
+                self._missing_since[host] = -1  # reported; stays evicted until it comes back
+        return live
