@@ -35,7 +35,7 @@ from ..control.records import HostRecords
 from ..control.state import LocalState
 from ..control.store import ClusterStore
 from ..dataplane.overlay import bridge_name, mac_for_ip, veth_names
-from ..errors import BackendError, DriverError, NotFound
+from ..errors import DriverError, NotFound
 from . import plumbing
 from .plumbing import DatapathBackend, FirewallBackend, OverlayBackend, Plumbing, Step
 
@@ -100,7 +100,6 @@ class NetworkDriver:
         scope: str = "local",
     ):
         self.store = store
-        self.records = records
         self.state = state
         self.overlay = overlay
         self.firewall = firewall
@@ -335,8 +334,9 @@ class NetworkDriver:
     # -- restart ----------------------------------------------------------
     def restore(self) -> None:
         """Re-make what the local state says this host has (after a driver restart): the same steps
-        as a create, but for the veths (they outlive the driver) and the records, which are then
-        re-asserted in one pass."""
+        as a create, but for the veths (they outlive the driver) and the records, which the
+        reconciler's first full pass, started right after, re-asserts (it lists the cluster for
+        its peers anyway: one listing at start, not two)."""
         self.firewall.ensure_base()
         snap = self.state.snapshot()
         for nid, net in snap.networks.items():
@@ -345,12 +345,6 @@ class NetworkDriver:
         for eid, ep in snap.endpoints.items():
             if ep.network_id in snap.networks:
                 plumbing.restore(self.plumbing.endpoint(eid, ep, snap.networks[ep.network_id]), f"endpoint {eid[:12]}")
-        try:
-            self.records.reassert(self.store.view())
-        except BackendError as e:
-            _log.warning(
-                "cluster state not refreshed at start (etcd unreachable); local networking is unaffected", error=e
-            )
 
 
 def _address(iface: dict[str, Any], name: str, version: int, subnet: str) -> Interface:

@@ -5,7 +5,7 @@ undo, used by requests and by the restore at start alike.
   begun, in reverse (a step's undo is safe to run after its own do failed part way), so nothing
   is left half made;
 - restore at start: the steps that re-make what the kernel lost with the driver (not the veth,
-  which outlives it, nor the records: HostRecords.reassert writes those once all is restored);
+  which outlives it, nor the records: the reconciler's first pass re-asserts those);
 - delete: every undo, in reverse, then the local state's write (each undo is idempotent: a delete
   that failed part way is repeated, and the state still has what to repeat it for).
 """

@@ -6,8 +6,8 @@ change them here, each together with the local state (`join`, `publish`, `hold`,
 `reassert` derives all of them from the local state, diffs that against the cluster view and
 writes the difference: missing or stale records written back, records of this host that it no
 longer has removed, records someone else now holds reported as conflicts and never overwritten.
-The reconciler calls it on every batch of changes, so etcd restored empty or from an older
-snapshot is repaired at once, and the start-up restore calls it once the kernel state is back.
+The reconciler calls it on every full pass and batch of changes: at start right after the kernel
+state is restored, and whenever etcd was restored empty or from an older snapshot.
 """
 
 from __future__ import annotations
