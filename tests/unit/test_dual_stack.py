@@ -20,7 +20,7 @@ def _records(h: Harness, key: str = "n1") -> dict[str, RemoteEndpoint]:
 def test_an_ipv6_network_gets_its_gateway_rules_and_record(h):
     h.create_network(subnet6=V6)
     net = h.state.networks["n1"]
-    assert net.block(6) == Block(V6, "fd00:1::1/64")  # no gateway given: the subnet's first address
+    assert net.blocks[1] == Block(V6, "fd00:1::1/64")  # no gateway given: the subnet's first address
     assert h.overlay.gateways6[net.vni] == "fd00:1::1/64"
     assert h.firewall.subnets6[net.vni] == V6
     assert h.store.get_network("n1").subnets == ["10.1.0.0/24", V6]

@@ -198,9 +198,6 @@ class ClusterNetwork(EtcdRecord):
     def subnets(self) -> list[str]:
         return [block.subnet for block in self.blocks]
 
-    def block(self, version: int) -> Block | None:
-        return next((b for b in self.blocks if b.version == version), None)
-
     def describe(self) -> str:
         return f"VNI {self.vni} subnet {subnets_text(self.subnets)}"
 
