@@ -12,7 +12,6 @@ state is restored, and whenever etcd was restored empty or from an older snapsho
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, dataclass
 
 from .. import log
@@ -36,8 +35,8 @@ class HostRecords:
     def __init__(self, store: ClusterStore, state: LocalState):
         self.store, self.state, self.host = store, state, store.host
         self.counters = RecordCounters()
+        # Replaced whole by each pass (readers, such as `xmasq status`, see one pass's or the next's).
         self.conflicts: dict[tuple[str, str], Conflict] = {}
-        self._conflicts_lock = threading.Lock()
 
     # -- networks and endpoints (callers hold the network's lock) ----------
     def join(self, net: LocalNetwork, new: bool) -> None:
@@ -137,14 +136,13 @@ class HostRecords:
 
     def _note_conflicts(self, found: list[Conflict]) -> None:
         current = {(c.kind, c.key): c for c in found}
-        with self._conflicts_lock:
-            for k, c in current.items():
-                if self.conflicts.get(k) != c:
-                    _log.warning("record conflict: this host's record kept, etcd's not overwritten", **asdict(c))
-            for k, c in self.conflicts.items():
-                if k not in current:
-                    _log.info("record conflict resolved", kind=c.kind, key=c.key)
-            self.conflicts = current
+        for k, c in current.items():
+            if self.conflicts.get(k) != c:
+                _log.warning("record conflict: this host's record kept, etcd's not overwritten", **asdict(c))
+        for k, c in self.conflicts.items():
+            if k not in current:
+                _log.info("record conflict resolved", kind=c.kind, key=c.key)
+        self.conflicts = current
 
     def _networks(self, view: ClusterView) -> Reassertion:
         done = Reassertion()
