@@ -61,6 +61,13 @@ class Liveness:
     def holding(self) -> bool:
         return time.monotonic() < self.hold_until
 
+    def hold_over(self) -> bool:
+        """True once, when a hold has just ended (what was held and is still gone may go now)."""
+        if not self.hold_until or self.holding:
+            return False
+        self.hold_until = 0.0
+        return True
+
     def seen(self, revision: int) -> bool:
         """Note the revision of a full listing; True while holding (it went back: etcd lost data)."""
         if revision < self._revision:

@@ -121,8 +121,7 @@ class Reconciler:
             self.sync_once("revision went back")
         else:
             self.apply(changes)
-            if self.liveness.hold_until and not self.liveness.holding:
-                self.liveness.hold_until = 0.0
+            if self.liveness.hold_over():
                 self.sync_once("hold over")  # what was held and is still gone goes now
 
     def sync_once(self, reason: str = "start") -> int:
