@@ -251,6 +251,18 @@ def _vip(mgr, service: str, network_id: str) -> str:  # type: ignore[no-untyped-
     return next(v["Addr"].split("/")[0] for v in vips if v["NetworkID"] == network_id)
 
 
+def _scale(mgr, service: str, replicas: int) -> None:  # type: ignore[no-untyped-def]
+    """What `docker service scale` does: the service's own spec back with only the replica count
+    changed. The SDK's Service.scale rewrites the spec on Engine 26 (seen in CI: the surviving
+    task was replaced by a rolling update, so a request met its old container as it stopped)."""
+    api = mgr.api
+    current = api.inspect_service(service)
+    spec = current["Spec"]
+    spec["Mode"]["Replicated"]["Replicas"] = replicas
+    url = api._url("/services/{0}/update", current["ID"])
+    api._raise_for_status(api._post_json(url, data=spec, params={"version": current["Version"]["Index"]}))
+
+
 def _answers(client, name: str, n: int) -> list[str]:  # type: ignore[no-untyped-def]
     """The body of each of n HTTP requests to http://<name>/, the name resolved by Docker's DNS
     (one line each; empty where it failed). busybox's nslookup and nc, because the image's static
@@ -368,8 +380,7 @@ def test_vip_service_in_the_default_endpoint_mode(tb, swarm):
             assert len(through_ipvs) == 5 and set(through_ipvs) <= names, through_ipvs
         # Scale to 1: once the others are gone from every node, every request is answered by the last.
         start = time.monotonic()
-        web.reload()
-        web.scale(1)
+        _scale(mgr, "web", 1)
         last = _wait(
             "one task left",
             lambda: (lambda t: t[0] if len(t) == 1 else None)(
@@ -384,6 +395,10 @@ def test_vip_service_in_the_default_endpoint_mode(tb, swarm):
             30,
         )
         scaled = time.monotonic() - start
+        # Scaling keeps the surviving task: no rolling update replaced it (which would be Swarm's doing).
+        assert [t["ID"] for t in web.tasks() if t["DesiredState"] == "running"] == [
+            last.labels["com.docker.swarm.task.id"]
+        ]
         assert set(_answers(client, "web", 20)) == {last.attrs["Config"]["Hostname"]}
         # Kill it: gone from every node's balancer soon after its container died; the replacement
         # answers once it runs.
@@ -408,8 +423,7 @@ def test_vip_service_in_the_default_endpoint_mode(tb, swarm):
         _wait("the replacement answers", lambda: _answers(client, "web", 1) == [fresh_name], 30)
         answered = time.monotonic() - running
         # No task at all: a connect is refused at once, not left to time out.
-        web.reload()
-        web.scale(0)
+        _scale(mgr, "web", 0)
         _wait("no task balanced", lambda: all(t == [] for t in _lb_tasks(swarm, vip).values()), 60)
         t0 = time.monotonic()
         out = _sh(client, f"nc -w 10 {vip} 80 </dev/null 2>&1", check=False)
