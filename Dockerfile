@@ -7,7 +7,7 @@ FROM debian:bookworm-slim
 LABEL org.xmasq.image=driver
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3 python3-venv python3-bpfcc iproute2 iptables ipset ca-certificates \
+      python3 python3-venv python3-bpfcc iproute2 iptables ipset ca-certificates wireguard-tools wireguard-go \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/xmasq
 COPY requirements.txt ./

@@ -127,7 +127,11 @@ class Testbed:
 
     def _settings(self, host: str) -> dict[str, str]:
         """What every driver of the testbed is configured with, as a process or as the plugin."""
-        return config.environment(host_id=host, etcd_endpoints=self.etcd_endpoint, underlay_interface="eth0")
+        # Device names differ: wireguard-go's control sockets (/var/run/wireguard) are one directory
+        # for every namespace of the machine.
+        return config.environment(
+            host_id=host, etcd_endpoints=self.etcd_endpoint, underlay_interface="eth0", wireguard_device=f"xmwg-{host}"
+        )
 
     def in_host(self, host: str, argv: list[str], **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
         """Run argv in the host's network namespace, with DOCKER_HOST set to its dockerd."""

@@ -10,8 +10,9 @@ LOG_DIR=/var/log/xmasq
 DATA_DIR=/var/lib/xmasq
 # What the driver needs (`make run`), then what only the tests, the testbed's image and the benchmark
 # use (`make dev`: servers, load generators, tcpdump, perf, debootstrap for the engine roots).
+# wireguard-tools (wg) and wireguard-go: encrypted networks (the userspace tunnel where the kernel has none)
 PACKAGES="docker.io etcd-server etcd-client python3-bpfcc python3-venv clang llvm iproute2 iptables ipset
-          linux-headers-amd64 curl"
+          linux-headers-amd64 curl wireguard-tools wireguard-go"
 DEV_PACKAGES="busybox-static gcc libc6-dev openssl systemd debootstrap tcpdump bpftool linux-perf iperf3 sockperf
               nginx-light wrk redis-server redis-tools memcached libmemcached-tools"
 [ "${1:-}" = --dev ] && PACKAGES="$PACKAGES $DEV_PACKAGES"

@@ -6,9 +6,9 @@ import threading
 from collections.abc import Iterable
 
 from xmasq_driver.control.kv import Changes
-from xmasq_driver.control.model import Interface, PortMapping
+from xmasq_driver.control.model import Interface, PortMapping, TunnelPeer
 from xmasq_driver.dataplane.overlay import Underlay, veth_names
-from xmasq_driver.errors import BackendError
+from xmasq_driver.errors import BackendError, DriverError
 
 
 class MemoryKV:
@@ -129,14 +129,16 @@ class FakeOverlay:
         self.fail_peers = 0  # how many set_peers calls fail next
         self.steered: list[tuple[str, str | None]] = []  # (host veth, the network's own mode)
         self.gateways6: dict[int, str] = {}
+        self.encrypted: dict[int, bool] = {}
         self.fdb: dict[int, set[tuple[str, str]]] = {}  # vni -> (mac, host), as the kernel's FDB
         self._mtu = mtu
 
     def underlay(self) -> Underlay:
         return Underlay("eth0", 2, "192.0.2.2", self._mtu)
 
-    def ensure_network(self, vni: int, gateways: list[Interface], mtu: int) -> None:
+    def ensure_network(self, vni: int, gateways: list[Interface], mtu: int, encrypted: bool = False) -> None:
         self.networks[vni] = (str(gateways[0]), mtu)
+        self.encrypted[vni] = encrypted
         self.gateways6[vni] = "".join(str(gw) for gw in gateways if gw.version == 6)
 
     def delete_network(self, vni: int) -> None:
@@ -264,3 +266,50 @@ class FakeDatapath:
     def flush_flows(self) -> int:
         flushed, self.flows = self.flows, 0
         return flushed
+
+
+class FakeTunnel:
+    """The WireGuard device as tunnel.py keeps it: which networks use it, the peers asked for."""
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason  # non-empty: this host cannot encrypt
+        self.users: set[int] = set()
+        self.peers: dict[str, TunnelPeer] = {}
+        self.public_key = "pub-1"
+        self.fail_attach = False
+
+    def require(self, what: str = "create an encrypted network") -> None:
+        if self.reason:
+            raise DriverError(f"cannot {what}: {self.reason}")
+
+    def attach(self, vni: int) -> None:
+        if self.fail_attach:
+            raise BackendError("wireguard-go did not start")
+        self.users.add(vni)
+
+    def detach(self, vni: int) -> None:
+        self.users.discard(vni)
+
+    def set_peers(self, peers: dict[str, TunnelPeer]) -> int:
+        changed = len(set(peers.items()) ^ set(self.peers.items()))
+        self.peers = dict(peers)
+        return changed
+
+    def rotate(self) -> str:
+        self.require("rotate the WireGuard key")
+        self.public_key = f"pub-{int(self.public_key.split('-')[1]) + 1}"
+        return self.public_key
+
+    def view(self) -> dict[str, object]:
+        kind = "" if self.reason else "userspace"
+        return {
+            "kind": kind,
+            "reason": self.reason,
+            "up": bool(self.users),
+            "networks": len(self.users),
+            "restarts": 0,
+            "rotations": 1,
+        }
+
+    def drops(self) -> dict[str, int]:
+        return {"plaintext_out_dropped": 0}

@@ -79,6 +79,22 @@ class Config:
             " connection after about this long"
         },
     )
+    wireguard: str = field(
+        default="auto",
+        metadata={
+            "help": "encryption between hosts for --opt encrypted networks: auto (the kernel's WireGuard where"
+            " it has one, else wireguard-go), kernel, userspace or off (encrypted networks are refused)",
+            "choices": ("auto", "kernel", "userspace", "off"),
+        },
+    )
+    wireguard_device: str = field(default="xmwg0", metadata={"help": "this host's WireGuard device (<= 15 chars)"})
+    wireguard_port: int = field(
+        default=51820, metadata={"help": "this host's WireGuard UDP port (other hosts must reach it)"}
+    )
+    key_rotation: float = field(
+        default=0.0,
+        metadata={"help": "seconds between automatic WireGuard key rotations (0: only `xmasq rotate-key`)"},
+    )
     flow_max: int = field(default=262144, metadata={"help": "flow cache entries (LRU)"})
     remote_max: int = field(
         default=131072,

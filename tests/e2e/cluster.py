@@ -112,6 +112,18 @@ class Cluster:
         remove_all(self.containers, self.networks)
 
 
+def udp_in(cl: Cluster, container) -> int:  # type: ignore[no-untyped-def]
+    """Datagrams the container's stack delivered to a socket (Udp InDatagrams)."""
+    return int(cl.sh(container, "grep '^Udp:' /proc/net/snmp | tail -1 | cut -d' ' -f2")[1])
+
+
+def arrived(cl: Cluster, receiver, send) -> int:  # type: ignore[no-untyped-def]
+    before = udp_in(cl, receiver)
+    send()
+    time.sleep(0.5)
+    return udp_in(cl, receiver) - before
+
+
 def until(predicate, timeout: float, step: float = 0.02) -> float:  # type: ignore[no-untyped-def]
     """Seconds until predicate() held; fails after timeout."""
     start = time.monotonic()
@@ -133,7 +145,7 @@ def mask_bits(mask: str) -> int:
     return int(mask.strip().replace(",", ""), 16)
 
 
-XMASQ_LINKS = (BRIDGE_PREFIX, VXLAN_PREFIX, HOST_VETH_PREFIX)  # bridges, vxlan devices, host ends of veths
+XMASQ_LINKS = (BRIDGE_PREFIX, VXLAN_PREFIX, HOST_VETH_PREFIX, "xmwg")  # bridges, vxlan, veths, WireGuard
 
 
 def remove_all(containers: list[Any], networks: list[Any]) -> None:

@@ -31,6 +31,7 @@ from xmasq_driver.control.kv import EtcdKV
 from xmasq_driver.control.layout import HOSTS, PREFIX
 from xmasq_driver.control.state import LocalState
 from xmasq_driver.dataplane.firewall import Firewall
+from xmasq_driver.dataplane.tunnel import ROUTE_TABLE
 from xmasq_driver.ops import client as plugin
 from xmasq_driver.ops import daemon
 
@@ -97,8 +98,10 @@ def host_state(cfg: config.Config) -> dict[str, Any]:
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
     names = sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines())
     state = LocalState(os.path.join(cfg.state_dir, "state.json")).snapshot()
+    rules = subprocess.run(["ip", "rule", "show"], capture_output=True, text=True, check=True).stdout
     return {
         "links": [n for n in names if n.startswith("xm")],
+        "routing": [r for r in rules.splitlines() if f"lookup {ROUTE_TABLE}" in r],
         "rules": sorted(Firewall().owned_rules()),
         "etcd": sorted(EtcdKV(cfg).get_prefix(PREFIX)),
         "state": state,

@@ -117,7 +117,7 @@ def test_config_from_a_config_only_network(env, dk):
 
 
 REFUSED = [
-    ("encrypted", {"options": {"encrypted": ""}}, "option encrypted is not supported"),
+    ("encrypted-false", {"options": {"encrypted": "false"}}, "turns encryption on for any value"),
     (
         "bridge-option",
         {"options": {"com.docker.network.bridge.name": "br9"}},

@@ -6,34 +6,21 @@ same bytes do arrive when the sender is entitled to send them."""
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
 from lab.testbed import BRIDGE
 from tests.conftest import report
-from tests.e2e.cluster import Cluster
+from tests.e2e.cluster import Cluster, arrived
 from tests.packets import VXLAN_PORT, arp, frame, ipv6, link_local, mac_bytes, ndp, udp, vxlan
 
 N = 20
 STRANGER_NS, STRANGER_LINK = "xmt-stranger", "xmtstranger0"
 
 
-def udp_in(cl: Cluster, container) -> int:  # type: ignore[no-untyped-def]
-    """Datagrams the container's stack delivered to a socket (Udp InDatagrams)."""
-    return int(cl.sh(container, "grep '^Udp:' /proc/net/snmp | tail -1 | cut -d' ' -f2")[1])
-
-
 def send_frames(cl: Cluster, container, *frames: bytes) -> None:  # type: ignore[no-untyped-def]
     for f in frames:
         cl.sh(container, f"udpecho frame eth0 {f.hex()} {N}")
-
-
-def arrived(cl: Cluster, receiver, send) -> int:  # type: ignore[no-untyped-def]
-    before = udp_in(cl, receiver)
-    send()
-    time.sleep(0.5)
-    return udp_in(cl, receiver) - before
 
 
 @pytest.mark.parametrize("fastpath", ["on", "off"])

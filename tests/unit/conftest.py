@@ -5,11 +5,12 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import FakeDatapath, FakeFirewall, FakeOverlay, MemoryKV
+from tests.fakes import FakeDatapath, FakeFirewall, FakeOverlay, FakeTunnel, MemoryKV
 from xmasq_driver.api.http import create_app
 from xmasq_driver.api.ipam import IpamDriver
 from xmasq_driver.api.network import NetworkDriver
 from xmasq_driver.control.liveness import Liveness
+from xmasq_driver.control.model import HostRecord
 from xmasq_driver.control.reconciler import Reconciler
 from xmasq_driver.control.records import HostRecords
 from xmasq_driver.control.state import LocalState
@@ -25,20 +26,39 @@ class Harness:
         self.overlay = FakeOverlay()
         self.firewall = FakeFirewall()
         self.datapath = FakeDatapath()
+        self.tunnel = FakeTunnel()
         self.state = LocalState(state_path)
         self.store = ClusterStore(self.kv, host)
         self.records = HostRecords(self.store, self.state)
-        self.network = NetworkDriver(self.store, self.records, self.state, self.overlay, self.firewall, self.datapath)
+        self.network = NetworkDriver(
+            self.store, self.records, self.state, self.overlay, self.firewall, self.datapath, self.tunnel
+        )
         self.ipam = IpamDriver(self.store, self.records)
         self.reconciler = self.reconciler_with()
-        self.admin = Admin(self.store, self.state, self.datapath, self.reconciler, self.network.discovered)
+        self.admin = Admin(
+            self.store,
+            self.state,
+            self.datapath,
+            self.reconciler,
+            self.network.discovered,
+            self.tunnel,
+            self.tunnel.rotate,
+        )
         self.client = create_app(self.network, self.ipam, self.admin).test_client()
 
     def reconciler_with(self, grace: float = 5.0, hold: float = 30.0, resync: float = 300.0) -> Reconciler:
         """A reconciler for this host (it re-asserts the host's network and IPAM records)."""
-        liveness = Liveness(self.store, "192.0.2.1", ttl=10, grace=grace, hold=hold)
+        liveness = Liveness(self.store, HostRecord("192.0.2.1"), ttl=10, grace=grace, hold=hold)
         return Reconciler(
-            self.store, self.state, self.overlay, self.datapath, self.firewall, liveness, self.records, resync
+            self.store,
+            self.state,
+            self.overlay,
+            self.datapath,
+            self.firewall,
+            liveness,
+            self.records,
+            self.tunnel,
+            resync,
         )
 
     def call(self, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:

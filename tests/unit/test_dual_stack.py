@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tests.unit.conftest import Harness
 from xmasq_driver.control.layout import ENDPOINTS, NETWORKS
-from xmasq_driver.control.model import Block, RemoteEndpoint
+from xmasq_driver.control.model import Block, HostRecord, RemoteEndpoint
 
 EP = "e1" * 10
 V6 = "fd00:1::/64"
@@ -113,7 +113,7 @@ def test_remote_dual_stack_peers_share_one_fdb_entry_until_both_addresses_go():
     h2 = Harness(kv=h1.kv, host="host2")
     for i, h in enumerate((h1, h2), start=1):
         h.create_network(f"n{i}", generic=SHARED, subnet6=V6)
-        h.store.register_host(f"192.0.2.{i}", h.kv.grant(10))
+        h.store.register_host(HostRecord(f"192.0.2.{i}"), h.kv.grant(10))
     r = h1.reconciler_with()
     r.sync_once()
     h2.create_endpoint("n2", "f" * 20, "10.1.0.9/24", address6="fd00:1::9/64")

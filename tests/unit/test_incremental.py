@@ -11,7 +11,7 @@ import pytest
 
 from tests.unit.conftest import Harness
 from xmasq_driver.control.layout import ENDPOINTS
-from xmasq_driver.control.model import RemoteEndpoint
+from xmasq_driver.control.model import HostRecord, RemoteEndpoint
 from xmasq_driver.control.reconciler import Reconciler
 from xmasq_driver.dataplane.overlay import mac_for_ip
 from xmasq_driver.errors import BackendError
@@ -26,7 +26,7 @@ def two():
     for i, h in enumerate((h1, h2), start=1):
         h.create_network(f"n{i}", subnet="10.1.0.0/16", gateway="10.1.0.1/16", generic=SHARED)
         h.lease = h.kv.grant(10)
-        h.store.register_host(f"192.0.2.{i}", h.lease)
+        h.store.register_host(HostRecord(f"192.0.2.{i}"), h.lease)
     return h1, h2
 
 

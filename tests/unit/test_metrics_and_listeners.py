@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from xmasq_driver.config import Config
+from xmasq_driver.control.model import HostRecord
 from xmasq_driver.ops.metrics import render
 from xmasq_driver.ops.server import tcp_listeners
 
@@ -12,7 +13,7 @@ from xmasq_driver.ops.server import tcp_listeners
 def test_metrics_show_networks_endpoints_counters_and_etcd(h):
     h.create_network()
     h.create_endpoint()
-    h.store.register_host("192.0.2.1", h.kv.grant(10))
+    h.store.register_host(HostRecord("192.0.2.1"), h.kv.grant(10))
     text = render(h.admin)
     assert "xmasq_etcd_up 1\n" in text
     assert "xmasq_cluster_hosts 1\n" in text

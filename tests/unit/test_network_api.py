@@ -177,7 +177,9 @@ def test_create_network_bad_requests(h, body, message):
         ({"xmasq.steer": "on"}, "option xmasq.steer='on' must be one of rfs, rps, off"),
         ({"xmasq.network": "bad/name"}, "xmasq.network"),
         ({"xmasq.typo": "1"}, "unknown option xmasq.typo"),
-        ({"encrypted": ""}, "option encrypted is not supported: xmasq does not encrypt traffic between hosts"),
+        ({"encrypted": "false"}, "Docker's overlay turns encryption on for any value"),
+        ({"xmasq.encrypted": "yes"}, "option xmasq.encrypted='yes' must be true or false"),
+        ({"encrypted": "", "com.docker.network.driver.mtu": "1300"}, "out of range 68..1290"),
         ({"com.docker.network.bridge.enable_icc": "false"}, "unknown option com.docker.network.bridge.enable_icc"),
         ({"com.docker.network.container_iface_prefix": "9x"}, "container_iface_prefix='9x' must be a letter"),
         ({"com.docker.network.container_iface_prefix": "abcdefghijkl"}, "must be a letter then up to 10"),
@@ -463,10 +465,10 @@ def test_allocate_network_echoes_options_with_vni(h):
     assert again == reply
 
 
-def test_a_swarm_network_asking_for_encryption_is_refused_and_claims_nothing(h):
+def test_a_swarm_network_asking_for_encryption_is_allocated_with_it(h):
     body = {"NetworkID": "s" * 25, "Options": {"encrypted": ""}, "IPv4Data": [{"Pool": "10.5.0.0/24"}]}
-    assert "option encrypted is not supported" in h.err("/NetworkDriver.AllocateNetwork", body)
-    assert not h.kv.data
+    reply = h.ok("/NetworkDriver.AllocateNetwork", body)
+    assert reply["Options"]["encrypted"] == ""  # what every node's CreateNetwork then gets
 
 
 def test_restart_restores_networks_and_ports(tmp_path):

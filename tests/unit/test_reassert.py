@@ -51,7 +51,7 @@ def two():
     h1 = Harness(host="host1")
     h2 = Harness(kv=h1.kv, host="host2")
     for i, h in enumerate((h1, h2), start=1):
-        h.store.register_host(f"192.0.2.{i}", h.kv.grant(10))
+        h.store.register_host(HostRecord(f"192.0.2.{i}"), h.kv.grant(10))
         _docker_network(h, f"n{i}")
     return h1, h2
 

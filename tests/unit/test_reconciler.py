@@ -8,6 +8,7 @@ import pytest
 
 from tests.unit.conftest import Harness
 from xmasq_driver.control.layout import ENDPOINTS, HOSTS
+from xmasq_driver.control.model import HostRecord
 from xmasq_driver.control.reconciler import Reconciler
 from xmasq_driver.errors import BackendError
 
@@ -22,7 +23,7 @@ def cluster():
     for i, h in enumerate((h1, h2, h3), start=1):
         h.create_network(f"n{i}", generic=SHARED)
         h.lease = h.kv.grant(10)
-        h.store.register_host(f"192.0.2.{i}", h.lease)
+        h.store.register_host(HostRecord(f"192.0.2.{i}"), h.lease)
     return h1, h2, h3
 
 
@@ -73,7 +74,7 @@ def test_vanished_host_is_evicted_after_grace_and_returns(cluster):
     r.sync_once()
     assert h1.overlay.peers[vni] == {}
     assert h1.firewall.cluster_hosts == {"192.0.2.1", "192.0.2.3"}  # its VXLAN is no longer let in
-    h2.store.register_host("192.0.2.2", h2.kv.grant(10))
+    h2.store.register_host(HostRecord("192.0.2.2"), h2.kv.grant(10))
     r.sync_once()
     assert "10.1.0.2" in h1.overlay.peers[vni]
     assert "192.0.2.2" in h1.firewall.cluster_hosts

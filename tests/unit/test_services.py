@@ -136,7 +136,7 @@ def test_status_and_metrics_show_services():
     docker.services[NET_A] = {"web": _svc("10.44.0.2", "10.44.0.3", "10.44.0.4")}
     w = ServiceWatcher(docker, h.state, h.datapath, 0.25)
     w.run_once()
-    admin = Admin(h.store, h.state, h.datapath, h.reconciler, {}, w)
+    admin = Admin(h.store, h.state, h.datapath, h.reconciler, {}, h.tunnel, h.tunnel.rotate, w)
     status = admin.status()
     assert status["services"]["watching"] and status["services"]["load_balancer"] == "loaded"
     tasks = ["10.44.0.3", "10.44.0.4"]

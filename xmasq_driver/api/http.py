@@ -32,6 +32,7 @@ class Operator(Protocol):
     def stats(self, _: None) -> Any: ...
     def cache(self, _: None) -> Any: ...
     def flush(self, _: None) -> Any: ...
+    def rotate_key(self, _: None) -> Any: ...
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -47,6 +48,7 @@ def routes(
         "/Xmasq.Stats": (None, admin.stats),
         "/Xmasq.Cache": (None, admin.cache),
         "/Xmasq.FlushCache": (None, admin.flush),
+        "/Xmasq.RotateKey": (None, admin.rotate_key),
         "/Plugin.Activate": (None, lambda _: p.ActivateResponse(["NetworkDriver", "IpamDriver"])),
         "/NetworkDriver.GetCapabilities": (None, lambda _: network.capabilities()),
         "/NetworkDriver.CreateNetwork": (p.NetworkRequest, network.create_network),

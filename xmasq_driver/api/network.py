@@ -20,7 +20,6 @@ from .. import log
 from .. import protocol as p
 from ..control.model import (
     OPT_VNI,
-    VXLAN_OVERHEAD,
     Block,
     Interface,
     LocalEndpoint,
@@ -28,6 +27,7 @@ from ..control.model import (
     NetworkOptions,
     PortMapping,
     check_subnet,
+    overhead,
     proto_name,
     subnets_text,
 )
@@ -37,7 +37,7 @@ from ..control.store import ClusterStore
 from ..dataplane.overlay import bridge_name, mac_for_ip, veth_names
 from ..errors import DriverError, NotFound
 from . import plumbing
-from .plumbing import DatapathBackend, FirewallBackend, OverlayBackend, Plumbing, Step
+from .plumbing import DatapathBackend, FirewallBackend, OverlayBackend, Plumbing, Step, TunnelBackend
 
 _log = log.get("network")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -97,13 +97,15 @@ class NetworkDriver:
         overlay: OverlayBackend,
         firewall: FirewallBackend,
         datapath: DatapathBackend,
+        tunnel: TunnelBackend,
         scope: str = "local",
     ):
         self.store = store
         self.state = state
         self.overlay = overlay
         self.firewall = firewall
-        self.plumbing = Plumbing(overlay, firewall, datapath, records)
+        self.tunnel = tunnel
+        self.plumbing = Plumbing(overlay, firewall, datapath, records, tunnel)
         self.scope = scope
         self.discovered: dict[str, Any] = {}  # DiscoverNew/Delete: nodes Docker told us about
 
@@ -142,8 +144,10 @@ class NetworkDriver:
         blocks = tuple(_block(req, v) for v in (4, 6) if v == 4 or req.options.get(p.ENABLE_IPV6))
         underlay_mtu = self.overlay.underlay().mtu
         opts = NetworkOptions.parse(generic, req.network_id, underlay_mtu)
+        if opts.encrypted:
+            self.tunnel.require()
         internal = bool(req.options.get(p.INTERNAL, False))
-        key, mtu = opts.key, opts.mtu or underlay_mtu - VXLAN_OVERHEAD
+        key, mtu = opts.key, opts.mtu or underlay_mtu - overhead(opts.encrypted)
         if len(blocks) > 1 and mtu < IPV6_MIN_MTU:  # the kernel turns IPv6 off on a smaller interface
             raise DriverError(f"an IPv6 network needs an MTU of at least {IPV6_MIN_MTU}, not {mtu}")
         with self.state.networks_lock, self.state.changing(req.network_id):
@@ -155,6 +159,9 @@ class NetworkDriver:
                 raise DriverError(f"network {key} already exists with subnet {had}, not {asked}")
             if existing and opts.vni is not None and existing.vni != opts.vni:
                 raise DriverError(f"network {key} already exists with VNI {existing.vni}")
+            if existing and existing.encrypted != opts.encrypted:
+                how = "encrypted" if existing.encrypted else "not encrypted"
+                raise DriverError(f"network {key} already exists {how}: every host must create it the same way")
             vni = existing.vni if existing else self.store.claim_vni(key, opts.vni)
             net = LocalNetwork(vni, blocks, mtu, internal, opts.given, key=key, fastpath=opts.fastpath)
             plumbing.create(

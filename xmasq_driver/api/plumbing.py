@@ -27,7 +27,7 @@ _log = log.get("plumbing")
 
 class OverlayBackend(Protocol):
     def underlay(self) -> Underlay: ...
-    def ensure_network(self, vni: int, gateways: list[Interface], mtu: int) -> None: ...
+    def ensure_network(self, vni: int, gateways: list[Interface], mtu: int, encrypted: bool = False) -> None: ...
     def delete_network(self, vni: int) -> None: ...
     def create_veth(self, endpoint_id: str, vni: int, mac: str, mtu: int) -> str: ...
     def delete_veth(self, endpoint_id: str) -> None: ...
@@ -37,6 +37,12 @@ class OverlayBackend(Protocol):
 class DatapathBackend(Protocol):
     def add_local(self, ifname: str, vni: int, ips: list[str], mac: str, fast: bool) -> None: ...
     def remove_local(self, vni: int, ip: str) -> None: ...
+
+
+class TunnelBackend(Protocol):
+    def require(self, what: str = ...) -> None: ...
+    def attach(self, vni: int) -> None: ...
+    def detach(self, vni: int) -> None: ...
 
 
 class FirewallBackend(Protocol):
@@ -92,19 +98,29 @@ class Plumbing:
     """The steps of a network and of an endpoint, over the host's backends."""
 
     def __init__(
-        self, overlay: OverlayBackend, firewall: FirewallBackend, datapath: DatapathBackend, records: HostRecords
+        self,
+        overlay: OverlayBackend,
+        firewall: FirewallBackend,
+        datapath: DatapathBackend,
+        records: HostRecords,
+        tunnel: TunnelBackend,
     ):
         self.overlay, self.firewall, self.datapath, self.records = overlay, firewall, datapath, records
+        self.tunnel = tunnel
 
     def network(self, net: LocalNetwork, new: bool = False) -> list[Step]:
-        """`new`: the network is new to the cluster (its record is written with the membership)."""
+        """`new`: the network is new to the cluster (its record is written with the membership). An
+        encrypted network's tunnel comes before its devices and goes after them: no moment where
+        its vxlan device could send outside the tunnel."""
         gateways = [ipaddress.ip_interface(b.gateway) for b in net.blocks]
         bridge = bridge_name(net.vni)
+        tunnel = [Step("tunnel", lambda: self.tunnel.attach(net.vni), lambda: self.tunnel.detach(net.vni))]
         return [
             Step("membership in etcd", lambda: self.records.join(net, new), lambda: self.records.leave(net), False),
+            *(tunnel if net.encrypted else []),
             Step(
                 "devices",
-                lambda: self.overlay.ensure_network(net.vni, gateways, net.mtu),
+                lambda: self.overlay.ensure_network(net.vni, gateways, net.mtu, net.encrypted),
                 lambda: self.overlay.delete_network(net.vni),
             ),
             Step(

@@ -1,7 +1,8 @@
 """Which hosts are live: this host's own heartbeat, and the others' as etcd shows them.
 
-- heartbeat: this host's key `hosts/<id>` {underlay ip} on a lease, refreshed every ttl/3,
-  re-registered if the lease expired (e.g. etcd was down longer than the ttl);
+- heartbeat: this host's key `hosts/<id>` (its HostRecord: underlay ip, WireGuard key) on a
+  lease, refreshed every ttl/3, re-registered if the lease expired (e.g. etcd was down longer
+  than the ttl); `announce` writes a changed record (a rotated key) at once;
 - grace: a host whose key is gone stays live `grace` seconds more, so a driver that restarts (or
   a short etcd hiccup) does not flap its containers' reachability;
 - hold: etcd restored empty or from an older snapshot shows as its revision going back; for
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from .. import log
 from ..errors import BackendError
+from .model import HostRecord
 from .store import ClusterStore
 
 _log = log.get("liveness")
@@ -28,8 +30,9 @@ class LivenessCounters:
 
 
 class Liveness:
-    def __init__(self, store: ClusterStore, underlay_ip: str, ttl: int = 10, grace: float = 5.0, hold: float = 30.0):
-        self.store, self.underlay_ip = store, underlay_ip
+    def __init__(self, store: ClusterStore, record: HostRecord, ttl: int = 10, grace: float = 5.0, hold: float = 30.0):
+        self.store, self.record = store, record
+        self._lease = 0
         self.ttl, self.grace, self.hold = ttl, grace, hold
         self.counters = LivenessCounters()
         self.grace_ends = float("inf")  # when the next host in its grace period goes
@@ -41,12 +44,12 @@ class Liveness:
     # -- this host ----------------------------------------------------------
     def heartbeat(self, stop: threading.Event) -> None:
         """Keep this host registered until `stop` is set."""
-        lease, failing = 0, False
+        failing = False
         while not stop.is_set():
             try:
-                lease, registered = self.store.keep_registered(self.underlay_ip, self.ttl, lease)
+                self._lease, registered = self.store.keep_registered(self.record, self.ttl, self._lease)
                 if registered:
-                    _log.info("host registered", host=self.store.host, ip=self.underlay_ip, ttl=self.ttl)
+                    _log.info("host registered", host=self.store.host, ip=self.record.ip, ttl=self.ttl)
                 if failing:
                     _log.info("etcd reachable again", host=self.store.host)
                 failing = False
@@ -55,6 +58,13 @@ class Liveness:
                     _log.warning("heartbeat failed; retrying", error=e)
                 failing = True
             stop.wait(self.ttl / 3)
+
+    def announce(self, record: HostRecord) -> None:
+        """This host's record changed: written now on the live lease (else by the next heartbeat)."""
+        self.record = record
+        if self._lease:
+            self.store.register_host(record, self._lease)
+        _log.info("host record published", host=self.store.host, ip=record.ip, key=record.key)
 
     # -- the others ---------------------------------------------------------
     @property

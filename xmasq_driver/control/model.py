@@ -19,6 +19,7 @@ from ..errors import DriverError
 
 VNI_FIRST, VNI_LAST = 256, (1 << 24) - 1
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8 (passed to bpf/ as OUTER_LEN)
+WIREGUARD_OVERHEAD = 60  # what WireGuard adds over an IPv4 underlay: IPv4 20 + UDP 8 + its header 16 + tag 16
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # network keys, IPAM spaces
 NAME_RULE = "1-64 of A-Z a-z 0-9 _ . -"
 # The longest prefix per IP version: a gateway and one container (IPv4 loses the network and
@@ -29,9 +30,19 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 OPT_VNI, OPT_NETWORK, OPT_FASTPATH, OPT_STEER = "xmasq.vni", "xmasq.network", "xmasq.fastpath", "xmasq.steer"
-OPT_ENCRYPTED = "encrypted"  # Docker's overlay: IPsec between hosts
+# Docker overlay's spelling (a flag: any value, even empty, turns it on) and xmasq's own (true/false).
+OPT_ENCRYPTED, OPT_XMASQ_ENCRYPTED = "encrypted", "xmasq.encrypted"
 # Every `-o` option a network may have; anything else is refused, never ignored.
-KNOWN_OPTIONS = {OPT_VNI, OPT_NETWORK, OPT_FASTPATH, OPT_STEER, p.MTU, p.IFACE_PREFIX}
+KNOWN_OPTIONS = {
+    OPT_VNI,
+    OPT_NETWORK,
+    OPT_FASTPATH,
+    OPT_STEER,
+    OPT_ENCRYPTED,
+    OPT_XMASQ_ENCRYPTED,
+    p.MTU,
+    p.IFACE_PREFIX,
+}
 _IFACE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,10}$")  # + Docker's index: at most 15 characters
 _PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
 T = TypeVar("T")
@@ -138,17 +149,21 @@ class NetworkOptions:
     steer: str | None  # None: the driver's setting
     iface_prefix: str | None
     given: dict[str, str]  # every option as given (kept in the records; `docker network inspect` shows them)
+    encrypted: bool = False
 
     @classmethod
     def parse(cls, options: dict[str, Any], network_id: str, underlay_mtu: int | None = None) -> NetworkOptions:
         """`underlay_mtu` None (a swarm manager, which has no say in each host's underlay): the MTU
         is checked against the largest any underlay could carry."""
         given = {str(k): str(v) for k, v in options.items()}
-        if OPT_ENCRYPTED in given:
+        if given.get(OPT_ENCRYPTED, "").lower() not in ("", "true"):
             raise DriverError(
-                "option encrypted is not supported: xmasq does not encrypt traffic between hosts (no IPsec or"
-                " WireGuard), so the network is not created rather than carrying it in plaintext"
+                f"option {OPT_ENCRYPTED}={given[OPT_ENCRYPTED]!r}: Docker's overlay turns encryption on for"
+                f" any value, so xmasq takes only {OPT_ENCRYPTED} or {OPT_ENCRYPTED}=true (leave it out for a"
+                " plain network)"
             )
+        if given.get(OPT_XMASQ_ENCRYPTED, "true").lower() not in ("true", "false"):
+            raise DriverError(f"option {OPT_XMASQ_ENCRYPTED}={given[OPT_XMASQ_ENCRYPTED]!r} must be true or false")
         for k in given:
             if k not in KNOWN_OPTIONS:
                 raise DriverError(f"unknown option {k}: xmasq supports {', '.join(sorted(KNOWN_OPTIONS))}")
@@ -161,7 +176,8 @@ class NetworkOptions:
         prefix = given.get(p.IFACE_PREFIX)
         if prefix is not None and not _IFACE_PREFIX.match(prefix):
             raise DriverError(f"option {p.IFACE_PREFIX}={prefix!r} must be a letter then up to 10 of A-Z a-z 0-9 _ -")
-        max_mtu = (underlay_mtu or 65535) - VXLAN_OVERHEAD
+        encrypted = encrypted_by(given)
+        max_mtu = (underlay_mtu or 65535) - overhead(encrypted)
         return cls(
             key=check_name(OPT_NETWORK, given.get(OPT_NETWORK) or network_id),
             vni=_int_option(given, OPT_VNI, 1, VNI_LAST),
@@ -170,7 +186,18 @@ class NetworkOptions:
             steer=steer,
             iface_prefix=prefix,
             given=given,
+            encrypted=encrypted,
         )
+
+
+def encrypted_by(options: dict[str, str]) -> bool:
+    """Whether a network's options ask for encryption between hosts (either spelling)."""
+    return OPT_ENCRYPTED in options or options.get(OPT_XMASQ_ENCRYPTED, "").lower() == "true"
+
+
+def overhead(encrypted: bool) -> int:
+    """Bytes a network's packets gain between hosts: VXLAN's, and WireGuard's around it if encrypted."""
+    return VXLAN_OVERHEAD + (WIREGUARD_OVERHEAD if encrypted else 0)
 
 
 @dataclass(frozen=True)
@@ -197,6 +224,10 @@ class ClusterNetwork(EtcdRecord):
     @property
     def subnets(self) -> list[str]:
         return [block.subnet for block in self.blocks]
+
+    @property
+    def encrypted(self) -> bool:
+        return encrypted_by(self.options)
 
     def describe(self) -> str:
         return f"VNI {self.vni} subnet {subnets_text(self.subnets)}"
@@ -234,6 +265,12 @@ class LocalNetwork(ClusterNetwork):
 
     def cluster(self) -> ClusterNetwork:
         return ClusterNetwork(self.vni, self.blocks, self.mtu, self.internal, self.options)
+
+    @property
+    def remote_fastpath(self) -> bool:
+        """Whether flows to other hosts may take the fast path: not an encrypted network's, which
+        the tunnel carries (its same-host flows still take the redirect: they never leave the host)."""
+        return self.fastpath and not self.encrypted
 
     @property
     def steer(self) -> str | None:
@@ -329,12 +366,28 @@ class HostRecord(EtcdRecord):
     """A live host as the cluster records it: etcd `hosts/<host>` (on the host's lease)."""
 
     ip: str  # its underlay address
+    # Its WireGuard public key and UDP port, for encrypted networks (left out when it has none:
+    # the record is then what the releases before encryption wrote and read).
+    key: str = ""
+    port: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ip": self.ip, **({"key": self.key, "port": self.port} if self.key else {})}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HostRecord:
-        if not isinstance(data["ip"], str):
+        if not isinstance(data["ip"], str) or not isinstance(data.get("key", ""), str):
             raise TypeError("not a host record")
-        return HostRecord(data["ip"])
+        return HostRecord(data["ip"], data.get("key", ""), int(data.get("port", 0)))
+
+
+@dataclass(frozen=True)
+class TunnelPeer:
+    """Another live host as this host's WireGuard device has it (from its HostRecord)."""
+
+    ip: str  # its underlay address: its WireGuard endpoint, and the one address it may send from
+    key: str  # its public key
+    port: int
 
 
 @dataclass(frozen=True)

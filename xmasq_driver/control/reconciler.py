@@ -26,7 +26,7 @@ from ..errors import BackendError
 from .kv import Changes
 from .layout import ENDPOINTS
 from .liveness import Liveness
-from .model import LocalNetwork, RemoteEndpoint
+from .model import LocalNetwork, RemoteEndpoint, TunnelPeer
 from .records import HostRecords
 from .state import LocalState
 from .store import ClusterStore, ClusterView
@@ -54,6 +54,10 @@ class SourceFilter(Protocol):
     def set_cluster_hosts(self, hosts: set[str]) -> None: ...
 
 
+class TunnelPeers(Protocol):
+    def set_peers(self, peers: dict[str, TunnelPeer]) -> int: ...
+
+
 @dataclass
 class SyncCounters:
     full_passes: int = 0  # the whole cluster listed
@@ -73,10 +77,11 @@ class Reconciler:
         firewall: SourceFilter,
         liveness: Liveness,
         records: HostRecords,
+        tunnel: TunnelPeers,
         resync: float = 300.0,
     ):
         self.store, self.state, self.overlay, self.datapath = store, state, overlay, datapath
-        self.firewall, self.liveness, self.records = firewall, liveness, records
+        self.firewall, self.liveness, self.records, self.tunnel = firewall, liveness, records, tunnel
         self.resync = resync
         self.counters = SyncCounters()
         self._stop = threading.Event()
@@ -85,6 +90,8 @@ class Reconciler:
         self._next_full = 0.0
         self._programmed: dict[int, dict[str, Peer]] = {}  # vni -> peers last programmed
         self._live: dict[str, str] = {}  # hosts last taken as live
+        self._keys: dict[str, tuple[str, int]] = {}  # their WireGuard keys (kept with them through grace)
+        self._tunnel_peers: dict[str, TunnelPeer] | None = None  # as last programmed (None: again)
 
     def start(self) -> None:
         threading.Thread(target=self.liveness.heartbeat, args=(self._stop,), name="heartbeat", daemon=True).start()
@@ -150,7 +157,7 @@ class Reconciler:
                 _log.warning("peer programming failed", network=nid[:12], vni=net.vni, error=e)
                 peers, n = self._programmed.get(net.vni, {}), 0  # what was programmed stays known
                 self._next_full = time.monotonic() + 1.0
-            wanted[net.vni], fast[net.vni], changed = peers, peers if net.fastpath else {}, changed + n
+            wanted[net.vni], fast[net.vni], changed = peers, peers if net.remote_fastpath else {}, changed + n
             if n:
                 _log.info("peers programmed", network=nid[:12], vni=net.vni, peers=len(peers), changed=n)
         # The fast path's remote entries follow the same source of truth; a network this host no
@@ -226,7 +233,7 @@ class Reconciler:
         kept = frozenset(peer for ip, peer in {**have, **new}.items() if ip not in gone or ip in new)
         try:
             changed = self.overlay.update_peers(net.vni, gone, new, kept)
-            changed += self.datapath.update_remote(net.vni, gone, new if net.fastpath else {})
+            changed += self.datapath.update_remote(net.vni, gone, new if net.remote_fastpath else {})
         except BackendError as e:  # e.g. the network is being deleted right now: a full pass sorts it out
             _log.warning("peer programming failed", network=net.key, vni=net.vni, error=e)
             self._full_due = "programming failed"
@@ -260,6 +267,19 @@ class Reconciler:
             except BackendError as e:
                 _log.warning("VXLAN source rules not updated", error=e)
             self.datapath.prune_tunnels(live_ips)
+        self._keys = {**{h: k for h, k in self._keys.items() if h not in view.hosts}, **view.keys}
+        peers = {
+            host: TunnelPeer(ip, *self._keys[host])
+            for host, ip in live.items()
+            if host != self.store.host and host in self._keys
+        }
+        if peers != self._tunnel_peers or full:
+            try:
+                self.tunnel.set_peers(peers)
+                self._tunnel_peers = peers
+            except BackendError as e:  # encrypted traffic to a new peer stays dropped meanwhile
+                _log.warning("WireGuard peers not updated; retrying", error=e)
+                self._full_due = "tunnel programming failed"
         return live
 
     def has_endpoint(self, key: str, ip: str) -> bool:

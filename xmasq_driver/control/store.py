@@ -47,6 +47,7 @@ class ClusterView:
 
     revision: int
     hosts: dict[str, str] = field(default_factory=dict)  # host -> underlay ip
+    keys: dict[str, tuple[str, int]] = field(default_factory=dict)  # host -> its WireGuard (public key, port)
     networks: dict[str, ClusterNetwork | str] = field(default_factory=dict)  # key -> record (str: not xmasq's)
     vnis: dict[str, str] = field(default_factory=dict)  # vni -> network key
     members: dict[str, set[str]] = field(default_factory=dict)  # network key -> hosts
@@ -71,7 +72,9 @@ class ClusterView:
         b = rest[0] if rest else ""
         if kind is HOSTS:
             host = None if value is None else HOSTS.decode(value)
-            _put(self.hosts, a, host.ip if isinstance(host, HostRecord) else None)
+            ours = host if isinstance(host, HostRecord) else None
+            _put(self.hosts, a, ours.ip if ours else None)
+            _put(self.keys, a, (ours.key, ours.port) if ours and ours.key else None)
         elif kind is NETWORKS:
             _put(self.networks, a, None if value is None else NETWORKS.decode(value))
         elif kind is VNIS:
@@ -159,16 +162,16 @@ class ClusterStore:
         self.host = host
 
     # -- hosts ------------------------------------------------------------
-    def register_host(self, ip: str, lease: int) -> None:
-        self.kv.put(HOSTS.key(self.host), HOSTS.encode(HostRecord(ip)), lease=lease)
+    def register_host(self, record: HostRecord, lease: int) -> None:
+        self.kv.put(HOSTS.key(self.host), HOSTS.encode(record), lease=lease)
 
-    def keep_registered(self, ip: str, ttl: int, lease: int) -> tuple[int, bool]:
+    def keep_registered(self, record: HostRecord, ttl: int, lease: int) -> tuple[int, bool]:
         """Renew this host's lease; if it expired (or there is none yet) register the host on a new
         one. Returns (lease, whether newly registered)."""
         if lease and self.kv.keepalive(lease):
             return lease, False
         lease = self.kv.grant(ttl)
-        self.register_host(ip, lease)
+        self.register_host(record, lease)
         return lease, True
 
     def hosts(self) -> tuple[dict[str, str], int]:

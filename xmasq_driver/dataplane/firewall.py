@@ -12,6 +12,11 @@ into a network):
                                     masqueraded as this host) may reach a cluster host's VXLAN port
 The cluster hosts are the ipset `xmasq-hosts` (hash:ip), which both chains match: one rule each
 whatever the cluster's size, and the whole set replaced at once (`ipset restore`, swap).
+While an encrypted network is on the host (tunnel.py), owner `xmasq:wg`:
+  filter INPUT -> XMASQ-ENC-IN      encrypted VXLAN only from the WireGuard device (plaintext
+                                    arriving on the NIC is dropped); WireGuard only from cluster hosts
+  filter OUTPUT -> XMASQ-ENC-OUT    encrypted VXLAN leaves only through the WireGuard device
+Their DROP rules' packet counters are what `xmasq stats` reports.
 An IPv6 network (--ipv6) has the same FORWARD, isolation and masquerade rules for its IPv6
 subnet in ip6tables, in chains of the same names, made when the first one is created (a host
 without IPv6 networks needs no ip6tables); the VXLAN chains stay IPv4 only, as the underlay is.
@@ -27,17 +32,21 @@ import subprocess
 from .. import log
 from ..control.model import PortMapping, version_of
 from ..errors import BackendError
-from .overlay import BRIDGE_PREFIX, VXLAN_PORT
+from .overlay import BRIDGE_PREFIX, ENCRYPTED_VXLAN_PORT, VXLAN_PORT
 
 FORWARD, ISOLATE, POSTROUTING, DNAT = "XMASQ-FORWARD", "XMASQ-ISOLATE", "XMASQ-POSTROUTING", "XMASQ-DNAT"
 VXLAN_IN, VXLAN_FWD = "XMASQ-VXLAN-IN", "XMASQ-VXLAN-FWD"
-HOST_OWNER = "xmasq:host"
+ENC_IN, ENC_OUT = "XMASQ-ENC-IN", "XMASQ-ENC-OUT"
+HOST_OWNER, ENC_OWNER = "xmasq:host", "xmasq:wg"
 HOSTS_SET = "xmasq-hosts"  # the live cluster hosts' underlay addresses
 # Chains that hold owned rules, per IP version
 _CHAINS = {
     4: (("filter", FORWARD), ("filter", VXLAN_IN), ("filter", VXLAN_FWD), ("nat", POSTROUTING), ("nat", DNAT)),
     6: (("filter", FORWARD), ("nat", POSTROUTING)),
 }
+# Made with encryption, gone with it; their jumps are in INPUT and OUTPUT
+_ENC_CHAINS = (("filter", ENC_IN), ("filter", ENC_OUT))
+_OWNED_CHAINS = {4: (*_CHAINS[4], *_ENC_CHAINS, ("filter", "INPUT"), ("filter", "OUTPUT")), 6: _CHAINS[6]}
 _BINARY = {4: "iptables", 6: "ip6tables"}
 _log = log.get("firewall")
 
@@ -165,6 +174,46 @@ class Firewall:
         self._ipset("restore", script="\n".join([*lines, f"swap {new} {HOSTS_SET}", f"destroy {new}"]) + "\n")
         _log.info("cluster hosts set for VXLAN", hosts=len(hosts))
 
+    # -- encryption -------------------------------------------------------
+    def add_encryption(self, device: str, port: int) -> None:
+        """Encrypted VXLAN in and out only through `device`; WireGuard's `port` only from cluster hosts."""
+        tag = ["-m", "comment", "--comment", ENC_OWNER]
+        enc = ["-p", "udp", "--dport", str(ENCRYPTED_VXLAN_PORT)]
+        wg = ["-p", "udp", "--dport", str(port)]
+        for _, chain in _ENC_CHAINS:
+            self._iptables("-t", "filter", "-N", chain, check=False)
+        self._ensure("filter", ENC_IN, [*enc, "-i", device, *tag, "-j", "RETURN"])
+        self._ensure("filter", ENC_IN, [*enc, *tag, "-j", "DROP"])
+        self._ensure("filter", ENC_IN, [*wg, "-m", "set", "--match-set", HOSTS_SET, "src", *tag, "-j", "RETURN"])
+        self._ensure("filter", ENC_IN, [*wg, *tag, "-j", "DROP"])
+        self._ensure("filter", ENC_OUT, ["-o", device, *tag, "-j", "RETURN"])
+        self._ensure("filter", ENC_OUT, [*tag, "-j", "DROP"])
+        ports = ["-p", "udp", "-m", "multiport", "--dports", f"{ENCRYPTED_VXLAN_PORT},{port}"]
+        self._ensure("filter", "INPUT", [*ports, *tag, "-j", ENC_IN], position=1)
+        self._ensure("filter", "OUTPUT", [*enc, *tag, "-j", ENC_OUT], position=1)
+
+    def remove_encryption(self) -> None:
+        self._remove_owned(ENC_OWNER)
+        for _, chain in _ENC_CHAINS:
+            self._iptables("-t", "filter", "-X", chain, check=False)
+
+    def encryption_drops(self) -> dict[str, int]:
+        """Packets the encryption rules dropped: plaintext out or in, WireGuard from unknown hosts."""
+        found = {"plaintext_out_dropped": 0, "plaintext_in_dropped": 0, "wireguard_unknown_source": 0}
+        for chain in (ENC_IN, ENC_OUT):
+            for line in self._iptables("-t", "filter", "-S", chain, "-v", check=False).stdout.splitlines():
+                args = shlex.split(line)
+                if "DROP" not in args or "-c" not in args:
+                    continue
+                packets = int(args[args.index("-c") + 1])
+                if chain == ENC_OUT:
+                    found["plaintext_out_dropped"] += packets
+                elif str(ENCRYPTED_VXLAN_PORT) in args:
+                    found["plaintext_in_dropped"] += packets
+                else:
+                    found["wireguard_unknown_source"] += packets
+        return found
+
     # -- per endpoint -----------------------------------------------------
     def add_ports(self, endpoint_id: str, bridge: str, ports: list[PortMapping]) -> None:
         tag = ["-m", "comment", "--comment", ep_owner(endpoint_id)]
@@ -186,7 +235,7 @@ class Firewall:
     def owned_rules(self, owner: str | None = None) -> list[tuple[int, str, str]]:
         """(IP version, table, rule) for every rule of `owner`, or of any xmasq owner when None."""
         found = []
-        for v, chains in _CHAINS.items():
+        for v, chains in _OWNED_CHAINS.items():
             for table, chain in chains:
                 proc = self._iptables("-t", table, "-S", chain, check=False, v=v)
                 for line in proc.stdout.splitlines():

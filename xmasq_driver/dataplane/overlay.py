@@ -3,10 +3,11 @@
 Per network: bridge `xmbr<vni>` holding the gateway address with a MAC derived from
 it (the same on every host, so containers never ARP across hosts for it), and vxlan
 `xmvx<vni>` on it (UDP 4789, nolearning, proxy ARP, DF set, no UDP checksum, bound
-to the underlay). Per endpoint: veth `xmh<id12>` (host end, on the bridge) and
-`xmc<id12>` (handed to Docker, which moves it into the container). Flow steering sets how
-the host end's receive queue spreads what the container sends over the CPUs (see `steer`).
-Every operation runs with a deadline and fails with a BackendError naming it.
+to the underlay; an encrypted network's on UDP 4790, through WireGuard). Per endpoint: veth
+`xmh<id12>` (host end, on the bridge) and `xmc<id12>` (handed to Docker, which moves it into
+the container). Flow steering sets how the host end's receive queue spreads what the
+container sends over the CPUs (see `steer`). Every operation runs with a deadline and fails
+with a BackendError naming it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from ..errors import BackendError
 
 T = TypeVar("T")
 VXLAN_PORT = 4789
+# Encrypted networks' VXLAN: policy routing sends this port through WireGuard (tunnel.py), so
+# their vxlan devices are not bound to the NIC. 4790 is VXLAN-GPE's: xmasq speaks it to no one.
+ENCRYPTED_VXLAN_PORT = 4790
 NTF_SELF = 0x02  # an FDB entry of the vxlan device itself (with a remote dst), not of the bridge
 NTF_MASTER = 0x04  # an FDB entry of the bridge the port belongs to
 NUD_PERMANENT = 0x80
@@ -137,9 +141,11 @@ class Overlay:
         return Underlay(link.get("IFLA_IFNAME"), index, addrs[0], link.get("IFLA_MTU"))
 
     # -- networks ---------------------------------------------------------
-    def ensure_network(self, vni: int, gateways: list[Interface], mtu: int) -> None:
-        """The network's bridge (a gateway address on it per IP version, IPv4's first) and vxlan device."""
+    def ensure_network(self, vni: int, gateways: list[Interface], mtu: int, encrypted: bool = False) -> None:
+        """The network's bridge (a gateway address on it per IP version, IPv4's first) and vxlan
+        device (an encrypted network's on ENCRYPTED_VXLAN_PORT, routed by the tunnel's rules)."""
         ul = self.underlay()
+        path = {"vxlan_port": ENCRYPTED_VXLAN_PORT} if encrypted else {"vxlan_port": VXLAN_PORT, "vxlan_link": ul.index}
         br, vx = bridge_name(vni), vxlan_name(vni)
         gw_mac = mac_for_ip(ipaddress.IPv4Address(gateways[0].ip))
         ipv6 = any(gw.version == 6 for gw in gateways)
@@ -163,13 +169,12 @@ class Overlay:
                     ifname=vx,
                     kind="vxlan",
                     vxlan_id=vni,
-                    vxlan_port=VXLAN_PORT,
                     vxlan_learning=0,
                     vxlan_proxy=1,
                     vxlan_df=1,
                     vxlan_udp_csum=0,
-                    vxlan_link=ul.index,
                     vxlan_local=ul.ip,
+                    **path,
                     mtu=mtu,
                 )
             ipr.link("set", index=ipr.link_lookup(ifname=vx)[0], master=br_index, state="up")

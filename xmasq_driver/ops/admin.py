@@ -1,9 +1,10 @@
 """The operator's view, served on the plugin socket under /Xmasq.* (used by `xmasq status`,
-`xmasq stats`, `xmasq cache [flush]`). Read-only except the flow-cache flush."""
+`xmasq stats`, `xmasq cache [flush]`, `xmasq rotate-key`). Read-only except the flow-cache flush
+and the key rotation."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from ..control.model import BLOCK_KEYS, LocalNetwork
@@ -31,6 +32,11 @@ class ServicesView(Protocol):
     def view(self) -> dict[str, Any]: ...
 
 
+class TunnelView(Protocol):
+    def view(self) -> dict[str, Any]: ...
+    def drops(self) -> dict[str, int]: ...
+
+
 class Admin:
     def __init__(
         self,
@@ -39,12 +45,15 @@ class Admin:
         datapath: DatapathView,
         cluster: ClusterHealth,
         discovered: Mapping[str, Any],
+        tunnel: TunnelView,
+        rotate: Callable[[], str],
         services: ServicesView | None = None,
     ):
         """`discovered`: the nodes Docker told the network driver about (DiscoverNew), as it keeps them;
+        `rotate`: replaces this host's WireGuard key and publishes it (returns the public key);
         `services`: the swarm service watcher (global scope only)."""
         self.store, self.state, self.datapath, self.cluster = store, state, datapath, cluster
-        self.discovered = discovered
+        self.discovered, self.tunnel, self.rotate = discovered, tunnel, rotate
         self.services = services
 
     def status(self, _: Any = None) -> dict[str, Any]:
@@ -64,6 +73,7 @@ class Admin:
                 "reason": self.datapath.reason,
             },
             "cluster": cluster,
+            "encryption": self.tunnel.view(),
             "discovered": list(self.discovered.values()),
             "services": {
                 "watching": self.services is not None,
@@ -82,16 +92,24 @@ class Admin:
             "vni": n.vni,
             **{BLOCK_KEYS[b.version][0]: b.subnet for b in n.blocks},
             "internal": n.internal,
+            "encrypted": n.encrypted,
             "fastpath": n.fastpath,
             "endpoints": endpoints,
             "services": services,
         }
 
     def stats(self, _: Any = None) -> dict[str, Any]:
-        return {"fastpath": self.datapath.loaded and self.datapath.enabled, "counters": self.datapath.stats()}
+        return {
+            "fastpath": self.datapath.loaded and self.datapath.enabled,
+            "counters": self.datapath.stats(),
+            "encryption": self.tunnel.drops(),
+        }
 
     def cache(self, _: Any = None) -> dict[str, Any]:
         return self.datapath.cache()
 
     def flush(self, _: Any = None) -> dict[str, Any]:
         return {"flushed_flows": self.datapath.flush_flows()}
+
+    def rotate_key(self, _: Any = None) -> dict[str, Any]:
+        return {"public_key": self.rotate()}

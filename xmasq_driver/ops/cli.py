@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         ("status", "hosts, networks, endpoints, and whether the fast path is loaded"),
         ("stats", "fast-path counters: packets and bytes by direction, misses by reason, drops"),
         ("cache", "the fast path's caches, readable; `cache flush` makes every flow re-learn"),
+        ("rotate-key", "replace this host's WireGuard key (encrypted networks); peers follow through etcd"),
     ):
         view = sub.add_parser(name, help=text)
         if name == "cache":
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         run(cfg)
     elif args.command == "daemon":
         return _daemon(args, cfg)
-    elif args.command in ("status", "stats", "cache"):
+    elif args.command in ("status", "stats", "cache", "rotate-key"):
         return _view(args, cfg)
     elif args.command == "forget-host":
         return _forget(args.host, cfg)
@@ -79,7 +80,12 @@ def _daemon(args: argparse.Namespace, cfg: config.Config) -> int:
 def _view(args: argparse.Namespace, cfg: config.Config) -> int:
     from . import client
 
-    path = {"status": "/Xmasq.Status", "stats": "/Xmasq.Stats", "cache": "/Xmasq.Cache"}[args.command]
+    path = {
+        "status": "/Xmasq.Status",
+        "stats": "/Xmasq.Stats",
+        "cache": "/Xmasq.Cache",
+        "rotate-key": "/Xmasq.RotateKey",
+    }[args.command]
     if getattr(args, "flush", None):
         path = "/Xmasq.FlushCache"
     try:

@@ -13,6 +13,7 @@ from typing import Any
 from ..control.liveness import LivenessCounters
 from ..control.reconciler import SyncCounters
 from ..control.records import RecordCounters
+from ..dataplane.tunnel import TunnelCounters
 from .admin import Admin
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -34,7 +35,7 @@ def render(admin: Admin) -> str:
     status, stats = admin.status(), admin.stats()
     hosts = status["cluster"].get("hosts")
     records = status["cluster"]["records"]
-    fastpath = status["fastpath"]
+    fastpath, encryption = status["fastpath"], status["encryption"]
     lines = [
         *_family("xmasq_etcd_up", "gauge", "1 if etcd answered this scrape's read", [({}, hosts is not None)]),
         *_family("xmasq_cluster_hosts", "gauge", "hosts registered in etcd", [({}, len(hosts or {}))]),
@@ -88,6 +89,24 @@ def render(admin: Admin) -> str:
             "eBPF counters: fast-path packets and bytes by direction, misses by reason, learn events, drops,"
             " service VIP connects and datagrams balanced (lb_*)",
             [({"counter": name}, value) for name, value in sorted(stats["counters"].items())],
+        ),
+        *_family(
+            "xmasq_encryption_up",
+            "gauge",
+            "1 if this host's WireGuard device is up (it is while an encrypted network is here)",
+            [({"kind": encryption["kind"]}, encryption["up"])],
+        ),
+        *_family(
+            "xmasq_encryption_total",
+            "counter",
+            "WireGuard device restarts and key rotations (restarts, rotations)",
+            [({"event": f.name}, encryption[f.name]) for f in fields(TunnelCounters)],
+        ),
+        *_family(
+            "xmasq_encryption_dropped_total",
+            "counter",
+            "encrypted networks' packets dropped rather than sent or taken in plaintext, by reason",
+            [({"reason": name}, value) for name, value in sorted(stats["encryption"].items())],
         ),
     ]
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ seconds to answer Plugin.Activate, and etcd may be slow or down.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import signal
@@ -25,6 +26,7 @@ from ..api.network import NetworkDriver
 from ..config import Config, env_name
 from ..control.kv import EtcdKV
 from ..control.liveness import Liveness
+from ..control.model import HostRecord
 from ..control.reconciler import Reconciler
 from ..control.records import HostRecords
 from ..control.state import LocalState
@@ -33,13 +35,18 @@ from ..dataplane.datapath import Datapath
 from ..dataplane.firewall import Firewall
 from ..dataplane.overlay import Overlay
 from ..dataplane.services import DOCKER_TIMEOUT, DockerServices, ServiceWatcher
+from ..dataplane.tunnel import Tunnel
+from ..errors import BackendError
 from .admin import Admin
 from .metrics import wsgi_app
 
 _log = log.get("server")
 
 
-def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler, ServiceWatcher | None]:
+Job = Callable[[threading.Event], None]  # a background loop that runs until the event is set
+
+
+def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler, ServiceWatcher | None, list[Job]]:
     host = config.host
     store = ClusterStore(EtcdKV(config), host)
     state = LocalState(os.path.join(config.state_dir, "state.json"))
@@ -54,11 +61,26 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler,
     )
     datapath.load()
     firewall = Firewall()
+    key_file = os.path.join(config.state_dir, "wireguard.key")
+    tunnel = Tunnel(
+        config.wireguard_device, config.wireguard_port, key_file, config.wireguard, overlay.underlay, firewall
+    )
+    _log.info("encryption", kind=tunnel.kind or "none", reason=tunnel.reason, device=tunnel.device)
     records = HostRecords(store, state)
-    network = NetworkDriver(store, records, state, overlay, firewall, datapath, config.scope)
+    network = NetworkDriver(store, records, state, overlay, firewall, datapath, tunnel, config.scope)
     ipam = IpamDriver(store, records)
-    liveness = Liveness(store, underlay.ip, config.host_ttl, config.host_grace, config.restore_hold)
-    reconciler = Reconciler(store, state, overlay, datapath, firewall, liveness, records, config.resync)
+    port = config.wireguard_port if tunnel.public_key else 0
+    liveness = Liveness(
+        store, HostRecord(underlay.ip, tunnel.public_key, port), config.host_ttl, config.host_grace, config.restore_hold
+    )
+    reconciler = Reconciler(store, state, overlay, datapath, firewall, liveness, records, tunnel, config.resync)
+
+    def rotate_key() -> str:
+        """A new WireGuard key for this host, published at once: its peers follow from etcd."""
+        key = tunnel.rotate()
+        liveness.announce(dataclasses.replace(liveness.record, key=key))
+        return key
+
     # Swarm services exist only where Docker runs the driver at global scope (the managed plugin).
     services = None
     if config.scope == "global":
@@ -71,8 +93,19 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler,
             return net is not None and (mine or reconciler.has_endpoint(net.key, ip))
 
         services = ServiceWatcher(source, state, datapath, config.service_poll, in_use)
-    admin = Admin(store, state, datapath, reconciler, network.discovered, services)
-    return network, ipam, admin, reconciler, services
+    admin = Admin(store, state, datapath, reconciler, network.discovered, tunnel, rotate_key, services)
+    jobs: list[Job] = [tunnel.watch]
+    if config.key_rotation > 0 and tunnel.kind:
+
+        def rotate_on_schedule(stop: threading.Event) -> None:
+            while not stop.wait(config.key_rotation):
+                try:
+                    rotate_key()
+                except (BackendError, OSError) as e:  # the old key stays in use: tried again next time
+                    _log.error("scheduled key rotation failed", error=e)
+
+        jobs.append(rotate_on_schedule)
+    return network, ipam, admin, reconciler, services, jobs
 
 
 def _host_port(address: str, what: str) -> tuple[str, int]:
@@ -147,10 +180,13 @@ def serve(config: Config) -> None:
         ident="xmasq",
         clear_untrusted_proxy_headers=True,
     )
-    network, ipam, admin, reconciler, services = build(config)
+    network, ipam, admin, reconciler, services, jobs = build(config)
     network.restore()
     holder["app"] = create_app(network, ipam, admin)
     reconciler.start()
+    stopping = threading.Event()
+    for job in jobs:
+        threading.Thread(target=job, args=(stopping,), name=job.__name__, daemon=True).start()
     if services is not None:
         services.start()
     apps: dict[str, Callable[..., Any]] = {"api": app, "metrics": wsgi_app(admin)}
@@ -174,6 +210,7 @@ def serve(config: Config) -> None:
     finally:
         if services is not None:
             services.stop()
+        stopping.set()
         reconciler.stop()
         for s in started:
             s.shutdown()
