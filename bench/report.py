@@ -21,6 +21,10 @@ CROSS = ("host", "overlay", "xmasq-off", "xmasq-on", "xmasq-nosteer")
 SAME = ("host-local", "bridge", "xmasq-off-local", "xmasq-on-local", "xmasq-nosteer-local")
 # Across hosts over IPv6: the host network on IPv6 underlay addresses, and a dual-stack xmasq network
 IPV6 = ("host6", "xmasq-on6")
+# Across hosts, encrypted: the bare tunnel (wireguard-go between the host namespaces, no overlay),
+# plain xmasq, and an encrypted xmasq network
+ENCRYPTED = ("wg-bare", "xmasq-on", "xmasq-enc")
+SUBJECTS = ("xmasq-enc", "xmasq-on")  # what a group measures against the others: its first of these
 MODES = ("unpinned", "pinned")
 LOWER_IS_BETTER = ("_us", "_ms", "cpu_s_per_gb", "retransmits")
 Samples = dict[str, list[dict[str, float]]]  # scenario -> one dict of metrics per round
@@ -48,9 +52,10 @@ def ratio(on: list[dict[str, float]], ref: list[dict[str, float]], metric: str) 
 
 
 def compared(samples: Samples, group: tuple[str, ...]) -> tuple[tuple[str, ...], str | None, list[str]]:
-    """The group's measured scenarios, its xmasq-on scenario and what that is compared with."""
+    """The group's measured scenarios, its subject (xmasq-enc, else xmasq-on) and what that is
+    compared with."""
     group = tuple(s for s in group if samples.get(s))
-    on = next((s for s in group if s.startswith("xmasq-on")), None)
+    on = next((s for prefix in SUBJECTS for s in group if s.startswith(prefix)), None)
     return group, on, [s for s in group if s != on] if on else []
 
 
@@ -119,7 +124,7 @@ def ratio_chart(by_mode: dict[str, Samples], groups: dict[str, tuple[str, ...]],
         ax.set_xscale("log")
         ax.set_yticks([j + 0.4 - height / 2 for j in range(len(metrics))], metrics, fontsize=8)
         ax.invert_yaxis()
-        ax.set_title(f"{title}, {mode}: xmasq-on vs", fontsize=10)
+        ax.set_title(f"{title}, {mode}: {on} vs", fontsize=10)
         ax.legend(fontsize=8, loc="lower right")
         ax.set_xlabel("times better (> 1: xmasq wins; whiskers: per-round range)", fontsize=8)
     fig.tight_layout()
@@ -130,7 +135,7 @@ def ratio_chart(by_mode: dict[str, Samples], groups: dict[str, tuple[str, ...]],
 
 def value_chart(samples: Samples, group: tuple[str, ...], title: str, path: str) -> str | None:
     """A panel per metric, a bar per scenario (median) with min-max whiskers."""
-    group = compared(samples, group)[0]
+    group, on, _ = compared(samples, group)
     if not group:
         return None
     plt = _pyplot()
@@ -141,7 +146,7 @@ def value_chart(samples: Samples, group: tuple[str, ...], title: str, path: str)
     for ax, metric in zip(axes.flat, metrics, strict=False):
         med = [summary(samples[s], metric) for s in group]
         err = [[m - lo for m, lo, _ in med], [hi - m for m, _, hi in med]]
-        colors = ["#2a7ab0" if s.startswith("xmasq-on") else "#999999" for s in group]
+        colors = ["#2a7ab0" if s == on else "#999999" for s in group]
         ax.bar(range(len(group)), [m for m, _, _ in med], yerr=err, capsize=4, color=colors)
         ax.set_xticks(range(len(group)), [s.replace("-local", "") for s in group], rotation=20, fontsize=8)
         ax.set_title(metric, fontsize=9)
@@ -163,7 +168,10 @@ TARGETS = (
     ("cross", "host", ("tcp_gbps",), 0.95),
     ("cross", "overlay", ("cpu_s_per_gb",), 1.0),
     ("same", "bridge", None, 1.0),
+    # issue 33: encrypted xmasq against the bare tunnel, throughput and request-response
+    ("encrypted", "wg-bare", ("tcp_gbps", "tcp_rr_per_s", "udp_rr_per_s"), 0.9),
 )
+SUBJECT_OF = {"cross": "xmasq-on", "same": "xmasq-on-local", "encrypted": "xmasq-enc"}
 
 
 def targets(by_mode: dict[str, Samples]) -> str:
@@ -174,7 +182,7 @@ def targets(by_mode: dict[str, Samples]) -> str:
     losses = []
     for mode, samples in by_mode.items():
         for group, ref, metrics, least in TARGETS:
-            on = "xmasq-on" if group == "cross" else "xmasq-on-local"
+            on = SUBJECT_OF[group]
             if not (samples.get(on) and samples.get(ref)):
                 continue
             measured = samples[on][0]
@@ -205,8 +213,11 @@ def report(by_mode: dict[str, Samples], control: dict[str, Any], pin: int) -> st
         parts.append(f"### Cross-host, {heading} (client on h1, server on h2)\n\n{table(samples, CROSS)}")
         parts.append(f"### Same host, {heading} (client and server on h2)\n\n{table(samples, SAME)}")
         parts.append(f"### Cross-host over IPv6, {heading} (a dual-stack network)\n\n{table(samples, IPV6)}")
+        if samples.get("xmasq-enc"):
+            enc = table(samples, ENCRYPTED)
+            parts.append(f"### Cross-host, encrypted, {heading} (against the bare tunnel and plain xmasq)\n\n{enc}")
     return "\n\n".join(
-        [*parts, f"### Control plane\n\n{control_table(control)}", f"### Targets (issue 15)\n\n{targets(by_mode)}"]
+        [*parts, f"### Control plane\n\n{control_table(control)}", f"### Targets (issues 15, 33)\n\n{targets(by_mode)}"]
     )
 
 
@@ -214,7 +225,7 @@ def write_report(record: dict[str, Any], out: str, name: str) -> str:
     """The markdown report and the charts of a run's record (bench-NAME.md, bench-NAME-*.png)."""
     by_mode = record["samples"]
     md = report(by_mode, record["control"], record["pin"])
-    groups = {"Cross-host": CROSS, "Same host": SAME, "IPv6 cross-host": IPV6}
+    groups = {"Cross-host": CROSS, "Same host": SAME, "IPv6 cross-host": IPV6, "Encrypted cross-host": ENCRYPTED}
     pngs = [ratio_chart(by_mode, groups, os.path.join(out, f"bench-{name}-ratios.png"))]
     for mode, samples in by_mode.items():
         for title, group in groups.items():
@@ -248,6 +259,7 @@ README_GROUPS = (
     ("across hosts", "xmasq-on", ("overlay", "host", "xmasq-nosteer")),
     ("on one host", "xmasq-on-local", ("bridge", "host-local", "xmasq-nosteer-local")),
     ("across hosts, IPv6", "xmasq-on6", ("host6",)),
+    ("across hosts, encrypted", "xmasq-enc", ("wg-bare", "xmasq-on")),
 )
 
 

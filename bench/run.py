@@ -48,19 +48,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.report import CROSS, IPV6, MODES, SAME, Samples, write_report
+from bench.report import CROSS, ENCRYPTED, IPV6, MODES, SAME, Samples, write_report
 from lab.image import NGINX_CONF, ensure_image
 from lab.testbed import Testbed
 
 UNDERLAY6 = "fd00:fb::"  # the testbed hosts' IPv6 addresses while the benchmark runs (h<i>: UNDERLAY6 + i)
 QUICK = ("host", "xmasq-on")  # a change check in under 4 minutes
-# xmasq networks: the fast path's setting, flow steering (None: the driver's default), subnets
-XMASQ = {
-    "off": ("off", None, ("10.250.0.0/24",)),
-    "on": ("on", None, ("10.251.0.0/24",)),
-    "nosteer": ("on", "off", ("10.253.0.0/24",)),
-    "on6": ("on", None, ("10.254.0.0/24", "fd00:254::/64")),
+# xmasq networks: the fast path's setting, flow steering (None: the driver's default), subnets, other options
+XMASQ: dict[str, tuple[str, str | None, tuple[str, ...], dict[str, str]]] = {
+    "off": ("off", None, ("10.250.0.0/24",), {}),
+    "on": ("on", None, ("10.251.0.0/24",), {}),
+    "nosteer": ("on", "off", ("10.253.0.0/24",), {}),
+    "on6": ("on", None, ("10.254.0.0/24", "fd00:254::/64"), {}),
+    "enc": ("on", None, ("10.249.0.0/24",), {"encrypted": ""}),
 }
+# The bare tunnel (wg-bare): wireguard-go between the two host namespaces, no overlay (the best any
+# encrypted design here can reach); its own devices, port and addresses beside the driver's.
+BARE_WG = {"device": "xbwg-{host}", "port": 51899, "address": "10.99.0.{i}", "mtu": 1440}
 SERVERS = (
     "iperf3 -s -D; sockperf server -p 11111 >/dev/null & sockperf server --tcp -p 11112 >/dev/null &"
     " /usr/sbin/nginx -e /tmp/nginx-error.log -c /etc/nginx.conf &"
@@ -156,7 +160,7 @@ class Bench:
 
     # -- setup ------------------------------------------------------------
     def setup(self) -> None:
-        if {"host", "host-local"} & set(self.scenarios):
+        if {"host", "host-local", "wg-bare"} & set(self.scenarios):
             # The servers in h2's namespace: nginx with the image's configuration, its root and pid file here.
             with open(NGINX_CONF) as f:
                 conf = f.read().replace("/www", f"{self.tmp}/www").replace("/tmp/nginx", f"{self.tmp}/nginx")
@@ -172,18 +176,23 @@ class Bench:
             for scenario, client in (("host", "h1"), ("host-local", "h2")):
                 self.targets[scenario] = (self._in_netns(client), self.tb.host_ip("h2"))
                 self.servers[scenario] = self._host_servers
+        if "wg-bare" in self.scenarios:
+            self._bare_wireguard()
+            self.targets["wg-bare"] = (self._in_netns("h1"), BARE_WG["address"].format(i=2))
+            self.servers["wg-bare"] = self._host_servers
         if "host6" in self.scenarios:
             for host in ("h1", "h2"):
                 self._underlay6(host, "add")
             self.targets["host6"] = (self._in_netns("h1"), _host_ip6("h2"))
             self.servers["host6"] = self._host_servers
-        for name, (fastpath, steer, subnets) in XMASQ.items():
+        for name, (fastpath, steer, subnets, extra) in XMASQ.items():
             if f"xmasq-{name}" in self.scenarios or f"xmasq-{name}-local" in self.scenarios:
                 net = f"{PREFIX}{name}"
                 options = {
                     "xmasq.network": net,
                     "xmasq.fastpath": fastpath,
                     **({"xmasq.steer": steer} if steer else {}),
+                    **extra,
                 }
                 ipam = {"Driver": "xmasq", "Config": [{"Subnet": s} for s in subnets]}
                 for host in ("h1", "h2"):
@@ -205,6 +214,32 @@ class Bench:
                 runner(["ping", "-6", "-c", "20", "-i", "0.05", ip])
             else:
                 runner(["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", "1"])
+
+    def _bare_wireguard(self) -> None:
+        """wireguard-go in h1's and h2's namespaces, each the other's one peer, over the underlay."""
+        keys = {}
+        for host in ("h1", "h2"):
+            key = os.path.join(self.tmp, f"{host}.key")
+            with open(key, "w") as f:
+                f.write(subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout)
+            os.chmod(key, 0o600)
+            with open(key) as f:
+                keys[host] = subprocess.run(["wg", "pubkey"], input=f.read(), capture_output=True, text=True).stdout
+        for i, host in ((1, "h1"), (2, "h2")):
+            other, j = ("h2", 2) if host == "h1" else ("h1", 1)
+            ns, dev = ["ip", "netns", "exec", self.tb.netns(host)], BARE_WG["device"].format(host=host)
+            subprocess.run([*ns, "wireguard-go", dev], check=True, capture_output=True)
+            for _ in range(100):  # its control socket answers a moment after it started
+                if subprocess.run([*ns, "wg", "show", dev], capture_output=True).returncode == 0:
+                    break
+                time.sleep(0.05)
+            peer = ["peer", keys[other].strip(), "endpoint", f"{self.tb.host_ip(other)}:{BARE_WG['port']}"]
+            peer += ["allowed-ips", BARE_WG["address"].format(i=j) + "/32"]
+            argv = ["wg", "set", dev, "private-key", os.path.join(self.tmp, f"{host}.key")]
+            subprocess.run([*ns, *argv, "listen-port", str(BARE_WG["port"]), *peer], check=True)
+            mine, theirs = BARE_WG["address"].format(i=i), BARE_WG["address"].format(i=j)
+            subprocess.run([*ns, "ip", "addr", "add", f"{mine}/32", "peer", f"{theirs}/32", "dev", dev], check=True)
+            subprocess.run([*ns, "ip", "link", "set", dev, "mtu", str(BARE_WG["mtu"]), "up"], check=True)
 
     def _underlay6(self, host: str, op: str) -> None:
         ns = self.tb.netns(host)
@@ -354,6 +389,10 @@ class Bench:
         if "host6" in self.scenarios:
             for host in ("h1", "h2"):
                 self._underlay6(host, "del")
+        if "wg-bare" in self.scenarios:  # wireguard-go exits with its device
+            for host in ("h1", "h2"):
+                dev = BARE_WG["device"].format(host=host)
+                subprocess.run(["ip", "-n", self.tb.netns(host), "link", "del", dev], capture_output=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -399,8 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "results"))
     args = parser.parse_args(argv)
     rounds, seconds, containers = (2, 1.0, 3) if args.quick else (args.rounds, args.seconds, args.containers)
-    wanted = args.scenarios.split(",") if args.scenarios else QUICK if args.quick else CROSS + SAME + IPV6
-    scenarios = tuple(s for s in CROSS + SAME + IPV6 if s in wanted)
+    every = CROSS + SAME + IPV6 + ENCRYPTED
+    wanted = args.scenarios.split(",") if args.scenarios else QUICK if args.quick else every
+    scenarios = tuple(s for s in every if s in wanted)
     modes = tuple(m for m in MODES if m in args.modes.split(","))
     if not modes:
         parser.error(f"--modes: one or both of {', '.join(MODES)}")

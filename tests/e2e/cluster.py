@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import docker
@@ -124,6 +128,39 @@ def arrived(cl: Cluster, receiver, send) -> int:  # type: ignore[no-untyped-def]
     return udp_in(cl, receiver) - before
 
 
+@contextmanager
+def capture(tb, host: str, interface: str, bpf_filter: str) -> Iterator[dict[str, bytes]]:  # type: ignore[no-untyped-def]
+    """Packets seen on `interface` of `host` while the block runs: {"raw": pcap bytes, "text": tcpdump -nr}."""
+    fd, path = tempfile.mkstemp(suffix=".pcap")
+    os.close(fd)
+    argv = ["ip", "netns", "exec", tb.netns(host), "tcpdump", "-U", "-ni", interface, "-w", path, bpf_filter]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen: dict[str, bytes] = {}
+    try:
+        # tcpdump writes the file header once it captures (a fixed 1 s wait once caught nothing here)
+        until(lambda: os.path.getsize(path) >= 24 or proc.poll() is not None, 20)
+        assert proc.poll() is None, f"tcpdump {bpf_filter!r} on {host} {interface} exited"
+        yield seen
+        time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        with open(path, "rb") as f:
+            seen["raw"] = f.read()
+        seen["text"] = subprocess.run(["tcpdump", "-nr", path], capture_output=True).stdout
+        os.unlink(path)
+
+
+def between(tb, a: str, b: str) -> str:  # type: ignore[no-untyped-def]
+    return f"ip and host {tb.host_ip(a)} and host {tb.host_ip(b)}"
+
+
+def only_wireguard(text: bytes) -> list[str]:
+    """The captured IPv4 packets that are not WireGuard between the two hosts' ports."""
+    lines = text.decode().splitlines()
+    return [line for line in lines if not (f".{WG_PORT} > " in line and f".{WG_PORT}: UDP" in line)]
+
+
 def until(predicate, timeout: float, step: float = 0.02) -> float:  # type: ignore[no-untyped-def]
     """Seconds until predicate() held; fails after timeout."""
     start = time.monotonic()
@@ -145,6 +182,7 @@ def mask_bits(mask: str) -> int:
     return int(mask.strip().replace(",", ""), 16)
 
 
+WG_PORT = 51820  # the WireGuard port of every testbed host (the default)
 XMASQ_LINKS = (BRIDGE_PREFIX, VXLAN_PREFIX, HOST_VETH_PREFIX, "xmwg")  # bridges, vxlan, veths, WireGuard
 
 

@@ -14,14 +14,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from tests.conftest import report
-from tests.e2e.cluster import arrived, until
+from tests.e2e.cluster import WG_PORT, arrived, between, capture, only_wireguard, until
 from tests.packets import frame, vxlan
 from xmasq_driver.control.layout import PREFIX
 from xmasq_driver.dataplane.firewall import ENC_IN, ENC_OUT
@@ -31,38 +28,6 @@ from xmasq_driver.ops import client as plugin
 
 MARK = "xmasq-secret-7f3a9c"  # what must never be seen on the underlay of an encrypted network
 SERVE = "udpecho serve 5001 & nc -l -p 5000 > /tmp/got & sleep 3600"
-WG_PORT = 51820
-
-
-@contextmanager
-def _capture(tb, host: str, interface: str, bpf_filter: str) -> Iterator[dict[str, bytes]]:  # type: ignore[no-untyped-def]
-    """Packets seen on `interface` of `host` while the block runs: {"raw": pcap bytes, "text": tcpdump -nr}."""
-    fd, path = tempfile.mkstemp(suffix=".pcap")
-    os.close(fd)
-    argv = ["ip", "netns", "exec", tb.netns(host), "tcpdump", "-U", "-ni", interface, "-w", path, bpf_filter]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seen: dict[str, bytes] = {}
-    try:
-        time.sleep(1)  # tcpdump is listening
-        yield seen
-        time.sleep(0.5)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        with open(path, "rb") as f:
-            seen["raw"] = f.read()
-        seen["text"] = subprocess.run(["tcpdump", "-nr", path], capture_output=True).stdout
-        os.unlink(path)
-
-
-def _between(tb, a: str, b: str) -> str:  # type: ignore[no-untyped-def]
-    return f"ip and host {tb.host_ip(a)} and host {tb.host_ip(b)}"
-
-
-def _only_wireguard(text: bytes) -> list[str]:
-    """The captured IPv4 packets that are not WireGuard between the two hosts' ports."""
-    lines = text.decode().splitlines()
-    return [line for line in lines if not (f".{WG_PORT} > " in line and f".{WG_PORT}: UDP" in line)]
 
 
 def _send_marks(cl, client, ip: str, ip6: str = "") -> None:  # type: ignore[no-untyped-def]
@@ -116,15 +81,15 @@ def test_an_encrypted_network_shows_nothing_in_plaintext_on_the_underlay(cl, tb)
     assert cl.sh(a, "cat /sys/class/net/eth0/mtu")[1].strip() == "1390"
     assert cl.sh(pa, "cat /sys/class/net/eth0/mtu")[1].strip() == "1450"
     until(lambda: cl.sh(a, f"udpecho wait {ip} 5001 1", check=False)[0] == 0, 15)
-    with _capture(tb, "h2", "eth0", _between(tb, "h1", "h2")) as enc_seen:
+    with capture(tb, "h2", "eth0", between(tb, "h1", "h2")) as enc_seen:
         _send_marks(cl, a, ip, ip6)
     assert cl.sh(b, "cat /tmp/got")[1].strip() == MARK  # it arrived, decrypted
     assert MARK.encode() not in enc_seen["raw"]
-    assert enc_seen["text"] and _only_wireguard(enc_seen["text"]) == [], _only_wireguard(enc_seen["text"])[:5]
+    assert enc_seen["text"] and only_wireguard(enc_seen["text"]) == [], only_wireguard(enc_seen["text"])[:5]
     # The control: the same capture shows a plain network's traffic.
     pip = cl.ip(pb, plain)
     until(lambda: cl.sh(pa, f"udpecho wait {pip} 5001 1", check=False)[0] == 0, 15)
-    with _capture(tb, "h2", "eth0", _between(tb, "h1", "h2")) as plain_seen:
+    with capture(tb, "h2", "eth0", between(tb, "h1", "h2")) as plain_seen:
         _send_marks(cl, pa, pip)
     assert MARK.encode() in plain_seen["raw"]
     assert f".{VXLAN_PORT}: " in plain_seen["text"].decode() or "VXLAN" in plain_seen["text"].decode()
@@ -172,14 +137,14 @@ def test_the_tunnel_process_killed_under_traffic_leaks_nothing_and_comes_back(cl
     ip = cl.ip(b, enc)
     until(lambda: cl.sh(a, f"udpecho wait {ip} 5001 1", check=False)[0] == 0, 15)
     before = _drops(cl, "h1")
-    with _capture(tb, "h2", "eth0", _between(tb, "h1", "h2")) as seen:
+    with capture(tb, "h2", "eth0", between(tb, "h1", "h2")) as seen:
         killed = time.monotonic()
         subprocess.run(["pkill", "-9", "-f", "wireguard-go xmwg-h1"], check=True)
         cl.sh(a, f"udpecho payload {ip} 5001 {MARK.encode().hex()} 50")  # into the outage
         cl.sh(a, f"udpecho wait {ip} 5001 15")  # back once the driver made the device again
         back = time.monotonic() - killed
     assert MARK.encode() not in seen["raw"]
-    assert _only_wireguard(seen["text"]) == [], _only_wireguard(seen["text"])[:5]
+    assert only_wireguard(seen["text"]) == [], only_wireguard(seen["text"])[:5]
     assert _status(cl, "h1")["encryption"]["restarts"] == 1
     dropped = _drops(cl, "h1")["encrypted_unroutable"] - before["encrypted_unroutable"]
     assert dropped > 0, (before, _drops(cl, "h1"))

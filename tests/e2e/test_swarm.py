@@ -15,7 +15,7 @@ from docker.types import EndpointSpec, IPAMConfig, IPAMPool, ServiceMode
 
 from lab.image import ensure_image
 from tests.conftest import report
-from tests.e2e.cluster import XMASQ_LINKS, links, remove_all
+from tests.e2e.cluster import XMASQ_LINKS, between, capture, links, only_wireguard, remove_all
 from xmasq_driver.config import Config
 from xmasq_driver.control import layout
 from xmasq_driver.control.kv import EtcdKV
@@ -25,6 +25,7 @@ from xmasq_driver.ops import client as plugin
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 NAME = "xmasq/xmasq:latest"
 HOSTS = ("h1", "h2")
+MARK = b"xmasq-swarm-secret-41c2"
 DRIVER_LABEL = "org.xmasq.image=driver"  # the Dockerfile's
 
 
@@ -66,10 +67,10 @@ def swarm(tb, dk, image):
             tb.remove_plugin(h, NAME)
 
 
-def _swarm_network(mgr, name: str, subnet: str):  # type: ignore[no-untyped-def]
+def _swarm_network(mgr, name: str, subnet: str, options: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     """An attachable xmasq network of the swarm, made on the manager."""
     ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)])
-    return mgr.networks.create(name, driver=NAME, scope="swarm", attachable=True, ipam=ipam)
+    return mgr.networks.create(name, driver=NAME, scope="swarm", attachable=True, ipam=ipam, options=options)
 
 
 def _wait(what: str, ok, timeout: float = 60):  # type: ignore[no-untyped-def]
@@ -518,4 +519,53 @@ def test_stack_file_services_reach_each_other_by_name(tb, swarm, tmp_path):
             60,
         )
         _wait("stack network gone", lambda: not tb.docker("h1").networks.list(names=["stk_app"]), 60)
+    _wait("no state left on either node", lambda: _try(lambda: _no_state_left(tb, swarm)), 30)
+
+
+def test_an_encrypted_swarm_network_on_the_managed_plugin(tb, swarm):
+    """`docker network create -d xmasq --opt encrypted` on the manager, a service in the default (VIP)
+    mode on both nodes: requests by name are answered, and the underlay between the nodes carries
+    only WireGuard for it (the swarm's own gossip aside)."""
+    mgr, worker = tb.docker("h1"), tb.docker("h2")
+    image = {h: ensure_image(tb.docker(h)) for h in HOSTS}
+    net = _swarm_network(mgr, "swenc", "10.251.0.0/24", {"encrypted": ""})
+    services, standalone = [], []
+    try:
+        web = mgr.services.create(
+            image["h1"], ["sh", "-c", WEB], name="web", networks=["swenc"], mode=ServiceMode("global")
+        )
+        services.append(web)
+        tasks = _wait(
+            "a task on each node", lambda: (lambda t: t if all(t.values()) else None)(_task_containers(tb, "web")), 120
+        )
+        vip = _vip(mgr, "web", net.id)
+        client = worker.containers.run(image["h2"], ["sleep", "3600"], name="enc-client", network="swenc", detach=True)
+        standalone.append(client)
+        _wait(
+            "every node balances the VIP to 2 tasks",
+            lambda: all(len(t or []) == 2 for t in _lb_tasks(swarm, vip).values()),
+            30,
+        )
+        there = tasks["h1"][0].attrs["NetworkSettings"]["Networks"]["swenc"]["IPAddress"]
+        with capture(tb, "h2", "eth0", f"{between(tb, 'h1', 'h2')} and udp and not port 7946") as seen:
+            bodies = _answers(client, "web", 10)
+            _sh(client, f"udpecho payload {there} 5001 {MARK.hex()} 5")
+        names = {c.attrs["Config"]["Hostname"] for cs in tasks.values() for c in cs}
+        assert len(bodies) == 10 and set(bodies) == names, bodies
+        assert seen["text"] and only_wireguard(seen["text"]) == [], only_wireguard(seen["text"])[:5]
+        assert MARK not in seen["raw"]
+        for h in HOSTS:
+            encryption = plugin.call(swarm[h], "/Xmasq.Status")[1]["encryption"]
+            assert encryption["kind"] == "userspace" and encryption["up"], (h, encryption)
+        report(
+            f"encrypted swarm network (managed plugin, VIP mode): 10/10 requests by name answered by both tasks,"
+            f" {len(seen['text'].splitlines())} UDP packets between the nodes, all WireGuard"
+        )
+    finally:
+        for s in services:
+            s.remove()
+        remove_all(standalone, [])
+        _wait("tasks gone", lambda: not any(_task_containers(tb, "web").values()), 60)
+        time.sleep(2)
+        _wait("network removable", lambda: _try(net.remove), 30)
     _wait("no state left on either node", lambda: _try(lambda: _no_state_left(tb, swarm)), 30)

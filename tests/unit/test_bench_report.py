@@ -104,3 +104,15 @@ def test_the_targets_say_what_was_met_and_where_the_default_lost_to_no_steering(
     assert "| pinned | cross | overlay | http_rps | >= 1.1 | 1.25 (1.20-1.30) | met |" in lines
     assert "| pinned | cross | host | tcp_gbps | >= 0.95 | 0.93 (0.90-0.95) | missed |" in lines
     assert lines[-1] == "Default steering slower than none in every round: pinned xmasq-on: http_rps 0.89 (0.86-0.93)"
+
+
+def test_the_encrypted_group_sets_xmasq_enc_against_the_bare_tunnel_and_plain_xmasq() -> None:
+    samples = {
+        "wg-bare": [{"tcp_gbps": 0.9}, {"tcp_gbps": 1.0}],
+        "xmasq-on": [{"tcp_gbps": 10.0}] * 2,
+        "xmasq-enc": [{"tcp_gbps": 0.81}, {"tcp_gbps": 0.95}],
+    }
+    head = report.table(samples, report.ENCRYPTED).splitlines()[0]
+    assert head == "| metric | wg-bare | xmasq-on | xmasq-enc | on / wg-bare | on / xmasq-on |"
+    lines = report.targets({"unpinned": samples}).splitlines()
+    assert "| unpinned | encrypted | wg-bare | tcp_gbps | >= 0.9 | 0.93 (0.90-0.95) | met |" in lines
