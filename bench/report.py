@@ -116,7 +116,8 @@ def ratio_chart(by_mode: dict[str, Samples], groups: dict[str, tuple[str, ...]],
                 adv = advantage(samples, on, ref, metric)
                 if adv is None:
                     continue
-                whiskers = [[adv[0] - adv[1]], [adv[2] - adv[0]]]
+                # The ratio of the medians can lie outside the per-round range (rounds pair up differently)
+                whiskers = [[max(0.0, adv[0] - adv[1])], [max(0.0, adv[2] - adv[0])]]
                 bar = {"height": height, "color": f"C{i}", "label": label, "xerr": whiskers, "error_kw": {"lw": 0.8}}
                 ax.barh(j + i * height, adv[0] - 1, left=1, **bar)
                 label = None

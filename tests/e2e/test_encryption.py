@@ -18,7 +18,7 @@ import threading
 import time
 
 from tests.conftest import report
-from tests.e2e.cluster import WG_PORT, arrived, between, capture, only_wireguard, until
+from tests.e2e.cluster import GRACE, TTL, WG_PORT, arrived, between, capture, only_wireguard, until
 from tests.packets import frame, vxlan
 from xmasq_driver.control.layout import PREFIX
 from xmasq_driver.dataplane.firewall import ENC_IN, ENC_OUT
@@ -182,3 +182,48 @@ def test_a_key_rotation_under_traffic_loses_no_connection(cl, tb):
     assert private not in json.dumps(cl.kv.get_prefix(PREFIX)) and private not in logged
     report(f"WireGuard key rotated under iperf3: the connection survived, longest gap {gap:.2f} s")
     assert gap < 2.0, intervals
+
+
+def test_a_driver_crash_keeps_the_tunnel_and_its_restart_takes_it_over(cl, tb):
+    """SIGKILL of h1's driver under traffic: wireguard-go and the kernel's routing live on (as the
+    pinned maps do), nothing is sent in plaintext, and the restarted driver adopts the device."""
+    enc = cl.network("crash", "10.242.0.0/24", {"encrypted": ""})
+    a, b = cl.run("h1", "crash-a", enc), cl.run("h2", "crash-b", enc, SERVE)
+    ip = cl.ip(b, enc)
+    until(lambda: cl.sh(a, f"udpecho wait {ip} 5001 1", check=False)[0] == 0, 15)
+    key = _status(cl, "h1")["encryption"]["public_key"]
+    with capture(tb, "h2", "eth0", between(tb, "h1", "h2")) as seen:
+        tb.stop_driver("h1", kill=True)
+        try:
+            down = cl.sh(a, f"udpecho send {ip} 5001 50")[1].strip()  # with no driver on h1
+            cl.sh(a, f"udpecho payload {ip} 5001 {MARK.encode().hex()} 5")
+        finally:
+            tb.start_driver("h1")
+        up = cl.sh(a, f"udpecho wait {ip} 5001 10 && udpecho send {ip} 5001 50")[1].strip()
+    assert down == "replies=50/50" and up.endswith("replies=50/50"), (down, up)
+    assert MARK.encode() not in seen["raw"] and only_wireguard(seen["text"]) == []
+    encryption = _status(cl, "h1")["encryption"]
+    assert encryption["up"] and encryption["restarts"] == 0 and encryption["public_key"] == key, encryption
+    report(
+        "h1's driver SIGKILLed under encrypted traffic: 50/50 answered without it, nothing in plaintext; "
+        "the restarted driver took the device over (same key, no restart of wireguard-go)"
+    )
+
+
+def test_a_host_gone_for_good_leaves_no_key_behind(cl, tb):
+    """Its WireGuard peer goes from the others' devices with its endpoints (lease + grace), and comes
+    back when it does."""
+    enc = cl.network("gone", "10.243.0.0/24", {"encrypted": ""})
+    a, far = cl.run("h1", "gone-a", enc), cl.run("h3", "gone-far", enc, SERVE)
+    ip = cl.ip(far, enc)
+    until(lambda: cl.sh(a, f"udpecho wait {ip} 5001 1", check=False)[0] == 0, 15)
+    key = _status(cl, "h3")["encryption"]["public_key"]
+    assert key in _wg(tb, "h1", "show", "xmwg-h1", "peers")
+    tb.stop_driver("h3", kill=True)
+    try:
+        waited = until(lambda: key not in _wg(tb, "h1", "show", "xmwg-h1", "peers"), TTL + GRACE + 10)
+    finally:
+        tb.start_driver("h3")
+    until(lambda: key in _wg(tb, "h1", "show", "xmwg-h1", "peers"), 15)
+    cl.sh(a, f"udpecho wait {ip} 5001 10")
+    report(f"h3's driver SIGKILLed: its WireGuard peer gone from h1 after {waited:.1f} s (ttl {TTL} + grace {GRACE})")
