@@ -133,7 +133,10 @@ def capture(tb, host: str, interface: str, bpf_filter: str) -> Iterator[dict[str
     """Packets seen on `interface` of `host` while the block runs: {"raw": pcap bytes, "text": tcpdump -nr}."""
     fd, path = tempfile.mkstemp(suffix=".pcap")
     os.close(fd)
-    argv = ["ip", "netns", "exec", tb.netns(host), "tcpdump", "-U", "-ni", interface, "-w", path, bpf_filter]
+    # --immediate-mode: without it the kernel's capture ring holds packets up to 1 s, and those
+    # still held when tcpdump is stopped are lost (a swarm test's capture came back empty so)
+    tcpdump = ["tcpdump", "-U", "--immediate-mode", "-ni", interface, "-w", path, bpf_filter]
+    argv = ["ip", "netns", "exec", tb.netns(host), *tcpdump]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seen: dict[str, bytes] = {}
     try:

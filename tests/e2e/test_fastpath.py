@@ -143,6 +143,7 @@ def test_a_replaced_container_gets_the_traffic_and_the_old_host_none(cl, tb):
             "6",
             "tcpdump",
             "-lnq",
+            "--immediate-mode",  # else packets still in the capture ring at the timeout are lost
             "-i",
             "eth0",
             f"udp port 4789 and src host {tb.host_ip('h1')}",
