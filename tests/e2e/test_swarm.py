@@ -547,6 +547,9 @@ def test_an_encrypted_swarm_network_on_the_managed_plugin(tb, swarm):
             30,
         )
         there = tasks["h1"][0].attrs["NetworkSettings"]["Networks"]["swenc"]["IPAddress"]
+        start = time.monotonic()  # the new container reaches the other node's task (as other tests wait)
+        _sh(client, f"udpecho wait {there} 5001 30")
+        reached = time.monotonic() - start
         with capture(tb, "h2", "eth0", f"{between(tb, 'h1', 'h2')} and udp and not port 7946") as seen:
             bodies = _answers(client, "web", 10)
             _sh(client, f"udpecho payload {there} 5001 {MARK.hex()} 5")
@@ -559,7 +562,8 @@ def test_an_encrypted_swarm_network_on_the_managed_plugin(tb, swarm):
             assert encryption["kind"] == "userspace" and encryption["up"], (h, encryption)
         report(
             f"encrypted swarm network (managed plugin, VIP mode): 10/10 requests by name answered by both tasks,"
-            f" {len(seen['text'].splitlines())} UDP packets between the nodes, all WireGuard"
+            f" {len(seen['text'].splitlines())} UDP packets between the nodes, all WireGuard; the client"
+            f" had its first datagram to the other node's task answered after {reached:.1f} s"
         )
     finally:
         for s in services:
