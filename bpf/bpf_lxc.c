@@ -46,7 +46,7 @@ static __always_inline int encap(struct __sk_buff *skb, struct lxc_info *me, str
     remember_hash(f, skb);
     struct tunnel_key tk = {.host = peer->host, .vni = me->vni};
     struct tunnel *t = tunnels.lookup(&tk);
-    if (!t) {
+    if (!t || t->encrypted != peer->encrypted) { /* an encrypted network's only through the tunnel */
         count(STAT_MISS_NO_TUNNEL, 1);
         return TC_ACT_OK;
     }

@@ -225,6 +225,7 @@ class FakeDatapath:
         self.services: dict[str, tuple[str, ...]] = {}  # the VIP table, as set_services last made it
         self.local: dict[tuple[int, str], tuple[str, str, bool]] = {}
         self.remote: dict[int, dict[str, tuple[str, str]]] = {}
+        self.encrypted: set[int] = set()  # VNIs whose remote entries are marked encrypted
         self.live_hosts: set[str] = set()
         self.local6: dict[tuple[int, str], str | None] = {}  # the IPv6 address add_local was given
         self.flows = 3
@@ -237,10 +238,16 @@ class FakeDatapath:
         self.local.pop((vni, ip), None)
         self.local6.pop((vni, ip), None)
 
-    def set_remote_all(self, by_vni: dict[int, dict[str, tuple[str, str]]]) -> int:
+    def set_remote_all(
+        self, by_vni: dict[int, dict[str, tuple[str, str]]], encrypted: frozenset[int] = frozenset()
+    ) -> int:
+        self.encrypted = set(encrypted)
         return sum(self._set(vni, by_vni.get(vni, {})) for vni in self.remote.keys() | by_vni.keys())
 
-    def update_remote(self, vni: int, gone: dict[str, tuple[str, str]], new: dict[str, tuple[str, str]]) -> int:
+    def update_remote(
+        self, vni: int, gone: dict[str, tuple[str, str]], new: dict[str, tuple[str, str]], encrypted: bool = False
+    ) -> int:
+        (self.encrypted.add if encrypted else self.encrypted.discard)(vni)
         peers = {ip: p for ip, p in self.remote.get(vni, {}).items() if ip not in gone}
         return self._set(vni, {**peers, **new})
 

@@ -3,6 +3,7 @@
  * one owner in the driver):
  *   PIN_DIR        bpffs directory of this host's pinned maps
  *   VXLAN_PORT     UDP port of the overlay
+ *   ENCRYPTED_VXLAN_PORT  UDP port of encrypted networks' VXLAN (inside WireGuard)
  *   OUTER_LEN      bytes of outer headers: Ethernet + IPv4 + UDP + VXLAN (VXLAN_OVERHEAD)
  *   FASTPATH_MARK  skb->mark that tags packets the fast path encapsulated
  *   LB_SLOTS       backend slots of one service in each half of lb_backends
@@ -48,6 +49,8 @@ struct lxc_info {
 /* A container on another host (written from etcd, never learned). */
 struct remote_ep {
     __be32 host;
+    __u8 encrypted; /* its network is encrypted: its VXLAN goes only through the WireGuard device */
+    __u8 pad[3];
 };
 
 struct tunnel_key {
@@ -55,10 +58,13 @@ struct tunnel_key {
     __u32 vni;
 };
 
-/* Outer headers the kernel's vxlan device last sent to (host, vni), and the NIC it used. */
+/* Outer headers the kernel's vxlan device last sent to (host, vni), and the device it used: the
+ * NIC, or for an encrypted network the WireGuard device (an L3 device: hdr's Ethernet header is
+ * a placeholder, which bpf_redirect to it strips). */
 struct tunnel {
     __u8 hdr[OUTER_LEN];
-    __u8 pad[(4 - OUTER_LEN % 4) % 4];
+    __u8 encrypted; /* learned on the WireGuard device */
+    __u8 pad[(4 - (OUTER_LEN + 1) % 4) % 4];
     __u32 ifindex;
 };
 

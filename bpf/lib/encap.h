@@ -12,14 +12,15 @@ struct vxlanhdr {
     __be32 vni; /* VNI in the upper 24 bits */
 };
 
-/* The VXLAN header of an outer IPv4/UDP packet to VXLAN_PORT, or NULL. */
-static __always_inline struct vxlanhdr *parse_vxlan(struct iphdr *outer, void *data_end, struct udphdr **udp_out)
+/* The VXLAN header of an outer IPv4/UDP packet to `port`, or NULL. */
+static __always_inline struct vxlanhdr *parse_vxlan(struct iphdr *outer, void *data_end, __u16 port,
+                                                    struct udphdr **udp_out)
 {
     struct udphdr *udp = (void *)(outer + 1);
     struct vxlanhdr *vx = (void *)(udp + 1);
     if (outer->protocol != IPPROTO_UDP || (void *)(vx + 1) > data_end)
         return NULL;
-    if (udp->dest != bpf_htons(VXLAN_PORT) || !(vx->flags & bpf_htonl(VXLAN_FLAG_VNI)))
+    if (udp->dest != bpf_htons(port) || !(vx->flags & bpf_htonl(VXLAN_FLAG_VNI)))
         return NULL;
     *udp_out = udp;
     return vx;
@@ -35,16 +36,29 @@ struct vxlan_pkt {
     struct l3 inner;
 };
 
-/* Fills pkt; returns 0, or -1 when the frame is not such a packet (or is truncated). */
-static __always_inline int parse_vxlan_pkt(void *data, void *data_end, struct vxlan_pkt *pkt)
+/* Fills pkt from the outer IPv4 header `outer` on; 0, or -1 when it is not such a packet (or
+ * is truncated). */
+static __always_inline int parse_vxlan_at(struct iphdr *outer, void *data_end, __u16 port, struct vxlan_pkt *pkt)
 {
-    pkt->outer = parse_ipv4(data, data_end);
-    struct vxlanhdr *vx = pkt->outer ? parse_vxlan(pkt->outer, data_end, &pkt->udp) : NULL;
+    pkt->outer = outer;
+    struct vxlanhdr *vx = outer ? parse_vxlan(outer, data_end, port, &pkt->udp) : NULL;
     if (!vx)
         return -1;
     pkt->vni = bpf_ntohl(vx->vni) >> 8;
     pkt->inner_eth = (void *)(vx + 1);
     return parse_l3(pkt->inner_eth, data_end, &pkt->inner);
+}
+
+/* A plain network's VXLAN in an Ethernet frame (the NIC). */
+static __always_inline int parse_vxlan_pkt(void *data, void *data_end, struct vxlan_pkt *pkt)
+{
+    return parse_vxlan_at(parse_ipv4(data, data_end), data_end, VXLAN_PORT, pkt);
+}
+
+/* An encrypted network's VXLAN on the WireGuard device (L3: the packet starts at its IPv4 header). */
+static __always_inline int parse_encrypted_vxlan_pkt(void *data, void *data_end, struct vxlan_pkt *pkt)
+{
+    return parse_vxlan_at(ipv4_at(data, data_end), data_end, ENCRYPTED_VXLAN_PORT, pkt);
 }
 
 #define ENCAP_FLAGS                                                                                          \

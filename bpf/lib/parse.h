@@ -8,15 +8,21 @@
 
 #include "common.h"
 
-/* The outer (underlay) header: IPv4 without options or fragments, or NULL. */
-static __always_inline struct iphdr *parse_ipv4(struct ethhdr *eth, void *data_end)
+/* An outer (underlay) header at `at`: IPv4 without options or fragments, or NULL. */
+static __always_inline struct iphdr *ipv4_at(void *at, void *data_end)
 {
-    struct iphdr *ip = (void *)(eth + 1);
-    if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-        return NULL;
-    if ((void *)(ip + 1) > data_end || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)))
+    struct iphdr *ip = at;
+    if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)))
         return NULL;
     return ip;
+}
+
+/* The same after an Ethernet header. */
+static __always_inline struct iphdr *parse_ipv4(struct ethhdr *eth, void *data_end)
+{
+    if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+        return NULL;
+    return ipv4_at(eth + 1, data_end);
 }
 
 /* A container's packet, IPv4 or IPv6, as the keys see it. */

@@ -23,6 +23,7 @@ enum xmasq_stat {
     STAT_LEARN_OUT,
     STAT_LEARN_IN,
     STAT_DROP_SPOOFED,
+    STAT_DROP_PLAINTEXT, /* VXLAN for an encrypted network's endpoint arriving on the NIC */
     STAT_ERR_ADJUST_ROOM,
     STAT_LB_CONNECT,
     STAT_LB_SENDMSG,

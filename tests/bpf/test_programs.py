@@ -10,6 +10,7 @@ import ctypes
 import ipaddress
 import os
 import shutil
+import socket
 import struct
 import subprocess
 from pathlib import Path
@@ -200,7 +201,8 @@ def test_learn_records_template_and_source_port(clean):
     dp = clean
     slow = learn(dp)
     cache = dp.cache()
-    assert cache["tunnels"] == [{"host": REMOTE_HOST, "vni": VNI, "ifindex": dp.nic_index, "header": slow[:50].hex()}]
+    tunnel = {"host": REMOTE_HOST, "vni": VNI, "ifindex": dp.nic_index, "encrypted": False, "header": slow[:50].hex()}
+    assert cache["tunnels"] == [tunnel]
     assert cache["flows"][0]["seen_out"] and cache["flows"][0]["seen_in"]
 
 
@@ -449,3 +451,68 @@ def test_a_removed_endpoint_takes_both_addresses_and_their_flows(clean):
         assert len(dp._maps["flows"]) == 0
     finally:
         dp.add_local("xmtblxc2", VNI, [NEIGHBOUR, NEIGHBOUR6], mac_for_ip(ipaddress.IPv4Address(NEIGHBOUR)))
+
+
+# An encrypted network: its local endpoint on a veth of its own, its remote one marked encrypted.
+ENC_VNI, ENC_ME, ENC_PEER = 4545, "10.9.1.2", "10.9.1.3"
+MAC |= {ENC_ME: mac_bytes(ENC_ME), ENC_PEER: mac_bytes(ENC_PEER)}
+TUN_INDEX = 999  # where a tunnel learned on the WireGuard device sends (to_tun runs on real traffic only:
+# BPF_PROG_TEST_RUN gives a tc program an Ethernet frame, never an L3 device's packet)
+
+
+@pytest.fixture
+def encrypted(clean):
+    _ip("link", "add", "xmtblxc4", "type", "veth", "peer", "name", "xmtblxc5")
+    peer = {ENC_PEER: (mac_for_ip(ipaddress.IPv4Address(ENC_PEER)), REMOTE_HOST)}
+    try:
+        clean.add_local("xmtblxc4", ENC_VNI, [ENC_ME], mac_for_ip(ipaddress.IPv4Address(ENC_ME)))
+        clean.update_remote(ENC_VNI, {}, peer, encrypted=True)
+        yield clean, int(Path("/sys/class/net/xmtblxc4/ifindex").read_text())
+    finally:
+        clean.update_remote(ENC_VNI, peer, {})
+        clean.remove_local(ENC_VNI, ENC_ME)
+        subprocess.run(["ip", "link", "del", "xmtblxc4"], capture_output=True)
+
+
+def _tunnel(dp: Datapath, encrypted: bool) -> bytes:
+    """A tunnel to REMOTE_HOST for ENC_VNI as to_tun (encrypted) or to_nic would learn it, and the
+    flow ENC_ME -> ENC_PEER established as the slow path would leave it."""
+    inner = pkt(ENC_ME, ENC_PEER)
+    port = 4790 if encrypted else 4789
+    hdr = GW_MAC + NIC_MAC + b"\x08\x00" + ipv4(LOCAL_HOST, REMOTE_HOST, 17, udp(SPORT, port, vxlan(ENC_VNI, inner)))
+    tunnels, flows = dp._maps["tunnels"], dp._maps["flows"]
+    leaf = tunnels.Leaf()
+    ctypes.memmove(leaf.hdr, hdr[:50], 50)
+    leaf.encrypted, leaf.ifindex = int(encrypted), TUN_INDEX if encrypted else dp.nic_index
+    tunnels[tunnels.Key(_be32(REMOTE_HOST), ENC_VNI)] = leaf
+    key = flows.Key(ENC_VNI, _addr(ENC_ME), _addr(ENC_PEER), socket.htons(40000), socket.htons(5001), 17)
+    flows[key] = flows.Leaf(1, 1, socket.htons(SPORT), 0)
+    return hdr[:50]
+
+
+def test_plaintext_vxlan_for_an_encrypted_endpoint_is_dropped_on_the_nic(encrypted):
+    dp, _ = encrypted
+    before = dp.stats()
+    slow = outer(REMOTE_HOST, LOCAL_HOST, ENC_VNI, pkt(ENC_PEER, ENC_ME))
+    assert run(dp, "from_nic", slow, dp.nic_index)[0] == TC_ACT_SHOT
+    assert counted(dp, before) == {"drop_plaintext": 1}
+
+
+def test_an_encrypted_network_is_not_learned_on_the_nic(encrypted):
+    dp, _ = encrypted
+    run(dp, "to_nic", outer(LOCAL_HOST, REMOTE_HOST, ENC_VNI, pkt(ENC_ME, ENC_PEER)), dp.nic_index)
+    assert len(dp._maps["tunnels"]) == 0
+
+
+def test_an_encrypted_endpoint_is_encapsulated_only_into_the_tunnel(encrypted):
+    dp, lxc = encrypted
+    packet = pkt(ENC_ME, ENC_PEER, payload=b"wg" * 100)
+    _tunnel(dp, encrypted=False)  # a NIC's tunnel (which the NIC hook would never learn for it)
+    before = dp.stats()
+    assert run(dp, "from_container", packet, lxc) == (TC_ACT_OK, packet)
+    assert counted(dp, before) == {"miss_no_tunnel": 1}
+    template = _tunnel(dp, encrypted=True)
+    rc, out = run(dp, "from_container", packet, lxc)
+    assert rc == TC_ACT_REDIRECT and out[26:34] == template[26:34]  # the learned addresses
+    assert struct.unpack("!H", out[36:38])[0] == 4790 and out[42:50] == template[42:50]  # encrypted port, its VNI
+    assert out[50:] == packet  # the container's frame, untouched, is the inner frame

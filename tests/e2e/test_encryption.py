@@ -227,3 +227,36 @@ def test_a_host_gone_for_good_leaves_no_key_behind(cl, tb):
     until(lambda: key in _wg(tb, "h1", "show", "xmwg-h1", "peers"), 15)
     cl.sh(a, f"udpecho wait {ip} 5001 10")
     report(f"h3's driver SIGKILLed: its WireGuard peer gone from h1 after {waited:.1f} s (ttl {TTL} + grace {GRACE})")
+
+
+def test_the_fast_path_hands_encrypted_flows_to_the_tunnel(cl, tb):
+    """Once the slow path carried a flow both ways, h1's veth program encapsulates it and hands it to
+    the WireGuard device, and the device's program hands what it decrypted straight to the container:
+    counted as the fast path's, and still nothing but WireGuard on the wire."""
+    enc = cl.network("fast", "10.244.0.0/24", {"encrypted": ""})
+    a, b = cl.run("h1", "fast-a", enc), cl.run("h2", "fast-b", enc, f"{SERVE} & iperf3 -s")
+    ip = cl.ip(b, enc)
+    until(lambda: cl.sh(a, f"udpecho wait {ip} 5001 1", check=False)[0] == 0, 15)
+    cl.sh(a, f"udpecho send {ip} 5001 20")  # established both ways
+    before = cl.stats("h1")
+    with capture(tb, "h2", "eth0", between(tb, "h1", "h2")) as seen:
+        assert cl.sh(a, f"udpecho send {ip} 5001 200")[1].strip() == "replies=200/200"
+        tcp = json.loads(cl.sh(a, f"iperf3 -c {ip} -t 2 -J")[1])["end"]["sum_received"]["bits_per_second"] / 1e9
+    after = cl.stats("h1")
+    fast, back = (after[k] - before[k] for k in ("encap_pkts", "decap_pkts"))
+    assert fast >= 190 and back >= 190, (before, after)  # out into the tunnel, and the replies from it
+    assert only_wireguard(seen["text"]) == [], only_wireguard(seen["text"])[:5]
+    device = int(
+        subprocess.run(
+            ["ip", "netns", "exec", tb.netns("h1"), "cat", "/sys/class/net/xmwg-h1/ifindex"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    tunnels = [t for t in cl.cache("h1")["tunnels"] if t["vni"] == cl.vni(enc)]
+    assert tunnels and all(t["encrypted"] and t["ifindex"] == device for t in tunnels), tunnels
+    report(
+        f"encrypted fast path: {fast} packets h1->h2 encapsulated into the tunnel by eBPF, {back} taken from it"
+        f" straight to the container; TCP {tcp:.2f} Gbit/s, only WireGuard on the wire"
+    )

@@ -74,8 +74,9 @@ def test_every_host_creates_a_shared_network_the_same_way():
     )
 
 
-def test_flows_to_other_hosts_of_an_encrypted_network_skip_the_fast_path():
-    """Remote entries would let the eBPF programs carry (and take in) its VXLAN outside the tunnel."""
+def test_remote_entries_of_an_encrypted_network_are_marked_so():
+    """The eBPF programs carry such an endpoint's flows only through the tunnel, and drop its VXLAN
+    arriving on the NIC (tests/bpf)."""
     h1 = Harness(host="host1")
     h2 = Harness(kv=h1.kv, host="host2")
     for i, h in enumerate((h1, h2), start=1):
@@ -86,7 +87,12 @@ def test_flows_to_other_hosts_of_an_encrypted_network_skip_the_fast_path():
     r.sync_once()
     vni = h1.state.networks["n1"].vni
     assert h1.overlay.peers[vni] == {"10.1.0.2": ("02:58:0a:01:00:02", "192.0.2.2")}  # the slow path has it
-    assert h1.datapath.remote.get(vni, {}) == {}
+    assert h1.datapath.remote[vni] == {"10.1.0.2": ("02:58:0a:01:00:02", "192.0.2.2")} and h1.datapath.encrypted == {
+        vni
+    }
+    h2.create_endpoint("n2", "b" * 20, "10.1.0.3/24")
+    r.step(timeout=0.1)  # a batch: the entry it adds is marked too
+    assert "10.1.0.3" in h1.datapath.remote[vni] and h1.datapath.encrypted == {vni}
 
 
 def test_peers_are_the_live_hosts_with_a_key_and_follow_a_rotation():

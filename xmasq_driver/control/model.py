@@ -267,12 +267,6 @@ class LocalNetwork(ClusterNetwork):
         return ClusterNetwork(self.vni, self.blocks, self.mtu, self.internal, self.options)
 
     @property
-    def remote_fastpath(self) -> bool:
-        """Whether flows to other hosts may take the fast path: not an encrypted network's, which
-        the tunnel carries (its same-host flows still take the redirect: they never leave the host)."""
-        return self.fastpath and not self.encrypted
-
-    @property
     def steer(self) -> str | None:
         """The network's own flow steering (`-o xmasq.steer`), else None: the driver's setting."""
         return self.options.get(OPT_STEER)

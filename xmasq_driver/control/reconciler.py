@@ -45,8 +45,8 @@ class PeerBackend(Protocol):
 
 
 class RemoteCache(Protocol):
-    def set_remote_all(self, by_vni: dict[int, dict[str, Peer]]) -> int: ...
-    def update_remote(self, vni: int, gone: dict[str, Peer], new: dict[str, Peer]) -> int: ...
+    def set_remote_all(self, by_vni: dict[int, dict[str, Peer]], encrypted: frozenset[int] = frozenset()) -> int: ...
+    def update_remote(self, vni: int, gone: dict[str, Peer], new: dict[str, Peer], encrypted: bool = False) -> int: ...
     def prune_tunnels(self, live_hosts: set[str]) -> None: ...
 
 
@@ -157,12 +157,13 @@ class Reconciler:
                 _log.warning("peer programming failed", network=nid[:12], vni=net.vni, error=e)
                 peers, n = self._programmed.get(net.vni, {}), 0  # what was programmed stays known
                 self._next_full = time.monotonic() + 1.0
-            wanted[net.vni], fast[net.vni], changed = peers, peers if net.remote_fastpath else {}, changed + n
+            wanted[net.vni], fast[net.vni], changed = peers, peers if net.fastpath else {}, changed + n
             if n:
                 _log.info("peers programmed", network=nid[:12], vni=net.vni, peers=len(peers), changed=n)
         # The fast path's remote entries follow the same source of truth; a network this host no
-        # longer has keeps none.
-        changed += self.datapath.set_remote_all(fast)
+        # longer has keeps none; an encrypted network's are marked so (only the tunnel carries them).
+        encrypted = frozenset(net.vni for net in self.state.snapshot().networks.values() if net.encrypted)
+        changed += self.datapath.set_remote_all(fast, encrypted)
         self._programmed = wanted
         memory.give_back()  # the listing's transient peak
         if reason == "periodic":
@@ -233,7 +234,7 @@ class Reconciler:
         kept = frozenset(peer for ip, peer in {**have, **new}.items() if ip not in gone or ip in new)
         try:
             changed = self.overlay.update_peers(net.vni, gone, new, kept)
-            changed += self.datapath.update_remote(net.vni, gone, new if net.remote_fastpath else {})
+            changed += self.datapath.update_remote(net.vni, gone, new if net.fastpath else {}, net.encrypted)
         except BackendError as e:  # e.g. the network is being deleted right now: a full pass sorts it out
             _log.warning("peer programming failed", network=net.key, vni=net.vni, error=e)
             self._full_due = "programming failed"

@@ -1,6 +1,6 @@
 """The fast path: compile bpf/ with bcc, pin its maps, attach its tc programs, write its caches.
 
-Programs (bpf/bpf_lxc.c, bpf/bpf_nic.c) are compiled at driver start with this host's
+Programs (bpf/bpf_lxc.c, bpf/bpf_nic.c, bpf/bpf_tun.c) are compiled at driver start with this host's
 constants. Maps are pinned under the per-host pin directory, in a subdirectory named for
 their layout, so a restarted driver of the same version adopts them (and the programs still
 attached keep forwarding while it is down). Filters are attached with pyroute2 to a clsact
@@ -32,7 +32,7 @@ from ..config import Config
 from ..control.model import VXLAN_OVERHEAD, version_of
 from ..errors import BackendError
 from .cgroup import Links
-from .overlay import VXLAN_PORT
+from .overlay import ENCRYPTED_VXLAN_PORT, VXLAN_PORT
 
 _log = log.get("datapath")
 DEFAULTS = Config()  # the configurable map sizes have their defaults there
@@ -181,12 +181,18 @@ class Datapath:
         cflags = [
             f'-DPIN_DIR="{maps_dir}"',
             f"-DVXLAN_PORT={VXLAN_PORT}",
+            f"-DENCRYPTED_VXLAN_PORT={ENCRYPTED_VXLAN_PORT}",
             f"-DOUTER_LEN={VXLAN_OVERHEAD}",
             f"-DFASTPATH_MARK={FASTPATH_MARK:#x}",
             *(f"-D{k}={v}" for k, v in self.sizes.items()),
         ]
         objects = {}
-        for name, progs in (("bpf_lxc.c", ("from_container", "to_container")), ("bpf_nic.c", ("to_nic", "from_nic"))):
+        programs = {
+            "bpf_lxc.c": ("from_container", "to_container"),
+            "bpf_nic.c": ("to_nic", "from_nic"),
+            "bpf_tun.c": ("to_tun", "from_tun"),
+        }
+        for name, progs in programs.items():
             obj = BPF(text=source(os.path.join(self.bpf_src, name)), cflags=cflags)
             objects[name] = obj
             for prog in progs:
@@ -276,6 +282,18 @@ class Datapath:
                 )
         return index
 
+    def attach_tunnel(self, ifname: str) -> None:
+        """The WireGuard device is (again) up: learn on it; headers learned on an earlier device of
+        the tunnel are forgotten (their flows take the slow path, through the new one, and re-learn)."""
+        if not (self.loaded and self.enabled):
+            return
+        with self._lock:
+            index = self._attach(ifname, ("from_tun", INGRESS), ("to_tun", EGRESS))
+            tunnels = self._maps["tunnels"]
+            for k in [k for k, v in tunnels.items() if v.encrypted and v.ifindex != index]:
+                tunnels.pop(k, None)
+        _log.info("eBPF on the WireGuard device", ifname=ifname, ifindex=index)
+
     # -- local endpoints --------------------------------------------------
     def add_local(self, ifname: str, vni: int, ips: list[str], mac: str, fast: bool = True) -> None:
         """Guard the endpoint's veth against spoofing (`ips`: its IPv4 address, then its IPv6 one if it
@@ -317,9 +335,12 @@ class Datapath:
             self._drop_flows(lambda k: k.vni == vni and not raw.isdisjoint((bytes(k.local), bytes(k.remote))))
 
     # -- remote endpoints (from etcd) -------------------------------------
-    def set_remote_all(self, by_vni: dict[int, dict[str, tuple[str, str]]]) -> int:
+    def set_remote_all(
+        self, by_vni: dict[int, dict[str, tuple[str, str]]], encrypted: frozenset[int] = frozenset()
+    ) -> int:
         """Make the remote endpoints exactly `by_vni` {vni: {ip: (mac, host ip)}} (a VNI not in it
-        keeps none), in one scan of the map; returns the entries changed."""
+        keeps none; those of `encrypted` VNIs go only through the tunnel), in one scan of the map;
+        returns the entries changed."""
         if not self.loaded:
             return 0
         with self._lock:
@@ -328,13 +349,17 @@ class Datapath:
             for k, v in remote.items():
                 have.setdefault(k.vni, {})[_addr_text(k.ip)] = ("", _ip(v.host))
         return sum(
-            self.update_remote(vni, have.get(vni, {}), by_vni.get(vni, {})) for vni in have.keys() | by_vni.keys()
+            self.update_remote(vni, have.get(vni, {}), by_vni.get(vni, {}), vni in encrypted)
+            for vni in have.keys() | by_vni.keys()
         )
 
-    def update_remote(self, vni: int, gone: dict[str, tuple[str, str]], new: dict[str, tuple[str, str]]) -> int:
-        """Remove the remote endpoints `gone`, then add `new` {ip: (mac, host ip)}; flows of
-        removed or moved endpoints are dropped so they re-learn through the slow path. What is
-        both gone and new with the same host is left as it is. Returns the entries changed."""
+    def update_remote(
+        self, vni: int, gone: dict[str, tuple[str, str]], new: dict[str, tuple[str, str]], encrypted: bool = False
+    ) -> int:
+        """Remove the remote endpoints `gone`, then add `new` {ip: (mac, host ip)} (of an `encrypted`
+        network: marked so, only the tunnel carries them); flows of removed or moved endpoints are
+        dropped so they re-learn through the slow path. What is both gone and new with the same
+        host is left as it is. Returns the entries changed."""
         if not self.loaded:
             return 0
         new = new if self.enabled else {}
@@ -350,7 +375,7 @@ class Datapath:
             refused = 0
             for ip, host in added.items():
                 try:
-                    remote[remote.Key(vni, _addr(ip))] = remote.Leaf(_be32(host))
+                    remote[remote.Key(vni, _addr(ip))] = remote.Leaf(_be32(host), int(encrypted))
                 except Exception:  # bcc: "Could not update table" (full): the slow path carries these
                     refused += 1
             if refused:
@@ -480,9 +505,18 @@ class Datapath:
                 {"vni": k.vni, "ip": _addr_text(k.ip), "ifindex": v.ifindex, "mac": _mac_text(v.mac)}
                 for k, v in m["local_eps"].items()
             ],
-            "remote": [{"vni": k.vni, "ip": _addr_text(k.ip), "host": _ip(v.host)} for k, v in m["remote_eps"].items()],
+            "remote": [
+                {"vni": k.vni, "ip": _addr_text(k.ip), "host": _ip(v.host), "encrypted": bool(v.encrypted)}
+                for k, v in m["remote_eps"].items()
+            ],
             "tunnels": [
-                {"host": _ip(k.host), "vni": k.vni, "ifindex": v.ifindex, "header": bytes(v.hdr).hex()}
+                {
+                    "host": _ip(k.host),
+                    "vni": k.vni,
+                    "ifindex": v.ifindex,
+                    "encrypted": bool(v.encrypted),
+                    "header": bytes(v.hdr).hex(),
+                }
                 for k, v in m["tunnels"].items()
             ],
             "flows": [

@@ -74,10 +74,12 @@ class Tunnel:
         mode: str,
         underlay: Callable[[], Underlay],
         firewall: EncryptionRules,
+        on_up: Callable[[str], None] = lambda device: None,
         timeout: float = 10.0,
     ):
+        """`on_up(device)`: the device is up (made, made again, or taken over): the fast path learns on it."""
         self.device, self.port, self.key_file = device, port, key_file
-        self.underlay, self.firewall, self.timeout = underlay, firewall, timeout
+        self.underlay, self.firewall, self.on_up, self.timeout = underlay, firewall, on_up, timeout
         self.counters = TunnelCounters()
         self.users: set[int] = set()  # VNIs of this host's encrypted networks
         self._peers: dict[str, TunnelPeer] | None = None  # host -> peer, as last asked (None: not yet)
@@ -209,6 +211,7 @@ class Tunnel:
         self._cmd("wg", "set", self.device, "private-key", self.key_file, "listen-port", str(self.port))
         mtu = self.underlay().mtu - WIREGUARD_OVERHEAD
         self._cmd("ip", "link", "set", "dev", self.device, "mtu", str(mtu), "up")
+        self.on_up(self.device)
         if self._peers is not None:  # else a device taken over at start keeps its peers until asked
             self._program(self._peers, None)
         _log.info("WireGuard device up", device=self.device, kind=self.kind, port=self.port, mtu=mtu)

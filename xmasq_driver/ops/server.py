@@ -63,7 +63,13 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler,
     firewall = Firewall()
     key_file = os.path.join(config.state_dir, "wireguard.key")
     tunnel = Tunnel(
-        config.wireguard_device, config.wireguard_port, key_file, config.wireguard, overlay.underlay, firewall
+        config.wireguard_device,
+        config.wireguard_port,
+        key_file,
+        config.wireguard,
+        overlay.underlay,
+        firewall,
+        on_up=datapath.attach_tunnel,
     )
     _log.info("encryption", kind=tunnel.kind or "none", reason=tunnel.reason, device=tunnel.device)
     records = HostRecords(store, state)
