@@ -2,35 +2,33 @@
 
     .venv/bin/python -m bench.run [--quick] [--rounds N] [--seconds S] [--modes M] [--pin CPU] [--out results/]
 
-Two testbed hosts (network namespaces on a veth underlay on this machine, so absolute numbers
-are not NIC numbers), which also form a swarm for Docker's overlay driver. Cross-host (client on
-h1, server on h2): the host network between the two host namespaces (the ceiling), Docker's
-overlay (an attachable swarm network), xmasq with the fast path off (its standard overlay), on
-(the default flow steering), and on without flow steering (`-o xmasq.steer=off`, the setting the
-default trades against). Encrypted, across hosts: the bare tunnel (wireguard-go between the two
-host namespaces, no overlay: the best an encrypted design can reach here), plain xmasq, and an
-`--opt encrypted` xmasq network (Docker's encrypted overlay needs the kernel's ESP, which this
-kernel lacks: not measured). Across hosts over IPv6: the host network on IPv6 addresses the benchmark
-gives the underlay, and a dual-stack xmasq network (fast path on) carrying IPv6, measured with
-iperf3 and redis (the tools here that speak IPv6; sockperf 3.7, memaslap and the image's nginx
+Two testbed hosts (network namespaces on a veth underlay on this machine, so absolute numbers are
+not NIC numbers), which also form a swarm for Docker's overlay driver. Cross-host (client on h1,
+server on h2): the host network between the two host namespaces (the ceiling), Docker's overlay (an
+attachable swarm network), xmasq with the fast path off (its standard overlay), on (the default flow
+steering), and on without flow steering (`-o xmasq.steer=off`, the setting the default trades
+against). Encrypted, across hosts: the bare tunnel (wireguard-go between the two host namespaces, no
+overlay: the best an encrypted design can reach here), plain xmasq, and an `--opt encrypted` xmasq
+network with its fast path and without (Docker's encrypted overlay needs the kernel's ESP, which
+this kernel lacks: not measured). Across hosts over IPv6: the host network on IPv6 addresses the
+benchmark gives the underlay, and a dual-stack xmasq network (fast path on) carrying IPv6, measured
+with iperf3 and redis (the tools here that speak IPv6; sockperf 3.7, memaslap and the image's nginx
 configuration do not). Same host (client and server on h2): the host network (both in h2's
 namespace), Docker's bridge driver, and the same three xmasq networks. Every scenario runs in two
-modes, unpinned and with client and server pinned to one CPU (--pin, default 1), in one run:
-each round measures every mode and scenario back to back, and each figure is the median over
-rounds with min and max.
-Metrics: TCP throughput with 1 and 4 streams and retransmits (iperf3), CPU seconds per GB moved
-(the whole machine's busy time from /proc/stat during the 1-stream run), UDP throughput with
-1400-byte datagrams (larger than an encrypted network's MTU of 1390: they fragment there), TCP and
-UDP request-response rate and latency p50/p99 (sockperf ping-pong), and applications with their own
-clients: nginx serving a small file to wrk (requests/s, p99), redis GET from redis-benchmark and
-memcached from memaslap, each with 1 and with 50 connections.
-Control plane: docker run -> first ping from the other host, and 50 containers starting at once
-on one host (xmasq vs bridge).
-Writes a markdown table per mode (ratios of xmasq-on to each alternative), a JSON file with every
-raw sample and the machine, and PNG charts: the ratios at a glance (> 1: xmasq better) and each
-metric's values (bars with min-max whiskers).
---quick (make bench QUICK=1) measures host and xmasq-on in both modes, 2 rounds of 1 s:
-a check of a change in under 4 minutes. The full run (make bench) takes about an hour.
+modes, unpinned and with client and server pinned to one CPU (--pin, default 1), in one run: each
+round measures every mode and scenario back to back, and each figure is the median over rounds with
+min and max. Metrics: TCP throughput with 1 and 4 streams and retransmits (iperf3), CPU seconds per
+GB moved (the whole machine's busy time from /proc/stat during the 1-stream run), UDP throughput
+with 1400-byte datagrams (larger than an encrypted network's MTU of 1390: they fragment there), TCP
+and UDP request-response rate and latency p50/p99 (sockperf ping-pong), and applications with their
+own clients: nginx serving a small file to wrk (requests/s, p99), redis GET from redis-benchmark and
+memcached from memaslap, each with 1 and with 50 connections. Control plane: docker run -> first
+ping from the other host, and 50 containers starting at once on one host (xmasq vs bridge). Writes a
+markdown table per mode (ratios of xmasq-on to each alternative), a JSON file with every raw sample
+and the machine, and PNG charts: the ratios at a glance (> 1: xmasq better) and each metric's values
+(bars with min-max whiskers). --quick (make bench QUICK=1) measures host and xmasq-on in both modes,
+2 rounds of 1 s: a check of a change in under 4 minutes. The full run (make bench) takes about an
+hour.
 """
 
 from __future__ import annotations
@@ -65,6 +63,7 @@ XMASQ: dict[str, tuple[str, str | None, tuple[str, ...], dict[str, str]]] = {
     "nosteer": ("on", "off", ("10.253.0.0/24",), {}),
     "on6": ("on", None, ("10.254.0.0/24", "fd00:254::/64"), {}),
     "enc": ("on", None, ("10.249.0.0/24",), {"encrypted": ""}),
+    "enc-off": ("off", None, ("10.248.0.0/24",), {"encrypted": ""}),
 }
 # The bare tunnel (wg-bare): wireguard-go between the two host namespaces, no overlay (the best any
 # encrypted design here can reach); its own devices, port and addresses beside the driver's.

@@ -111,8 +111,11 @@ def test_the_encrypted_group_sets_xmasq_enc_against_the_bare_tunnel_and_plain_xm
         "wg-bare": [{"tcp_gbps": 0.9}, {"tcp_gbps": 1.0}],
         "xmasq-on": [{"tcp_gbps": 10.0}] * 2,
         "xmasq-enc": [{"tcp_gbps": 0.81}, {"tcp_gbps": 0.95}],
+        "xmasq-enc-off": [{"tcp_gbps": 0.9}] * 2,
     }
     head = report.table(samples, report.ENCRYPTED).splitlines()[0]
-    assert head == "| metric | wg-bare | xmasq-on | xmasq-enc | on / wg-bare | on / xmasq-on |"
+    columns = "wg-bare | xmasq-on | xmasq-enc | xmasq-enc-off | on / wg-bare | on / xmasq-on | on / xmasq-enc-off"
+    assert head == f"| metric | {columns} |"
     lines = report.targets({"unpinned": samples}).splitlines()
     assert "| unpinned | encrypted | wg-bare | tcp_gbps | >= 0.9 | 0.93 (0.90-0.95) | met |" in lines
+    assert "| unpinned | encrypted | xmasq-enc-off | tcp_gbps | >= 1.0 | 0.98 (0.90-1.06) | missed |" in lines
