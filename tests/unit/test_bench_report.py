@@ -119,3 +119,23 @@ def test_the_encrypted_group_sets_xmasq_enc_against_the_bare_tunnel_and_plain_xm
     lines = report.targets({"unpinned": samples}).splitlines()
     assert "| unpinned | encrypted | wg-bare | tcp_gbps | >= 0.9 | 0.93 (0.90-0.95) | met |" in lines
     assert "| unpinned | encrypted | xmasq-enc-off | tcp_gbps | >= 1.0 | 0.98 (0.90-1.06) | missed |" in lines
+
+
+def test_dockers_encrypted_overlay_is_measured_only_where_the_kernel_has_esp(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Without ESP the scenario is left out, and the report says why (never a silent gap)."""
+    monkeypatch.setattr(bench, "esp_missing", lambda: "no ESP in this kernel")
+    assert bench.runnable(("overlay-enc", "xmasq-enc")) == (("xmasq-enc",), {"overlay-enc": "no ESP in this kernel"})
+    monkeypatch.setattr(bench, "esp_missing", lambda: "")
+    assert bench.runnable(("overlay-enc", "xmasq-enc")) == (("overlay-enc", "xmasq-enc"), {})
+    record = {
+        "when": "now",
+        "rounds": 1,
+        "seconds": 1.0,
+        "pin": 1,
+        "samples": {"unpinned": {"xmasq-enc": [{"tcp_gbps": 0.4}]}},
+        "control": {},
+        "skipped": {"overlay-enc": "no ESP in this kernel"},
+        "machine": {"kernel": "k", "cpus": 2},
+    }
+    report.write_report(record, str(tmp_path), "t")
+    assert "Not measured: overlay-enc: no ESP in this kernel" in (tmp_path / "bench-t.md").read_text()
