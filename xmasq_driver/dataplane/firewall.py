@@ -31,7 +31,7 @@ import subprocess
 
 from .. import log
 from ..control.model import PortMapping, version_of
-from ..errors import BackendError
+from . import tools
 from .overlay import BRIDGE_PREFIX, ENCRYPTED_VXLAN_PORT, VXLAN_PORT
 
 FORWARD, ISOLATE, POSTROUTING, DNAT = "XMASQ-FORWARD", "XMASQ-ISOLATE", "XMASQ-POSTROUTING", "XMASQ-DNAT"
@@ -64,28 +64,11 @@ class Firewall:
         self._timeout = timeout
 
     def _iptables(self, *args: str, check: bool = True, v: int = 4) -> subprocess.CompletedProcess[str]:
-        """iptables, or with `v` 6 ip6tables."""
-        binary = _BINARY[v]
-        cmd = [binary, "-w", str(int(self._timeout)), *args]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self._timeout + 2)
-        except subprocess.TimeoutExpired:
-            raise BackendError(f"{binary} timed out: {' '.join(args)}")
-        except FileNotFoundError:
-            raise BackendError(f"{binary} is not installed")
-        if check and proc.returncode != 0:
-            raise BackendError(f"{binary} {' '.join(args)}: {proc.stderr.strip()}")
-        return proc
+        """iptables, or with `v` 6 ip6tables (waiting up to the timeout for the xtables lock)."""
+        return tools.run([_BINARY[v], "-w", str(int(self._timeout)), *args], self._timeout + 2, check=check)
 
     def _ipset(self, *args: str, script: str = "") -> None:
-        try:
-            proc = subprocess.run(["ipset", *args], input=script, capture_output=True, text=True, timeout=self._timeout)
-        except subprocess.TimeoutExpired:
-            raise BackendError(f"ipset timed out: {' '.join(args)}")
-        except FileNotFoundError:
-            raise BackendError("ipset is not installed")
-        if proc.returncode != 0:
-            raise BackendError(f"ipset {' '.join(args)}: {proc.stderr.strip()}")
+        tools.run(["ipset", *args], self._timeout, stdin=script)
 
     def _exists(self, table: str, chain: str, rule: list[str], v: int = 4) -> bool:
         return self._iptables("-t", table, "-C", chain, *rule, check=False, v=v).returncode == 0

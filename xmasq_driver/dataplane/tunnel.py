@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from .. import log
 from ..control.model import WIREGUARD_OVERHEAD, TunnelPeer
 from ..errors import BackendError, DriverError
+from . import tools
 from .overlay import ENCRYPTED_VXLAN_PORT, Underlay, vxlan_name
 
 ROUTE_TABLE = 5182  # the policy routing table of encrypted VXLAN (and the rules' priority)
@@ -332,23 +333,9 @@ class Tunnel:
         env: dict[str, str] | None = None,
         new_session: bool = False,
     ) -> subprocess.CompletedProcess[str]:
-        try:
-            proc = subprocess.run(
-                argv,
-                input=stdin,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout,
-                env=env,
-                start_new_session=new_session,
-            )
-        except subprocess.TimeoutExpired:
-            raise BackendError(f"{' '.join(argv[:3])} timed out after {self.timeout}s")
-        except FileNotFoundError:
-            raise BackendError(f"{argv[0]} is not installed; {INSTALL}")
-        if check and proc.returncode != 0:
-            raise BackendError(f"{' '.join(argv[:4])}: {proc.stderr.strip() or proc.stdout.strip()}")
-        return proc
+        return tools.run(
+            argv, self.timeout, check=check, stdin=stdin, env=env, new_session=new_session, missing=INSTALL
+        )
 
     def _json(self, *argv: str) -> list[dict[str, Any]]:
         out = self._cmd(*argv).stdout.strip()
