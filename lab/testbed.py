@@ -34,6 +34,10 @@ from xmasq_driver.ops import daemon
 RUN_DIR = "/run/xmasq-testbed"
 DATA_DIR = "/var/lib/xmasq-testbed"
 BRIDGE = "xmtb0"
+# Set, not left to the kernel: a bridge without an address of its own takes its lowest port's, so a
+# namespace joining the underlay (a new host, a test's stranger) could change the gateway's MAC
+# under every host's ARP cache (etcd on the gateway timed out so once).
+BRIDGE_MAC = "02:58:74:62:00:fe"
 NS_PREFIX = "xmtb-"
 DEFAULT_SUBNET = "172.31.255.0/24"
 ETCD_PORT, ETCD_PEER_PORT = 23790, 23800
@@ -184,7 +188,7 @@ class Testbed:
 
     def _underlay(self, mtu: int) -> None:
         prefix = ipaddress.IPv4Network(self.subnet).prefixlen
-        _run("ip", "link", "add", BRIDGE, "mtu", str(mtu), "type", "bridge")
+        _run("ip", "link", "add", BRIDGE, "address", BRIDGE_MAC, "mtu", str(mtu), "type", "bridge")
         _run("ip", "addr", "add", f"{self.gateway}/{prefix}", "dev", BRIDGE)
         _run("ip", "link", "set", BRIDGE, "up")
         tag = ["-m", "comment", "--comment", RULE_TAG]
