@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -289,10 +290,23 @@ class Datapath:
             return
         with self._lock:
             index = self._attach(ifname, ("from_tun", INGRESS), ("to_tun", EGRESS))
-            tunnels = self._maps["tunnels"]
-            for k in [k for k, v in tunnels.items() if v.encrypted and v.ifindex != index]:
-                tunnels.pop(k, None)
+            self._forget_tunnels(lambda _, t: t.encrypted and t.ifindex != index)
         _log.info("eBPF on the WireGuard device", ifname=ifname, ifindex=index)
+
+    def detach_tunnel(self) -> None:
+        """The WireGuard device went: the headers learned on it are forgotten, so that its flows take
+        the slow path (dropped and counted there) instead of redirects to a device that is gone
+        (dropped by the kernel, uncounted)."""
+        if not self.loaded:
+            return
+        with self._lock:
+            self._forget_tunnels(lambda _, t: t.encrypted)
+
+    def _forget_tunnels(self, which: Callable[[Any, Any], bool]) -> None:
+        """Learned headers (key, entry) that `which` picks are dropped (under the lock)."""
+        tunnels = self._maps["tunnels"]
+        for k in [k for k, v in tunnels.items() if which(k, v)]:
+            tunnels.pop(k, None)
 
     # -- local endpoints --------------------------------------------------
     def add_local(self, ifname: str, vni: int, ips: list[str], mac: str, fast: bool = True) -> None:
@@ -392,9 +406,7 @@ class Datapath:
         if not self.loaded:
             return
         with self._lock:
-            tunnels = self._maps["tunnels"]
-            for k in [k for k in tunnels if _ip(k.host) not in live_hosts]:
-                tunnels.pop(k, None)
+            self._forget_tunnels(lambda k, _: _ip(k.host) not in live_hosts)
 
     def _drop_flows(self, match: Any) -> int:
         flows = self._maps["flows"]

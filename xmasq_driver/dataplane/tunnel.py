@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -33,6 +34,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl import RTMGRP_LINK
 
 from .. import log
 from ..control.model import WIREGUARD_OVERHEAD, TunnelPeer
@@ -76,11 +80,15 @@ class Tunnel:
         underlay: Callable[[], Underlay],
         firewall: EncryptionRules,
         on_up: Callable[[str], None] = lambda device: None,
+        on_down: Callable[[], None] = lambda: None,
         timeout: float = 10.0,
     ):
-        """`on_up(device)`: the device is up (made, made again, or taken over): the fast path learns on it."""
+        """`on_up(device)`: the device is up (made, made again, or taken over): the fast path learns on it.
+        `on_down()`: it went: the fast path stops sending into it (its flows take the slow path, whose
+        unreachable route drops and counts them until the device is back)."""
         self.device, self.port, self.key_file = device, port, key_file
-        self.underlay, self.firewall, self.on_up, self.timeout = underlay, firewall, on_up, timeout
+        self.underlay, self.firewall, self.timeout = underlay, firewall, timeout
+        self.on_up, self.on_down = on_up, on_down
         self.counters = TunnelCounters()
         self.users: set[int] = set()  # VNIs of this host's encrypted networks
         self._peers: dict[str, TunnelPeer] | None = None  # host -> peer, as last asked (None: not yet)
@@ -238,18 +246,35 @@ class Tunnel:
             if not self.users or self._exists():
                 return False
             _log.warning("WireGuard device gone (its process died?): making it again", device=self.device)
+            self.on_down()
             self.counters.restarts += 1
             self._fence()
             self._up()
             return True
 
     def watch(self, stop: threading.Event, interval: float = 1.0) -> None:
-        """`check` every `interval` seconds until `stop` is set."""
-        while not stop.wait(interval):
-            try:
-                self.check()
-            except (BackendError, OSError) as e:
-                _log.error("WireGuard device not repaired; encrypted traffic stays dropped", error=e)
+        """`check` as soon as a link goes (netlink: a wireguard-go that died took its device with it;
+        until the check, the fast path's redirects to the gone device are dropped uncounted) and
+        every `interval` seconds anyway (a missed event), until `stop` is set."""
+        try:
+            events = IPRoute()
+            events.bind(groups=RTMGRP_LINK)
+        except OSError as e:
+            events = None
+            _log.warning("no netlink link events: the WireGuard device is checked every interval", error=e)
+        try:
+            while not stop.is_set():
+                if events is None:
+                    stop.wait(interval)
+                elif select.select([events], [], [], interval)[0]:
+                    events.get()  # which link changed does not matter: the check looks
+                try:
+                    self.check()
+                except (BackendError, OSError) as e:
+                    _log.error("WireGuard device not repaired; encrypted traffic stays dropped", error=e)
+        finally:
+            if events is not None:
+                events.close()
 
     # -- peers --------------------------------------------------------------
     def set_peers(self, peers: dict[str, TunnelPeer]) -> int:

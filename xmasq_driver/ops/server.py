@@ -70,6 +70,7 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler,
         overlay.underlay,
         firewall,
         on_up=datapath.attach_tunnel,
+        on_down=datapath.detach_tunnel,
     )
     _log.info("encryption", kind=tunnel.kind or "none", reason=tunnel.reason, device=tunnel.device)
     records = HostRecords(store, state)
