@@ -144,7 +144,8 @@ class Reconciler:
         wanted: dict[int, dict[str, Peer]] = {}
         fast: dict[int, dict[str, Peer]] = {}
         changed = 0
-        for nid, net in self.state.snapshot().networks.items():
+        networks = self.state.snapshot().networks
+        for nid, net in networks.items():
             local = self._local_ips(net.key)
             peers = {
                 ip: p for ip in view.endpoints.get(net.key, {}) if (p := self._peer(view, live, local, net.key, ip))
@@ -162,7 +163,7 @@ class Reconciler:
                 _log.info("peers programmed", network=nid[:12], vni=net.vni, peers=len(peers), changed=n)
         # The fast path's remote entries follow the same source of truth; a network this host no
         # longer has keeps none; an encrypted network's are marked so (only the tunnel carries them).
-        encrypted = frozenset(net.vni for net in self.state.snapshot().networks.values() if net.encrypted)
+        encrypted = frozenset(net.vni for net in networks.values() if net.encrypted)
         changed += self.datapath.set_remote_all(fast, encrypted)
         self._programmed = wanted
         memory.give_back()  # the listing's transient peak
