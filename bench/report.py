@@ -22,9 +22,10 @@ SAME = ("host-local", "bridge", "xmasq-off-local", "xmasq-on-local", "xmasq-nost
 # Across hosts over IPv6: the host network on IPv6 underlay addresses, and a dual-stack xmasq network
 IPV6 = ("host6", "xmasq-on6")
 # Across hosts, encrypted: the bare tunnel (wireguard-go between the host namespaces, no overlay),
-# Docker's encrypted overlay (where the kernel has ESP), plain xmasq, and an encrypted xmasq network
-# with its fast path and without (the slow path only)
-ENCRYPTED = ("wg-bare", "overlay-enc", "xmasq-on", "xmasq-enc", "xmasq-enc-off")
+# the same with a container's namespace on a veth behind each end (routed), Docker's encrypted
+# overlay (where the kernel has ESP), plain xmasq, and an encrypted xmasq network with its fast path
+# and without (the slow path only)
+ENCRYPTED = ("wg-bare", "wg-veth", "overlay-enc", "xmasq-on", "xmasq-enc", "xmasq-enc-off")
 SUBJECTS = ("xmasq-enc", "xmasq-on")  # what a group measures against the others: its first of these
 MODES = ("unpinned", "pinned")
 LOWER_IS_BETTER = ("_us", "_ms", "cpu_s_per_gb", "retransmits")
@@ -264,7 +265,7 @@ README_GROUPS = (
     ("across hosts", "xmasq-on", ("overlay", "host", "xmasq-nosteer")),
     ("on one host", "xmasq-on-local", ("bridge", "host-local", "xmasq-nosteer-local")),
     ("across hosts, IPv6", "xmasq-on6", ("host6",)),
-    ("across hosts, encrypted", "xmasq-enc", ("wg-bare", "xmasq-on", "xmasq-enc-off")),
+    ("across hosts, encrypted", "xmasq-enc", ("wg-bare", "wg-veth", "xmasq-on", "xmasq-enc-off")),
 )
 
 

@@ -8,7 +8,8 @@ server on h2): the host network between the two host namespaces (the ceiling), D
 attachable swarm network), xmasq with the fast path off (its standard overlay), on (the default flow
 steering), and on without flow steering (`-o xmasq.steer=off`, the setting the default trades
 against). Encrypted, across hosts: the bare tunnel (wireguard-go between the two host namespaces, no
-overlay: the best an encrypted design can reach here), plain xmasq, and an `--opt encrypted` xmasq
+overlay), the same with a namespace on a veth behind each end, routed (wg-veth: the best a design
+that gives a container its own namespace can reach), plain xmasq, and an `--opt encrypted` xmasq
 network with its fast path and without, and Docker's encrypted overlay (`--opt encrypted`, IPsec)
 where the kernel has ESP (`modprobe esp4`; this one has not: the report says it was not measured).
 Across hosts over IPv6: the host network on IPv6 addresses the benchmark gives the underlay, and a
@@ -37,6 +38,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
@@ -53,6 +55,7 @@ from typing import Any
 from bench.report import CROSS, ENCRYPTED, IPV6, MODES, SAME, Samples, write_report
 from lab.image import NGINX_CONF, ensure_image
 from lab.testbed import Testbed
+from xmasq_driver.control.model import overhead
 
 UNDERLAY6 = "fd00:fb::"  # the testbed hosts' IPv6 addresses while the benchmark runs (h<i>: UNDERLAY6 + i)
 QUICK = ("host", "xmasq-on")  # a change check in under 4 minutes
@@ -73,6 +76,10 @@ OVERLAYS: dict[str, tuple[str, dict[str, str]]] = {
 # The bare tunnel (wg-bare): wireguard-go between the two host namespaces, no overlay (the best any
 # encrypted design here can reach); its own devices, port and addresses beside the driver's.
 BARE_WG = {"device": "xbwg-{host}", "port": 51899, "address": "10.99.0.{i}", "mtu": 1440}
+# The bare tunnel with a container behind each end (wg-veth): a namespace on a veth, routed through
+# the tunnel with no overlay, its MTU an encrypted xmasq network's: what any design that gives a
+# container its own namespace can reach.
+BEHIND_WG = {"netns": "xbwgc-{host}", "veth": "xbwgv-{host}", "subnet": "10.98.{i}.0/24", "address": "10.98.{i}.{n}"}
 SERVERS = (
     "iperf3 -s -D; sockperf server -p 11111 >/dev/null & sockperf server --tcp -p 11112 >/dev/null &"
     " /usr/sbin/nginx -e /tmp/nginx-error.log -c /etc/nginx.conf &"
@@ -179,36 +186,34 @@ class Bench:
         self.containers: dict[str, Any] = {}  # (name) -> container, on every host
         self.networks: list[Any] = []
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.server_netns: list[str] = []
         self.swarm = False
         self.tmp = tempfile.mkdtemp(prefix="xmasq-bench-")
 
     # -- setup ------------------------------------------------------------
     def setup(self) -> None:
-        if {"host", "host-local", "wg-bare"} & set(self.scenarios):
-            # The servers in h2's namespace: nginx with the image's configuration, its root and pid file here.
-            with open(NGINX_CONF) as f:
-                conf = f.read().replace("/www", f"{self.tmp}/www").replace("/tmp/nginx", f"{self.tmp}/nginx")
-            os.makedirs(f"{self.tmp}/www")
-            with open(f"{self.tmp}/www/index.html", "w") as f:
-                f.write("hello from xmasq\n")
-            with open(f"{self.tmp}/nginx.conf", "w") as f:
-                f.write(conf)
-            servers = SERVERS.replace("/etc/nginx.conf", f"{self.tmp}/nginx.conf")
-            argv = ["ip", "netns", "exec", self.tb.netns("h2"), "sh", "-c", servers]
-            quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-            self.processes.append(subprocess.Popen(argv, **quiet, start_new_session=True))  # type: ignore[call-overload]
+        if {"host", "host-local", "wg-bare", "host6"} & set(self.scenarios):
+            self._servers_in(self.tb.netns("h2"))
             for scenario, client in (("host", "h1"), ("host-local", "h2")):
-                self.targets[scenario] = (self._in_netns(client), self.tb.host_ip("h2"))
-                self.servers[scenario] = self._host_servers
-        if "wg-bare" in self.scenarios:
+                self.targets[scenario] = (self._in_netns(self.tb.netns(client)), self.tb.host_ip("h2"))
+                self.servers[scenario] = lambda: self._netns_servers(self.tb.netns("h2"))
+        if {"wg-bare", "wg-veth"} & set(self.scenarios):
             self._bare_wireguard()
-            self.targets["wg-bare"] = (self._in_netns("h1"), BARE_WG["address"].format(i=2))
-            self.servers["wg-bare"] = self._host_servers
+            self.targets["wg-bare"] = (self._in_netns(self.tb.netns("h1")), BARE_WG["address"].format(i=2))
+            self.servers["wg-bare"] = lambda: self._netns_servers(self.tb.netns("h2"))
+        if "wg-veth" in self.scenarios:
+            for i, host in ((1, "h1"), (2, "h2")):
+                self._behind_wireguard(i, host)
+            server = BEHIND_WG["netns"].format(host="h2")
+            self._servers_in(server)
+            client = self._in_netns(BEHIND_WG["netns"].format(host="h1"))
+            self.targets["wg-veth"] = (client, BEHIND_WG["address"].format(i=2, n=1))
+            self.servers["wg-veth"] = lambda: self._netns_servers(server)
         if "host6" in self.scenarios:
             for host in ("h1", "h2"):
                 self._underlay6(host, "add")
-            self.targets["host6"] = (self._in_netns("h1"), _host_ip6("h2"))
-            self.servers["host6"] = self._host_servers
+            self.targets["host6"] = (self._in_netns(self.tb.netns("h1")), _host_ip6("h2"))
+            self.servers["host6"] = lambda: self._netns_servers(self.tb.netns("h2"))
         for name, (fastpath, steer, subnets, extra) in XMASQ.items():
             if f"xmasq-{name}" in self.scenarios or f"xmasq-{name}-local" in self.scenarios:
                 net = f"{PREFIX}{name}"
@@ -261,12 +266,32 @@ class Bench:
                     break
                 time.sleep(0.05)
             peer = ["peer", keys[other].strip(), "endpoint", f"{self.tb.host_ip(other)}:{BARE_WG['port']}"]
-            peer += ["allowed-ips", BARE_WG["address"].format(i=j) + "/32"]
+            peer += ["allowed-ips", f"{BARE_WG['address'].format(i=j)}/32,{BEHIND_WG['subnet'].format(i=j)}"]
             argv = ["wg", "set", dev, "private-key", os.path.join(self.tmp, f"{host}.key")]
             subprocess.run([*ns, *argv, "listen-port", str(BARE_WG["port"]), *peer], check=True)
             mine, theirs = BARE_WG["address"].format(i=i), BARE_WG["address"].format(i=j)
             subprocess.run([*ns, "ip", "addr", "add", f"{mine}/32", "peer", f"{theirs}/32", "dev", dev], check=True)
             subprocess.run([*ns, "ip", "link", "set", dev, "mtu", str(BARE_WG["mtu"]), "up"], check=True)
+
+    def _behind_wireguard(self, i: int, host: str) -> None:
+        """A namespace behind host's bare tunnel: a veth, a route through the tunnel to the other's,
+        forwarding allowed past the FORWARD policy dockerd sets."""
+        ns, child, veth = self.tb.netns(host), BEHIND_WG["netns"].format(host=host), BEHIND_WG["veth"].format(host=host)
+        tunnel, theirs = BARE_WG["device"].format(host=host), BEHIND_WG["subnet"].format(i=3 - i)
+        run = functools.partial(subprocess.run, check=True)
+        link = run(["ip", "-j", "-n", ns, "link", "show", "eth0"], capture_output=True, text=True)
+        mtu = json.loads(link.stdout)[0]["mtu"] - overhead(encrypted=True)
+        run(["ip", "netns", "add", child])
+        run(["ip", "-n", ns, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", child])
+        run(["ip", "-n", ns, "addr", "add", f"{BEHIND_WG['address'].format(i=i, n=254)}/24", "dev", veth])
+        run(["ip", "-n", ns, "link", "set", veth, "mtu", str(mtu), "up"])
+        run(["ip", "-n", ns, "route", "add", theirs, "dev", tunnel])
+        for rule in _forward_rules(veth):
+            run(["ip", "netns", "exec", ns, "iptables", "-I", *rule])
+        run(["ip", "-n", child, "link", "set", "lo", "up"])
+        run(["ip", "-n", child, "addr", "add", f"{BEHIND_WG['address'].format(i=i, n=1)}/24", "dev", "eth0"])
+        run(["ip", "-n", child, "link", "set", "eth0", "mtu", str(mtu), "up"])
+        run(["ip", "-n", child, "route", "add", "default", "via", BEHIND_WG["address"].format(i=i, n=254)])
 
     def _underlay6(self, host: str, op: str) -> None:
         ns = self.tb.netns(host)
@@ -296,16 +321,34 @@ class Bench:
         self.containers[name] = c
         return c
 
-    def _in_netns(self, host: str) -> Runner:
+    def _in_netns(self, ns: str) -> Runner:
         def run(argv: list[str]) -> str:
-            argv = ["ip", "netns", "exec", self.tb.netns(host), *argv]
+            argv = ["ip", "netns", "exec", ns, *argv]
             return subprocess.run(argv, capture_output=True, text=True, timeout=self.seconds + 60).stdout
 
         return run
 
-    def _host_servers(self) -> list[int]:
-        """The servers started in h2's namespace for the host scenarios."""
-        pids = subprocess.run(["ip", "netns", "pids", self.tb.netns("h2")], capture_output=True, text=True)
+    def _servers_in(self, ns: str) -> None:
+        """The servers in a namespace (h2's for the host scenarios): nginx with the image's
+        configuration, its root and pid file in this run's directory."""
+        if not os.path.exists(f"{self.tmp}/nginx.conf"):
+            with open(NGINX_CONF) as f:
+                conf = f.read().replace("/www", f"{self.tmp}/www").replace("/tmp/nginx", f"{self.tmp}/nginx")
+            os.makedirs(f"{self.tmp}/www")
+            with open(f"{self.tmp}/www/index.html", "w") as f:
+                f.write("hello from xmasq\n")
+            with open(f"{self.tmp}/nginx.conf", "w") as f:
+                f.write(conf)
+        servers = SERVERS.replace("/etc/nginx.conf", f"{self.tmp}/nginx.conf")
+        argv = ["ip", "netns", "exec", ns, "sh", "-c", servers]
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        self.processes.append(subprocess.Popen(argv, **quiet, start_new_session=True))  # type: ignore[call-overload]
+        self.server_netns.append(ns)
+
+    @staticmethod
+    def _netns_servers(ns: str) -> list[int]:
+        """The servers started in a namespace (iperf3 daemonizes itself: found by name)."""
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
         return [int(pid) for pid in pids.stdout.split() if _comm(int(pid)) in SERVER_COMMS]
 
     # -- one round of one scenario -----------------------------------------
@@ -406,8 +449,8 @@ class Bench:
             n.remove()
         for p in self.processes:
             p.kill()
-        if self.processes:  # the host scenarios' servers (iperf3 daemonizes itself)
-            for pid in self._host_servers():
+        for ns in self.server_netns:
+            for pid in self._netns_servers(ns):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
         if self.swarm:
@@ -416,7 +459,13 @@ class Bench:
         if "host6" in self.scenarios:
             for host in ("h1", "h2"):
                 self._underlay6(host, "del")
-        if "wg-bare" in self.scenarios:  # wireguard-go exits with its device
+        if "wg-veth" in self.scenarios:  # the namespace takes its veth along
+            for host in ("h1", "h2"):
+                subprocess.run(["ip", "netns", "del", BEHIND_WG["netns"].format(host=host)], capture_output=True)
+                for rule in _forward_rules(BEHIND_WG["veth"].format(host=host)):
+                    argv = ["ip", "netns", "exec", self.tb.netns(host), "iptables", "-D", *rule]
+                    subprocess.run(argv, capture_output=True)
+        if {"wg-bare", "wg-veth"} & set(self.scenarios):  # wireguard-go exits with its device
             for host in ("h1", "h2"):
                 dev = BARE_WG["device"].format(host=host)
                 subprocess.run(["ip", "-n", self.tb.netns(host), "link", "del", dev], capture_output=True)
@@ -426,6 +475,11 @@ class Bench:
 def _address(container: Any, network: str, field: str = "IPAddress") -> str:
     container.reload()
     return container.attrs["NetworkSettings"]["Networks"][network][field]  # type: ignore[no-any-return]
+
+
+def _forward_rules(dev: str) -> tuple[tuple[str, ...], ...]:
+    """iptables rules that let a device's traffic be forwarded past dockerd's FORWARD policy."""
+    return ("FORWARD", "-i", dev, "-j", "ACCEPT"), ("FORWARD", "-o", dev, "-j", "ACCEPT")
 
 
 def _host_ip6(host: str) -> str:
