@@ -15,3 +15,9 @@ class BackendError(DriverError):
     """etcd, netlink or iptables failed or timed out; the message names which."""
 
     status = 500
+
+
+class StorageError(DriverError):
+    """The local state could not be written (a full or read-only disk); the message names the file."""
+
+    status = 500

@@ -27,7 +27,6 @@ from ..control.model import (
     NetworkOptions,
     PortMapping,
     check_subnet,
-    overhead,
     proto_name,
     subnets_text,
 )
@@ -147,7 +146,7 @@ class NetworkDriver:
         if opts.encrypted:
             self.tunnel.require()
         internal = bool(req.options.get(p.INTERNAL, False))
-        key, mtu = opts.key, opts.mtu or underlay_mtu - overhead(opts.encrypted)
+        key, mtu = opts.key, opts.local_mtu(underlay_mtu)
         if len(blocks) > 1 and mtu < IPV6_MIN_MTU:  # the kernel turns IPv6 off on a smaller interface
             raise DriverError(f"an IPv6 network needs an MTU of at least {IPV6_MIN_MTU}, not {mtu}")
         with self.state.networks_lock, self.state.changing(req.network_id):
@@ -260,6 +259,14 @@ class NetworkDriver:
         _log.info("endpoint deleted", network=req.network_id[:12], endpoint=req.endpoint_id[:12])
         return p.Empty()
 
+    def remove_orphans(self, orphans: dict[str, LocalEndpoint]) -> None:
+        """Endpoints whose container went while the driver could not hear DeleteEndpoint (recovery's
+        orphans): removed as DeleteEndpoint removes them."""
+        for eid, ep in orphans.items():
+            with self.state.changing(ep.network_id):
+                self._remove_endpoint(eid, ep, self.state.networks.get(ep.network_id))
+            _log.info("orphaned endpoint removed", network=ep.network_id[:12], endpoint=eid[:12], address=ep.ip)
+
     def _remove_endpoint(self, endpoint_id: str, ep: LocalEndpoint, net: LocalNetwork | None) -> None:
         steps = self.plumbing.endpoint(endpoint_id, ep, net)
         plumbing.delete(steps, lambda: self.state.set_endpoint(endpoint_id, None))
@@ -335,7 +342,7 @@ class NetworkDriver:
             if ep is None:
                 return p.Empty()
             self.firewall.remove_ports(req.endpoint_id)
-            self.state.set_endpoint(req.endpoint_id, dataclasses.replace(ep, ports=()))
+            self.state.set_endpoint(req.endpoint_id, dataclasses.replace(ep, ports=()), removal=True)
         return p.Empty()
 
     # -- restart ----------------------------------------------------------

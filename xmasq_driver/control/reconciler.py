@@ -104,6 +104,7 @@ class Reconciler:
     def _sync_loop(self) -> None:
         failing = False
         while not self._stop.is_set():
+            self.state.flush()  # a removal a full disk kept from state.json, once it has room
             try:
                 self.step()
                 failing = False

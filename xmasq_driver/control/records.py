@@ -12,10 +12,12 @@ state is restored, and whenever etcd was restored empty or from an older snapsho
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from .. import log
-from ..errors import BackendError
+from ..errors import BackendError, StorageError
 from .layout import ADDRESSES, ENDPOINTS, GATEWAY_OWNER, HOLDERS, MEMBERS, NETWORKS, VNIS, pool_id_of, pool_key
 from .model import Address, ClusterNetwork, LocalEndpoint, LocalNetwork, Pool, RemoteEndpoint
 from .state import LocalState
@@ -77,7 +79,8 @@ class HostRecords:
     def hold(self, pool_id: str) -> None:
         self.pools()
         self.store.hold_pool(pool_id)
-        self._record(pool_id, holds=1)
+        with _undone_if_unsaved(lambda: self.store.release_pool(pool_id)):
+            self._record(pool_id, holds=1)
 
     def release(self, pool_id: str) -> bool:
         """Drop one hold; this host's last hold forgets its claims. True if the pool was freed."""
@@ -95,7 +98,9 @@ class HostRecords:
         shared = gateway and not claimed and self.store.address_owner(pool_id, ip) == GATEWAY_OWNER
         if not claimed and not shared:  # (every host of the network shares the gateway)
             return False
-        self._record(pool_id, address=str(ip), kind=GATEWAY if gateway else ADDRESS)
+        undo = (lambda: self.store.release_address(pool_id, ip)) if claimed else lambda: None
+        with _undone_if_unsaved(undo):
+            self._record(pool_id, address=str(ip), kind=GATEWAY if gateway else ADDRESS)
         return True
 
     def unclaim(self, pool_id: str, ip: Address) -> None:
@@ -113,7 +118,8 @@ class HostRecords:
         elif address:
             addresses.pop(address, None)
         record = Pool(old.holds + holds, addresses)
-        self.state.set_pool(pool_id, record if record.holds > 0 or record.addresses else None)
+        removal = holds < 0 or (bool(address) and not kind)
+        self.state.set_pool(pool_id, record if record.holds > 0 or record.addresses else None, removal)
 
     # -- the cluster's copy ------------------------------------------------
     def reassert(self, view: ClusterView) -> Reassertion:
@@ -237,3 +243,13 @@ class HostRecords:
                 if ip not in pools.get(pool_id_of(pool), Pool()).addresses:
                     done.removed += self.store.delete_if(ADDRESSES.key(pool, ip), lambda v: v == self.host)
         return done
+
+
+@contextmanager
+def _undone_if_unsaved(undo: Callable[[], object]) -> Iterator[None]:
+    """What was written to etcd is undone if the local state cannot keep it (a full disk)."""
+    try:
+        yield
+    except StorageError:
+        undo()
+        raise
