@@ -126,6 +126,7 @@ class Testbed:
             state_dir=os.path.join(self.data_dir, host, "state"),
             pidfile=self.pidfile(host),
             logfile=self.path(host, "xmasq.log"),
+            docker_host=self.docker_host(host),  # its own dockerd (the plugin's is mounted at the default)
         )
         return dict(os.environ, **self._settings(host), **paths)
 

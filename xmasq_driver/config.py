@@ -70,7 +70,10 @@ class Config:
     )
     docker_host: str = field(
         default="unix:///run/docker.sock",
-        metadata={"help": "this host's dockerd, read (in the background) for swarm services' VIPs and tasks"},
+        metadata={
+            "help": "this host's dockerd, read (in the background) for swarm services' VIPs and tasks, and"
+            " at a start whose state.json is unreadable, for the networks to rebuild it with"
+        },
     )
     service_poll: float = field(
         default=0.25,

@@ -189,6 +189,10 @@ class NetworkOptions:
             encrypted=encrypted,
         )
 
+    def local_mtu(self, underlay_mtu: int) -> int:
+        """The MTU on a host with this underlay MTU: the one asked for, else what the headers leave."""
+        return self.mtu or underlay_mtu - overhead(self.encrypted)
+
 
 def encrypted_by(options: dict[str, str]) -> bool:
     """Whether a network's options ask for encryption between hosts (either spelling)."""

@@ -317,6 +317,19 @@ class Overlay:
         except (OSError, BackendError) as e:  # without it RFS leaves each packet where it was sent
             _log.warning("flow steering: cannot raise the socket flow table", sysctl=SOCK_FLOWS_SYSCTL, error=e)
 
+    def veth_state(self, endpoint_id: str) -> str:
+        """ "container": its veth is here and its other end in a container; "orphan": both ends are
+        here (Docker moves the container end back when a container stops, and asks the driver to
+        delete the endpoint: a driver that was down then never heard it); "gone": no veth."""
+        host, cont = veth_names(endpoint_id)
+
+        def look(ipr: IPRoute) -> str:
+            if not ipr.link_lookup(ifname=host):
+                return "gone"
+            return "orphan" if ipr.link_lookup(ifname=cont) else "container"
+
+        return self._run(f"look up veth {host}", look)
+
     def delete_veth(self, endpoint_id: str) -> None:
         host, cont = veth_names(endpoint_id)
         self._run(f"delete veth {host}", lambda ipr: _delete_links(ipr, host, cont))

@@ -48,20 +48,31 @@ class DockerServices:
         self._api: Any = None
 
     def network_services(self, network_id: str) -> list[Service]:
+        data = self._call(lambda api: api.inspect_network(network_id, verbose=True))
+        if data is None:
+            return []
+        found = (Service.from_docker(network_id, name, s) for name, s in (data.get("Services") or {}).items())
+        return [s for s in found if s is not None]
+
+    def network_options(self) -> dict[str, dict[str, str]]:
+        """Every network dockerd has, by id: its driver options (what `-o` gave)."""
+        listed = self._call(lambda api: api.networks()) or []
+        return {n["Id"]: n.get("Options") or {} for n in listed}
+
+    def _call(self, fn: Callable[[Any], Any]) -> Any:
+        """fn(the API client); None if dockerd does not have what was asked for."""
         import docker
         import requests
 
         try:
             if self._api is None:  # "auto": the engine's own API version (20.10 speaks 1.41)
                 self._api = docker.APIClient(base_url=self.base_url, version="auto", timeout=self.timeout)
-            data = self._api.inspect_network(network_id, verbose=True)
+            return fn(self._api)
         except docker.errors.NotFound:
-            return []
+            return None
         except (docker.errors.DockerException, requests.RequestException, OSError) as e:
             self._api = None
             raise BackendError(f"dockerd at {self.base_url} did not answer ({type(e).__name__}: {e})")
-        found = (Service.from_docker(network_id, name, s) for name, s in (data.get("Services") or {}).items())
-        return [s for s in found if s is not None]
 
 
 def _name(s: Service) -> str:

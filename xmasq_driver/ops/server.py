@@ -29,11 +29,12 @@ from ..control.liveness import Liveness
 from ..control.model import HostRecord
 from ..control.reconciler import Reconciler
 from ..control.records import HostRecords
+from ..control.recovery import recover
 from ..control.state import LocalState
 from ..control.store import ClusterStore
 from ..dataplane.datapath import Datapath
 from ..dataplane.firewall import Firewall
-from ..dataplane.overlay import Overlay
+from ..dataplane.overlay import Overlay, veth_names
 from ..dataplane.services import DOCKER_TIMEOUT, DockerServices, ServiceWatcher
 from ..dataplane.tunnel import Tunnel
 from ..errors import BackendError
@@ -52,6 +53,11 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler,
     state = LocalState(os.path.join(config.state_dir, "state.json"))
     overlay = Overlay(config.underlay_interface, config.netlink_timeout, config.steer_flows)
     underlay = overlay.underlay()
+    orphans = {}
+    if state.lost:  # state.json was unreadable: what this host has, from etcd, dockerd and the kernel
+        dockerd = DockerServices(config.docker_host, DOCKER_TIMEOUT)
+        kernel = (overlay.veth_state, underlay.mtu, veth_names)
+        orphans = recover(state, host, store.view, dockerd.network_options, *kernel).orphans
     datapath = Datapath(
         os.path.join(config.bpf_pin_dir, host),
         underlay.ifname,
@@ -75,6 +81,7 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler,
     _log.info("encryption", kind=tunnel.kind or "none", reason=tunnel.reason, device=tunnel.device)
     records = HostRecords(store, state)
     network = NetworkDriver(store, records, state, overlay, firewall, datapath, tunnel, config.scope)
+    network.remove_orphans(orphans)
     ipam = IpamDriver(store, records)
     port = config.wireguard_port if tunnel.public_key else 0
     liveness = Liveness(
