@@ -132,9 +132,17 @@ class FakeOverlay:
         self.encrypted: dict[int, bool] = {}
         self.fdb: dict[int, set[tuple[str, str]]] = {}  # vni -> (mac, host), as the kernel's FDB
         self._mtu = mtu
+        self.ip = "192.0.2.2"  # the underlay's address: a test renumbers the host by setting it
+        self._announced_ip = self.ip
 
     def underlay(self) -> Underlay:
-        return Underlay("eth0", 2, "192.0.2.2", self._mtu)
+        return Underlay("eth0", 2, self.ip, self._mtu)
+
+    def renumbered_underlay(self) -> str | None:
+        if self.ip == self._announced_ip:
+            return None
+        self._announced_ip = self.ip
+        return self.ip
 
     def ensure_network(self, vni: int, gateways: list[Interface], mtu: int, encrypted: bool = False) -> None:
         self.networks[vni] = (str(gateways[0]), mtu)
@@ -229,6 +237,7 @@ class FakeDatapath:
         self.live_hosts: set[str] = set()
         self.local6: dict[tuple[int, str], str | None] = {}  # the IPv6 address add_local was given
         self.flows = 3
+        self.forgotten = 0  # times every learned header was forgotten
 
     def add_local(self, ifname: str, vni: int, ips: list[str], mac: str, fast: bool) -> None:
         self.local[(vni, ips[0])] = (ifname, mac, fast)
@@ -258,6 +267,9 @@ class FakeDatapath:
 
     def prune_tunnels(self, live_hosts: set[str]) -> None:
         self.live_hosts = set(live_hosts)
+
+    def forget_learned(self) -> None:
+        self.forgotten += 1
 
     def set_services(self, table: dict[str, tuple[str, ...]]) -> int:
         changed = sum(table.get(v) != self.services.get(v) for v in table.keys() | self.services.keys())

@@ -5,6 +5,7 @@ a minute under traffic: test_multi_host.py.)"""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import time
@@ -16,7 +17,7 @@ from tests.e2e.cluster import GRACE, TTL, links, until
 from tests.e2e.conftest import XMASQ
 from tests.e2e.test_access import create_network_and_endpoint, delete_network_and_endpoint
 from xmasq_driver.control.layout import ENDPOINTS, HOSTS, PREFIX
-from xmasq_driver.dataplane.overlay import HOST_VETH_PREFIX
+from xmasq_driver.dataplane.overlay import HOST_VETH_PREFIX, vxlan_name
 
 SERVE = "udpecho serve 5001"
 
@@ -115,3 +116,63 @@ def _leader(s, endpoints: list[str]) -> int:  # type: ignore[no-untyped-def]
         if status["leader"] == status["header"]["member_id"]:
             return i
     pytest.fail("the etcd cluster has no leader")
+
+
+def _renumber(tb, host: str, old: str, new: str) -> None:  # type: ignore[no-untyped-def]
+    """Give the host's underlay interface a new address and take the old one away (as a DHCP
+    renewal with a new lease does), its default route kept."""
+    ns, prefix = tb.netns(host), tb.subnet.split("/")[1]
+    for argv in (
+        ["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.eth0.promote_secondaries=1"],
+        ["ip", "-n", ns, "addr", "add", f"{new}/{prefix}", "dev", "eth0"],
+        ["ip", "-n", ns, "addr", "del", f"{old}/{prefix}", "dev", "eth0"],
+        ["ip", "-n", ns, "route", "replace", "default", "via", tb.gateway],
+    ):
+        subprocess.run(argv, check=True, capture_output=True)
+
+
+def _fdb_hosts(tb, host: str, vni: int) -> set[str]:  # type: ignore[no-untyped-def]
+    out = subprocess.run(
+        ["bridge", "-n", tb.netns(host), "fdb", "show", "dev", vxlan_name(vni)], capture_output=True, text=True
+    ).stdout
+    return {line.split(" dst ")[1].split()[0] for line in out.splitlines() if " dst " in line}
+
+
+def test_a_host_whose_underlay_address_changes_keeps_its_peers(cl, tb):
+    """h1's underlay address changes under running containers: its record, its vxlan devices,
+    every peer's FDB and fast-path entries follow; traffic from every peer resumes within 5 s; no
+    entry for the old address is left anywhere. Then back, as the testbed had it."""
+    net = cl.network("renum", "10.243.0.0/24")
+    vni = cl.vni(net)
+    a = cl.run("h1", "renum-a", net, SERVE)
+    peers = [cl.run("h2", "renum-b", net), cl.run("h3", "renum-c", net)]
+    ip_a = cl.ip(a, net)
+    for p in peers:  # the slow path carried them: the fast path has learned the flows
+        cl.sh(p, f"udpecho wait {ip_a} 5001 10")
+    old = tb.host_ip("h1")
+    new = str(ipaddress.ip_address(old) + 200)  # a testbed address nobody else has
+    resumed = {}
+    for before, after in ((old, new), (new, old)):
+        start = time.monotonic()
+        _renumber(tb, "h1", before, after)
+        for p in peers:
+            cl.sh(p, f"udpecho wait {ip_a} 5001 15")
+            resumed[(after, p.name)] = time.monotonic() - start
+        until(lambda a=after: json.loads(cl.kv.get(HOSTS.key("h1")) or "{}").get("ip") == a, 5)
+        link = subprocess.run(
+            ["ip", "-d", "-n", tb.netns("h1"), "link", "show", vxlan_name(vni)], capture_output=True, text=True
+        ).stdout
+        assert f"local {after} " in link, link
+        for h in ("h2", "h3"):  # nothing of the address it had is left on its peers
+            until(lambda h=h, b=before: b not in _fdb_hosts(tb, h, vni), 5)
+            others = {tb.host_ip(o) for o in ("h2", "h3") if o != h}
+            assert _fdb_hosts(tb, h, vni) == {after, *others}, _fdb_hosts(tb, h, vni)
+            tunnels = {t["host"] for t in cl.cache(h)["tunnels"]}
+            assert before not in tunnels, (h, tunnels)
+    worst = max(resumed.values())
+    report(
+        f"h1's underlay address changed under traffic ({old} -> {new} and back): every peer reached its"
+        f" container again after {min(resumed.values()):.1f}-{worst:.1f} s; FDB and fast-path entries of h2"
+        " and h3, h1's vxlan device and its host record follow; no entry for the old address left"
+    )
+    assert worst < 5.0, resumed

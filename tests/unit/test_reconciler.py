@@ -128,3 +128,25 @@ def test_forget_host_removes_exactly_its_records(cluster):
     left = [k for k in h1.kv.data if "host2" in k or "10.9.0." in k or k.endswith("/10.1.0.2")]
     assert left == [], left  # its membership, endpoint, pool hold and the pool's addresses
     assert ENDPOINTS.key("shared", "10.1.0.4") in h1.kv.data  # host1's records stay
+
+
+def test_a_renumbered_host_republishes_its_address_and_its_peers_follow(cluster):
+    h1, h2, _ = cluster
+    h2.create_endpoint("n2", "a" * 20, "10.1.0.2/24")
+    r1, r2 = _reconciler(h1), _reconciler(h2)
+    r1.sync_once()
+    vni = h1.state.networks["n1"].vni
+    assert h1.overlay.peers[vni]["10.1.0.2"][1] == "192.0.2.2"
+    r2.start()
+    try:
+        h2.overlay.ip = "192.0.2.103"  # its underlay got a new address
+        deadline = time.monotonic() + 5
+        while "192.0.2.103" not in h2.kv.data.get(HOSTS.key("host2"), "") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert HostRecord.decode(h2.kv.data[HOSTS.key("host2")]).ip == "192.0.2.103"
+        assert h2.datapath.forgotten == 1  # its cached outer headers had the old source
+    finally:
+        r2.stop()
+    r1.sync_once()
+    assert h1.overlay.peers[vni]["10.1.0.2"][1] == "192.0.2.103"
+    assert "192.0.2.2" not in h1.datapath.live_hosts

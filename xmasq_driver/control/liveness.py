@@ -33,6 +33,7 @@ class Liveness:
     def __init__(self, store: ClusterStore, record: HostRecord, ttl: int = 10, grace: float = 5.0, hold: float = 30.0):
         self.store, self.record = store, record
         self._lease = 0
+        self._unannounced = False  # the record changed and etcd has not got it yet
         self.ttl, self.grace, self.hold = ttl, grace, hold
         self.counters = LivenessCounters()
         self.grace_ends = float("inf")  # when the next host in its grace period goes
@@ -48,6 +49,9 @@ class Liveness:
         while not stop.is_set():
             try:
                 self._lease, registered = self.store.keep_registered(self.record, self.ttl, self._lease)
+                if self._unannounced and not registered:  # a change announce could not write
+                    self.store.register_host(self.record, self._lease)
+                self._unannounced = False
                 if registered:
                     _log.info("host registered", host=self.store.host, ip=self.record.ip, ttl=self.ttl)
                 if failing:
@@ -61,10 +65,15 @@ class Liveness:
 
     def announce(self, record: HostRecord) -> None:
         """This host's record changed: written now on the live lease (else by the next heartbeat)."""
-        self.record = record
+        self.record, self._unannounced = record, True
         if self._lease:
-            self.store.register_host(record, self._lease)
-        _log.info("host record published", host=self.store.host, ip=record.ip, key=record.key)
+            try:
+                self.store.register_host(record, self._lease)
+                self._unannounced = False
+            except BackendError as e:
+                _log.warning("host record not published; the heartbeat retries", error=e)
+        if not self._unannounced:
+            _log.info("host record published", host=self.store.host, ip=record.ip, key=record.key)
 
     # -- the others ---------------------------------------------------------
     @property

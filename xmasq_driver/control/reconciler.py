@@ -15,6 +15,7 @@ cluster has).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -35,6 +36,7 @@ _log = log.get("reconciler")
 
 
 Peer = tuple[str, str]  # (mac, underlay ip of its host)
+UNDERLAY_POLL = 1.0  # seconds between reads of this host's underlay address
 
 
 class PeerBackend(Protocol):
@@ -42,12 +44,14 @@ class PeerBackend(Protocol):
     def update_peers(
         self, vni: int, gone: dict[str, Peer], new: dict[str, Peer], kept: frozenset[Peer] = frozenset()
     ) -> int: ...
+    def renumbered_underlay(self) -> str | None: ...
 
 
 class RemoteCache(Protocol):
     def set_remote_all(self, by_vni: dict[int, dict[str, Peer]], encrypted: frozenset[int] = frozenset()) -> int: ...
     def update_remote(self, vni: int, gone: dict[str, Peer], new: dict[str, Peer], encrypted: bool = False) -> int: ...
     def prune_tunnels(self, live_hosts: set[str]) -> None: ...
+    def forget_learned(self) -> None: ...
 
 
 class SourceFilter(Protocol):
@@ -96,6 +100,23 @@ class Reconciler:
     def start(self) -> None:
         threading.Thread(target=self.liveness.heartbeat, args=(self._stop,), name="heartbeat", daemon=True).start()
         threading.Thread(target=self._sync_loop, name="sync", daemon=True).start()
+        threading.Thread(target=self._follow_underlay, name="underlay", daemon=True).start()
+
+    # -- this host's underlay address ---------------------------------------
+    def _follow_underlay(self) -> None:
+        """A new underlay address (DHCP, a moved VM): the vxlan devices send from it (the overlay
+        re-points them), the fast path forgets the outer headers it cached with the old one, and
+        the host record says it, so that every peer's entries follow from etcd."""
+        while not self._stop.wait(UNDERLAY_POLL):
+            try:
+                ip = self.overlay.renumbered_underlay()
+            except BackendError as e:
+                _log.warning("underlay not re-read", error=e)
+                continue
+            if ip is not None:
+                self.datapath.forget_learned()
+                self.liveness.announce(dataclasses.replace(self.liveness.record, ip=ip))
+                self._full_due = "underlay address changed"
 
     def stop(self) -> None:
         self._stop.set()
@@ -167,6 +188,7 @@ class Reconciler:
         encrypted = frozenset(net.vni for net in networks.values() if net.encrypted)
         changed += self.datapath.set_remote_all(fast, encrypted)
         self._programmed = wanted
+        self._prune_tunnels(live)
         memory.give_back()  # the listing's transient peak
         if reason == "periodic":
             self.counters.drift += changed
@@ -214,6 +236,13 @@ class Reconciler:
                 by_network.setdefault(key, set()).add(ip)
         for key, ips in by_network.items():
             self._program(view, live, by_key[key], ips, holding)
+        if live != before:
+            self._prune_tunnels(live)
+
+    def _prune_tunnels(self, live: dict[str, str]) -> None:
+        """Forget learned headers of addresses no live host has. After the peers are programmed:
+        until then the kernel may still send to a host's old address, and the fast path learn it."""
+        self.datapath.prune_tunnels(set(live.values()))
 
     def _program(
         self, view: ClusterView, live: dict[str, str], net: LocalNetwork, ips: set[str], holding: bool
@@ -269,7 +298,6 @@ class Reconciler:
                 self.firewall.set_cluster_hosts(live_ips)
             except BackendError as e:
                 _log.warning("VXLAN source rules not updated", error=e)
-            self.datapath.prune_tunnels(live_ips)
         self._keys = {**{h: k for h, k in self._keys.items() if h not in view.hosts}, **view.keys}
         peers = {
             host: TunnelPeer(ip, *self._keys[host])

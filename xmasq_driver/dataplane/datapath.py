@@ -401,6 +401,15 @@ class Datapath:
                 )
             return len(moved | added.keys()) - refused
 
+    def forget_learned(self) -> None:
+        """Forget every learned header (this host's underlay address changed: they have the old
+        one as source); flows re-learn through the slow path."""
+        if not self.loaded:
+            return
+        with self._lock:
+            self._forget_tunnels(lambda k, v: True)
+        _log.info("eBPF: learned outer headers forgotten (underlay address changed)")
+
     def prune_tunnels(self, live_hosts: set[str]) -> None:
         """Forget the learned headers of hosts that left the cluster."""
         if not self.loaded:

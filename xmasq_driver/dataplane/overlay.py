@@ -123,6 +123,31 @@ class Overlay:
             _log.info("underlay", interface=self._underlay.ifname, ip=self._underlay.ip, mtu=self._underlay.mtu)
         return self._underlay
 
+    def renumbered_underlay(self) -> str | None:
+        """The underlay read again: its new IPv4 address if it changed (then every vxlan device
+        sends from it), else None. An interface without an address for the moment (a lease being
+        renewed) keeps the old one until it has one."""
+        old = self.underlay()
+        try:
+            new = self._run("find underlay interface", self._find_underlay)
+        except BackendError:
+            return None
+        if new.ip == old.ip:
+            self._underlay = new
+            return None
+
+        def repoint(ipr: IPRoute) -> None:
+            for link in ipr.get_links():
+                name = link.get("IFLA_IFNAME") or ""
+                if name.startswith(VXLAN_PREFIX):
+                    vni = int(name[len(VXLAN_PREFIX) :])
+                    ipr.link("set", index=link["index"], kind="vxlan", vxlan_id=vni, vxlan_local=new.ip)
+
+        self._run("re-point the vxlan devices at the new underlay address", repoint)
+        self._underlay = new  # only now: a failure above is tried again at the next read
+        _log.warning("underlay address changed", interface=new.ifname, old=old.ip, new=new.ip)
+        return new.ip
+
     def _find_underlay(self, ipr: IPRoute) -> Underlay:
         if self._underlay_ifname:
             found = ipr.link_lookup(ifname=self._underlay_ifname)
