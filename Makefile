@@ -2,7 +2,7 @@
 VENV   := .venv
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: run stop setup dev test test-engines test-release lint unit e2e demo bench bench-services scale converge profile install units plugin
+.PHONY: run stop setup dev test test-engines test-release lint unit e2e partition demo bench bench-services scale converge profile install units plugin
 
 run:            ## set up the host and start the driver in the background
 	@scripts/run.sh
@@ -42,6 +42,10 @@ test-engines: dev ## the end-to-end suite on this machine's Docker engine, then 
 
 test-release: dev ## the README's commands on the other Debian release, in a container of it (RELEASE=trixie|bookworm)
 	$(VENV)/bin/python -m tests.release $(if $(RELEASE),--release $(RELEASE))
+
+partition: dev  ## a testbed host cut off from etcd for PARTITION seconds (default 600; the suite: 20), its flows checked every second
+	@RESTART=1 scripts/run.sh
+	XMASQ_TEST_PARTITION=$(or $(PARTITION),600) $(PYTEST) tests/e2e/test_faults.py -k partitioned_from_etcd
 
 demo: dev run   ## two testbed hosts, one xmasq network across them, a ping (removes it all after)
 	$(VENV)/bin/python -m lab demo

@@ -90,7 +90,7 @@ class MemoryKV:
             self.listed += len(found)
             return found, self.revision
 
-    def watch(self, prefix: str, revision: int, timeout: float) -> Changes:
+    def watch(self, prefix: str, revision: int, timeout: float, fresh: bool = False) -> Changes:
         self._check()
         with self._changed:
             current = self.revision

@@ -164,6 +164,27 @@ def only_wireguard(text: bytes) -> list[str]:
     return [line for line in lines if not (f".{WG_PORT} > " in line and f".{WG_PORT}: UDP" in line)]
 
 
+@contextmanager
+def cut_off(tb: Testbed, host: str, *match: str) -> Iterator[None]:
+    """The host's underlay drops every packet in and out; with `match` (an iptables match of what it
+    sends, such as "-p tcp -d 10.0.0.1 --dport 2379") only those and their answers."""
+    ns = ["ip", "netns", "exec", tb.netns(host), "iptables"]
+    rules = [("INPUT", "-i", "eth0", *_mirror(match)), ("OUTPUT", "-o", "eth0", *match)]
+    for chain, *rule in rules:
+        subprocess.run([*ns, "-I", chain, "1", *rule, "-j", "DROP"], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        for chain, *rule in rules:
+            subprocess.run([*ns, "-D", chain, *rule, "-j", "DROP"], check=True, capture_output=True)
+
+
+def _mirror(match: tuple[str, ...]) -> list[str]:
+    """An outgoing match as the incoming one of the answers: -d <-> -s, --dport <-> --sport."""
+    swap = {"-d": "-s", "-s": "-d", "--dport": "--sport", "--sport": "--dport"}
+    return [swap.get(word, word) for word in match]
+
+
 def until(predicate, timeout: float, step: float = 0.02) -> float:  # type: ignore[no-untyped-def]
     """Seconds until predicate() held; fails after timeout."""
     start = time.monotonic()

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import subprocess
 import time
+from typing import Any
 
 import pytest
 
 from tests.conftest import report
-from tests.e2e.cluster import GRACE, TTL, links, until
+from tests.e2e.cluster import GRACE, TTL, cut_off, links, until
 from tests.e2e.conftest import XMASQ
 from tests.e2e.test_access import create_network_and_endpoint, delete_network_and_endpoint
 from xmasq_driver.control.layout import ENDPOINTS, HOSTS, PREFIX
@@ -176,3 +178,70 @@ def test_a_host_whose_underlay_address_changes_keeps_its_peers(cl, tb):
         " and h3, h1's vxlan device and its host record follow; no entry for the old address left"
     )
     assert worst < 5.0, resumed
+
+
+PARTITION = float(os.environ.get("XMASQ_TEST_PARTITION", "20"))  # seconds; the issue's 10 minutes: 600
+
+
+def _every_second(probes: list[tuple[Any, str]], seconds: float) -> list[str]:
+    """One request a second from each (client, server ip) pair for `seconds`; those unanswered."""
+    lost, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        tick = time.monotonic()
+        for client, ip in probes:
+            if client.exec_run(["udpecho", "wait", ip, "5001", "1"])[0] != 0:
+                lost.append(f"{client.name}->{ip} at {seconds - (end - tick):.0f} s")
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+    return lost
+
+
+def test_a_host_partitioned_from_etcd_keeps_its_flows_and_rejoins(cl, tb):
+    """h3 cannot reach etcd (but its peers can reach it) for longer than its lease and grace: its
+    lease expires, and its peers keep its endpoints because it answers on the underlay; every flow
+    between h3 and the others answers every second throughout; healed, it re-registers and its new
+    containers are reachable."""
+    net = cl.network("part", "10.244.0.0/24")
+    a, far = cl.run("h1", "part-a", net, SERVE), cl.run("h3", "part-far", net, SERVE)
+    ip_a, ip_far, vni = cl.ip(a, net), cl.ip(far, net), cl.vni(net)
+    cl.sh(a, f"udpecho wait {ip_far} 5001 10")
+    cl.sh(far, f"udpecho wait {ip_a} 5001 10")
+    with cut_off(tb, "h3", "-p", "tcp", "-d", tb.gateway, "--dport", tb.etcd_endpoint.rsplit(":", 1)[1]):
+        lost = _every_second([(a, ip_far), (far, ip_a)], PARTITION)
+        assert not cl.kv.get(HOSTS.key("h3")), "h3's lease should have expired while it could not renew it"
+        assert ip_far in cl.peers("h1", vni) and ip_far in cl.peers("h2", vni), "h3's endpoint was evicted"
+    healed = time.monotonic()
+    until(lambda: bool(cl.kv.get(HOSTS.key("h3"))), TTL + 5)
+    registered = time.monotonic() - healed
+    late = cl.run("h3", "part-late", net, SERVE)
+    cl.sh(a, f"udpecho wait {cl.ip(late, net)} 5001 10")
+    news = cl.run("h1", "part-news", net)  # and h3 follows the cluster's changes again
+    ip_news = cl.ip(news, net)
+    caught_up = until(lambda: ip_news in cl.peers("h3", vni), 30)
+    report(
+        f"h3 cut off from etcd for {PARTITION:.0f} s (lease {TTL} s + grace {GRACE} s): {len(lost)} of"
+        f" {2 * int(PARTITION)} requests between h1 and h3 unanswered, its endpoints kept by h1 and h2 (it"
+        f" answers on the underlay); healed: re-registered after {registered:.1f} s, a new container on it"
+        f" reachable, a new one on h1 programmed on h3 {caught_up:.1f} s after it started"
+    )
+    assert lost == [], lost
+
+
+def test_two_hosts_partitioned_from_each_other_recover_on_heal(cl, tb):
+    """h1 and h2 cannot reach each other (both reach etcd): their traffic fails, nothing is
+    evicted (etcd still has both), and it recovers once healed, with nothing done."""
+    net = cl.network("split", "10.245.0.0/24")
+    a, b = cl.run("h1", "split-a", net, SERVE), cl.run("h2", "split-b", net, SERVE)
+    ip_a, ip_b, vni = cl.ip(a, net), cl.ip(b, net), cl.vni(net)
+    cl.sh(a, f"udpecho wait {ip_b} 5001 10")
+    with cut_off(tb, "h1", "-d", tb.host_ip("h2")):
+        assert cl.sh(a, f"udpecho wait {ip_b} 5001 2", check=False)[0] != 0, "the partition let traffic through"
+        time.sleep(TTL + GRACE)
+        assert ip_b in cl.peers("h1", vni) and ip_a in cl.peers("h2", vni), "an endpoint was evicted"
+    start = time.monotonic()
+    cl.sh(a, f"udpecho wait {ip_b} 5001 10")
+    cl.sh(b, f"udpecho wait {ip_a} 5001 10")
+    healed = time.monotonic() - start
+    report(
+        f"h1 and h2 cut off from each other for {TTL + GRACE + 2} s (not from etcd): traffic failed, nothing"
+        f" evicted; both ways answered again {healed:.1f} s after the heal"
+    )

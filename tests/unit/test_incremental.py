@@ -135,7 +135,7 @@ def test_a_lost_watch_lists_again_and_finds_what_it_missed(two, monkeypatch):
     watch = h1.kv.watch
     failed: list[bool] = []
 
-    def flaky(prefix: str, revision: int, timeout: float):  # type: ignore[no-untyped-def]
+    def flaky(prefix: str, revision: int, timeout: float, fresh: bool = False):  # type: ignore[no-untyped-def]
         if not failed:
             failed.append(True)
             # what happens while the stream is down is never delivered as events

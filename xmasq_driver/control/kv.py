@@ -61,8 +61,9 @@ class KV(Protocol):
         """The keys under prefix and the store revision they were read at."""
         ...
 
-    def watch(self, prefix: str, revision: int, timeout: float) -> Changes:
-        """The changes under prefix from revision on, as soon as there is one; none on timeout."""
+    def watch(self, prefix: str, revision: int, timeout: float, fresh: bool = False) -> Changes:
+        """The changes under prefix from revision on, as soon as there is one; none on timeout.
+        `fresh`: on a new connection (the one kept may be half-open after a partition)."""
         ...
 
     def grant(self, ttl: int) -> int:
@@ -167,11 +168,11 @@ class EtcdKV:
                 return items, revision
             body["key"] = _encode(_decode(kvs[-1]["key"]).decode() + "\0")
 
-    def watch(self, prefix: str, revision: int, timeout: float) -> Changes:
+    def watch(self, prefix: str, revision: int, timeout: float, fresh: bool = False) -> Changes:
         """From one watch stream that stays open between calls (a new one opened for each call
         would, for what was written in between, wait for etcd's catch-up, every 100 ms)."""
         stream = self._stream
-        if stream is None or stream.closed or (stream.prefix, stream.next) != (prefix, revision):
+        if fresh or stream is None or stream.closed or (stream.prefix, stream.next) != (prefix, revision):
             if stream is not None:
                 stream.close()
             self._stream = None
@@ -282,9 +283,15 @@ class _Stream:
                 resp.close()
 
     def close(self) -> None:
+        """Closed at once; its connection in the background: closing a response blocks while its
+        reader is inside a read (a half-open connection's lasts until the IDLE timeout)."""
         self.closed = True
-        with contextlib.suppress(Exception):
-            self._resp.close()
+        threading.Thread(target=_close_quietly, args=(self._resp,), name="etcd-watch-close", daemon=True).start()
+
+
+def _close_quietly(resp: requests.Response) -> None:
+    with contextlib.suppress(Exception):
+        resp.close()
 
 
 def _events(events: list[dict[str, Any]]) -> tuple[list[tuple[str, str | None]], int]:

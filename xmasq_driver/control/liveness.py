@@ -5,6 +5,9 @@
   than the ttl); `announce` writes a changed record (a rotated key) at once;
 - grace: a host whose key is gone stays live `grace` seconds more, so a driver that restarts (or
   a short etcd hiccup) does not flap its containers' reachability;
+- probe: after that, a host that still answers on the underlay (`probe`, an ICMP echo) stays live
+  and is probed again every `grace` seconds: it may only have lost etcd (a partition) or its
+  driver, while its containers run on; one that does not answer is evicted;
 - hold: etcd restored empty or from an older snapshot shows as its revision going back; for
   `hold` seconds after that every host seen stays live (and no peer entry goes) while every host
   writes its records back.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import log
@@ -27,11 +31,21 @@ _log = log.get("liveness")
 @dataclass
 class LivenessCounters:
     data_loss: int = 0  # times etcd's revision went back
+    etcd_back: int = 0  # times etcd answered the heartbeat again after it had failed
 
 
 class Liveness:
-    def __init__(self, store: ClusterStore, record: HostRecord, ttl: int = 10, grace: float = 5.0, hold: float = 30.0):
-        self.store, self.record = store, record
+    def __init__(
+        self,
+        store: ClusterStore,
+        record: HostRecord,
+        ttl: int = 10,
+        grace: float = 5.0,
+        hold: float = 30.0,
+        probe: Callable[[str], bool] = lambda ip: False,
+    ):
+        self.store, self.record, self.probe = store, record, probe
+        self._answering: set[str] = set()  # hosts gone from etcd, kept because they answer
         self._lease = 0
         self._unannounced = False  # the record changed and etcd has not got it yet
         self.ttl, self.grace, self.hold = ttl, grace, hold
@@ -56,6 +70,7 @@ class Liveness:
                     _log.info("host registered", host=self.store.host, ip=self.record.ip, ttl=self.ttl)
                 if failing:
                     _log.info("etcd reachable again", host=self.store.host)
+                    self.counters.etcd_back += 1
                 failing = False
             except BackendError as e:
                 if not failing:
@@ -112,6 +127,7 @@ class Liveness:
         for host in list(self._missing_since):
             if host in hosts:
                 del self._missing_since[host]
+                self._answering.discard(host)
                 _log.info("host back", host=host, ip=hosts[host])
         live = dict(hosts)
         self.grace_ends = float("inf")
@@ -119,10 +135,18 @@ class Liveness:
             if host in hosts:
                 continue
             since = self._missing_since.setdefault(host, now)
+            if since != -1 and now - since >= self.grace and self.probe(ip):
+                if host not in self._answering:
+                    _log.warning(
+                        "host gone from etcd but answers on the underlay: its endpoints kept", host=host, ip=ip
+                    )
+                    self._answering.add(host)
+                self._missing_since[host] = since = now  # probed again after another grace period
             if now - since < self.grace:
                 live[host] = ip
                 self.grace_ends = min(self.grace_ends, since + self.grace)
             elif since != -1:
                 _log.warning("host gone; its endpoints removed", host=host, ip=ip)
                 self._missing_since[host] = -1  # reported; stays evicted until it comes back
+                self._answering.discard(host)
         return live

@@ -92,6 +92,8 @@ class Reconciler:
         self._view: ClusterView | None = None  # the cluster as of the last event applied
         self._full_due = "start"  # why the next step is a full pass ("": it is not)
         self._next_full = 0.0
+        self._etcd_back = 0  # liveness.counters.etcd_back as last seen
+        self._fresh_watch = False  # the next watch on a new connection
         self._programmed: dict[int, dict[str, Peer]] = {}  # vni -> peers last programmed
         self._live: dict[str, str] = {}  # hosts last taken as live
         self._keys: dict[str, tuple[str, int]] = {}  # their WireGuard keys (kept with them through grace)
@@ -139,11 +141,16 @@ class Reconciler:
     def step(self, timeout: float = 1.0) -> None:
         """A full pass if one is due, else wait up to `timeout` for changes and apply them."""
         now, hold_until = time.monotonic(), self.liveness.hold_until
+        if self.liveness.counters.etcd_back != self._etcd_back:  # after a partition: a watch
+            self._etcd_back = self.liveness.counters.etcd_back  # connection kept from before may
+            self._fresh_watch = True  # be half-open, waiting for what will never come
+            self._full_due = self._full_due or "etcd reachable again"
         if self._view is None or self._full_due or now >= self._next_full:
             self.sync_once(self._full_due or "periodic")
             return
         deadline = min(self._next_full, self.liveness.grace_ends, hold_until if hold_until > now else now + timeout)
-        changes = self.store.changes(self._view.revision + 1, max(0.01, min(timeout, deadline - now)))
+        fresh, self._fresh_watch = self._fresh_watch, False
+        changes = self.store.changes(self._view.revision + 1, max(0.01, min(timeout, deadline - now)), fresh)
         if changes.compacted:
             self.sync_once("compacted")
         elif changes.current and changes.current < self._view.revision:

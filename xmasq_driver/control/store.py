@@ -183,9 +183,10 @@ class ClusterStore:
     def view(self) -> ClusterView:
         return ClusterView.parse(*self.kv.list_prefix(PREFIX))
 
-    def changes(self, revision: int, timeout: float) -> Changes:
-        """The changes to the cluster from `revision` on (waits up to `timeout` for one)."""
-        return self.kv.watch(PREFIX, revision, timeout)
+    def changes(self, revision: int, timeout: float, fresh: bool = False) -> Changes:
+        """The changes to the cluster from `revision` on (waits up to `timeout` for one); `fresh`:
+        on a new watch connection."""
+        return self.kv.watch(PREFIX, revision, timeout, fresh)
 
     # -- re-asserting this host's records ---------------------------------
     def assert_key(self, key: str, value: str) -> tuple[bool, str | None]:

@@ -32,6 +32,7 @@ from ..control.records import HostRecords
 from ..control.recovery import recover
 from ..control.state import LocalState
 from ..control.store import ClusterStore
+from ..dataplane import probe
 from ..dataplane.datapath import Datapath
 from ..dataplane.firewall import Firewall
 from ..dataplane.overlay import Overlay, veth_names
@@ -84,9 +85,8 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler,
     network.remove_orphans(orphans)
     ipam = IpamDriver(store, records)
     port = config.wireguard_port if tunnel.public_key else 0
-    liveness = Liveness(
-        store, HostRecord(underlay.ip, tunnel.public_key, port), config.host_ttl, config.host_grace, config.restore_hold
-    )
+    record = HostRecord(underlay.ip, tunnel.public_key, port)
+    liveness = Liveness(store, record, config.host_ttl, config.host_grace, config.restore_hold, probe.answers)
     reconciler = Reconciler(store, state, overlay, datapath, firewall, liveness, records, tunnel, config.resync)
 
     def rotate_key() -> str:
