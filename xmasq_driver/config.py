@@ -107,7 +107,11 @@ class Config:
     host_id: str = field(default="", metadata={"help": "this host's cluster id (default: hostname)"})
     host_ttl: int = field(default=10, metadata={"help": "seconds this host's etcd lease lives without renewal"})
     host_grace: float = field(
-        default=5.0, metadata={"help": "seconds a vanished host's endpoints are kept before removal"}
+        default=5.0,
+        metadata={
+            "help": "seconds a vanished host's endpoints are kept before removal (longer while it answers ICMP"
+            " echo on the underlay, probed every such period)"
+        },
     )
     restore_hold: float = field(
         default=30.0,
