@@ -15,12 +15,15 @@ import tempfile
 
 from lab import results, scale
 
-TARGETS = "all programmed <= 60 s after the last write; one change <= 100 ms p99, <= 10 ms driver CPU; RSS <= 300 MB"
+TARGETS = (
+    "all programmed <= 60 s after the last write; one change <= 100 ms p99, <= 10 ms driver CPU; RSS <= 300 MB;"
+    " Docker's requests meanwhile <= 100 ms p99"
+)
 
 
 def report(record: dict) -> str:  # type: ignore[type-arg]
     f = record["figures"]
-    change, removal, churn = f["change_ms"], f["removal_ms"], f["churn"]
+    change, removal, churn, api = f["change_ms"], f["removal_ms"], f["churn"], f.get("api_ms")
     bytes_by_size = ", ".join(f"{int(v)} B at {k} endpoints" for k, v in f["etcd_bytes_per_change"].items())
     rows = [
         ("endpoints written (s)", f"{f['write_s']:.1f}"),
@@ -32,6 +35,10 @@ def report(record: dict) -> str:  # type: ignore[type-arg]
         (
             "removal gone from the kernel (ms): p50 / p99 / max",
             f"{removal['p50']:.1f} / {removal['p99']:.1f} / {removal['max']:.1f}",
+        ),
+        (
+            "Docker's requests while programming (ms): p50 / p99 / max (requests)",
+            f"{api['p50']:.1f} / {api['p99']:.1f} / {api['max']:.1f} ({f['api_requests']})" if api else "-",
         ),
         ("driver CPU per change (ms)", f"{f['cpu_ms_per_change']:.2f}"),
         ("endpoint records examined per change", f"{f['examined_per_change']:.1f}"),

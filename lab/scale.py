@@ -18,6 +18,7 @@ import os
 import random
 import re
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,6 +84,9 @@ class Figures:
     rss_mb: float = 0.0
     etcd_db_mb: float = 0.0  # etcd's database in use after the endpoints were written
     churn: dict[str, Any] = field(default_factory=dict)
+    # Docker's requests (CreateEndpoint, DeleteEndpoint of a local endpoint) answered while the
+    # driver programmed the endpoints written by `fill`
+    api_ms: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         def spread(ms: list[float]) -> dict[str, float]:
@@ -102,6 +106,8 @@ class Figures:
             "rss_mb": round(self.rss_mb, 1),
             "etcd_db_mb": round(self.etcd_db_mb, 1),
             "churn": self.churn,
+            "api_ms": spread(self.api_ms),
+            "api_requests": len(self.api_ms),
         }
 
 
@@ -242,16 +248,37 @@ class Scale:
         return time.monotonic() - start
 
     def fill(self, figures: Figures, rng: random.Random, timeout: float = 600) -> None:
-        """Write endpoints up to `figures.endpoints` and wait until all are programmed."""
+        """Write endpoints up to `figures.endpoints` and wait until all are programmed; meanwhile
+        time Docker's requests for a local endpoint, as `docker run` and `docker rm` send them."""
+        busy = threading.Event()
+        timer = threading.Thread(target=self._time_requests, args=(figures.api_ms, busy), daemon=True)
+        timer.start()
         start = time.monotonic()
-        while len(self.used) < figures.endpoints:
-            self.write(self.new_endpoints(min(5000, figures.endpoints - len(self.used)), rng))
-        figures.write_s = time.monotonic() - start
-        figures.program_s = self.until(
-            "every endpoint programmed", lambda: self.programmed() == figures.endpoints, timeout, 0.2
-        )
+        try:
+            while len(self.used) < figures.endpoints:
+                self.write(self.new_endpoints(min(5000, figures.endpoints - len(self.used)), rng))
+            figures.write_s = time.monotonic() - start
+            figures.program_s = self.until(
+                "every endpoint programmed", lambda: self.programmed() == figures.endpoints, timeout, 0.2
+            )
+        finally:
+            busy.set()
+            timer.join()
         figures.rss_mb = self.rss_mb()
         figures.etcd_db_mb = self.etcd_metric("etcd_mvcc_db_total_size_in_use_in_bytes") / 2**20
+
+    def _time_requests(self, took_ms: list[float], stop: threading.Event) -> None:
+        """CreateEndpoint then DeleteEndpoint of one local endpoint (a real veth and eBPF entry),
+        again and again until `stop`; each request's time in ms. Its address is the subnet's last."""
+        iface = {"Address": f"{SUBNET.broadcast_address - 1}/{SUBNET.prefixlen}", "AddressIPv6": "", "MacAddress": ""}
+        ids = {"NetworkID": NETWORK_ID, "EndpointID": "a91" * 21 + "0"}
+        while not stop.is_set():
+            for path, body in (("CreateEndpoint", {**ids, "Interface": iface}), ("DeleteEndpoint", ids)):
+                start = time.monotonic()
+                status, answer = self.sa.call(f"/NetworkDriver.{path}", body)
+                took_ms.append((time.monotonic() - start) * 1000)
+                assert status == 200 and "Err" not in answer, (path, answer)
+            stop.wait(0.05)
 
     def changes(self, figures: Figures, count: int, rng: random.Random) -> None:
         """`count` new endpoints, then their removals, one at a time: each until it is (or is no

@@ -1,3 +1,3 @@
 """XMasq: a Docker overlay network driver with eBPF fast paths."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

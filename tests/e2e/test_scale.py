@@ -15,7 +15,9 @@ def test_a_change_costs_the_same_at_5000_endpoints_and_churn_ends_exact(tmp_path
         f" a change in the kernel p50 {f['change_ms']['p50']:.1f} ms, p99 {f['change_ms']['p99']:.1f} ms,"
         f" removal p99 {f['removal_ms']['p99']:.1f} ms; {f['cpu_ms_per_change']:.1f} ms driver CPU and"
         f" {f['examined_per_change']:.1f} records examined per change; etcd bytes per change"
-        f" {f['etcd_bytes_per_change']}; RSS {f['rss_mb']:.0f} MB; churn settled {f['churn']['settled_s']:.1f} s"
+        f" {f['etcd_bytes_per_change']}; RSS {f['rss_mb']:.0f} MB; churn settled {f['churn']['settled_s']:.1f} s;"
+        f" Docker's requests (CreateEndpoint, DeleteEndpoint) while it programmed: p50 {f['api_ms']['p50']:.1f} ms,"
+        f" p99 {f['api_ms']['p99']:.1f} ms, max {f['api_ms']['max']:.1f} ms ({f['api_requests']} requests)"
     )
     # O(1) per change: one record looked at (not 5,000), no whole-cluster listing in between
     assert f["examined_per_change"] <= 1.5 and f["full_passes_during_changes"] == 0, f
