@@ -39,14 +39,18 @@ VXLAN_IN, VXLAN_FWD = "XMASQ-VXLAN-IN", "XMASQ-VXLAN-FWD"
 ENC_IN, ENC_OUT = "XMASQ-ENC-IN", "XMASQ-ENC-OUT"
 HOST_OWNER, ENC_OWNER = "xmasq:host", "xmasq:wg"
 HOSTS_SET = "xmasq-hosts"  # the live cluster hosts' underlay addresses
+Chains = dict[int, tuple[tuple[str, str], ...]]  # (table, chain) per IP version
 # Chains that hold owned rules, per IP version
-_CHAINS = {
+_CHAINS: Chains = {
     4: (("filter", FORWARD), ("filter", VXLAN_IN), ("filter", VXLAN_FWD), ("nat", POSTROUTING), ("nat", DNAT)),
     6: (("filter", FORWARD), ("nat", POSTROUTING)),
 }
 # Made with encryption, gone with it; their jumps are in INPUT and OUTPUT
 _ENC_CHAINS = (("filter", ENC_IN), ("filter", ENC_OUT))
-_OWNED_CHAINS = {4: (*_CHAINS[4], *_ENC_CHAINS, ("filter", "INPUT"), ("filter", "OUTPUT")), 6: _CHAINS[6]}
+_OWNED_CHAINS: Chains = {4: (*_CHAINS[4], *_ENC_CHAINS, ("filter", "INPUT"), ("filter", "OUTPUT")), 6: _CHAINS[6]}
+# Where an endpoint's published ports are (IPv4 only): what its removal lists, 2 iptables calls
+# instead of 9 (a DeleteEndpoint took 46 ms, most of it listing chains)
+_PORT_CHAINS: Chains = {4: (("nat", DNAT), ("filter", FORWARD))}
 _BINARY = {4: "iptables", 6: "ip6tables"}
 _log = log.get("firewall")
 
@@ -212,13 +216,14 @@ class Firewall:
             )
 
     def remove_ports(self, endpoint_id: str) -> None:
-        self._remove_owned(ep_owner(endpoint_id))
+        self._remove_owned(ep_owner(endpoint_id), _PORT_CHAINS)
 
     # -- listing ----------------------------------------------------------
-    def owned_rules(self, owner: str | None = None) -> list[tuple[int, str, str]]:
-        """(IP version, table, rule) for every rule of `owner`, or of any xmasq owner when None."""
+    def owned_rules(self, owner: str | None = None, where: Chains = _OWNED_CHAINS) -> list[tuple[int, str, str]]:
+        """(IP version, table, rule) for every rule of `owner`, or of any xmasq owner when None, in
+        the chains `where` lists (by default every chain that holds owned rules)."""
         found = []
-        for v, chains in _OWNED_CHAINS.items():
+        for v, chains in where.items():
             for table, chain in chains:
                 proc = self._iptables("-t", table, "-S", chain, check=False, v=v)
                 for line in proc.stdout.splitlines():
@@ -228,7 +233,7 @@ class Firewall:
                         found.append((v, table, line))
         return found
 
-    def _remove_owned(self, owner: str) -> None:
-        for v, table, line in self.owned_rules(owner):
+    def _remove_owned(self, owner: str, where: Chains = _OWNED_CHAINS) -> None:
+        for v, table, line in self.owned_rules(owner, where):
             self._iptables("-t", table, "-D", *shlex.split(line)[1:], check=False, v=v)
         _log.debug("rules removed", owner=owner)
