@@ -23,7 +23,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -119,22 +119,14 @@ class LocalState:
     def adopt_pools(self, pools: dict[str, Pool]) -> None:
         with self._lock:
             old, self.pools = self.pools, dict(pools)
-            try:
-                self._save()
-            except StorageError:
-                self.pools = old
-                raise
+            self._write(f"pools adopted: {len(pools)}", undo=lambda: setattr(self, "pools", old))
 
     def rebuilt(self, networks: dict[str, LocalNetwork], endpoints: dict[str, LocalEndpoint]) -> None:
         """The tables as recovery made them, written at once (or, on a disk that takes nothing,
         with the first write that succeeds)."""
         with self._lock:
             self.networks, self.endpoints, self.lost = dict(networks), dict(endpoints), None
-            try:
-                self._save()
-            except StorageError as e:
-                self.unsaved = True
-                _log.error("rebuilt local state not written yet", error=e)
+            self._write("rebuilt tables")
 
     def _set(self, table: dict[str, R], key: str, record: R | None, removal: bool = False) -> None:
         with self._lock:
@@ -143,18 +135,27 @@ class LocalState:
                 table.pop(key, None)
             else:
                 table[key] = record
-            try:
-                self._save()
-            except StorageError as e:
-                if record is None or removal:
-                    self.unsaved = True
-                    _log.error("local state not written: the removal is kept and written later", key=key, error=e)
-                    return
-                if old is _MISSING:  # as it was: the caller's request is undone
+
+            def undo() -> None:
+                if old is _MISSING:
                     table.pop(key, None)
                 else:
                     table[key] = old
+
+            self._write(key, None if record is None or removal else undo)
+
+    def _write(self, what: str, undo: Callable[[], object] | None = None) -> None:
+        """Save (under the lock) the change just made in memory. If the disk refuses it: with
+        `undo`, the change is undone and StorageError raised (the caller's request fails); without,
+        it is kept, unsaved, for the next write that succeeds (a removal, a rebuild)."""
+        try:
+            self._save()
+        except StorageError as e:
+            if undo is not None:
+                undo()
                 raise
+            self.unsaved = True
+            _log.error("local state not written: the change is kept and written later", change=what, error=e)
 
     def flush(self) -> None:
         """Write what a failed removal left unsaved, if the disk takes it now (no-op if nothing is)."""
