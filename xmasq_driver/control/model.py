@@ -11,7 +11,7 @@ import ipaddress
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .. import protocol as p
 from ..config import STEER_MODES
@@ -306,6 +306,11 @@ def proto_name(number: int) -> str:
     if number not in _PROTOS:
         raise ValueError(f"unsupported protocol number {number}")
     return _PROTOS[number]
+
+
+# Where an endpoint's veth is (Overlay.veth_state): its other end in a container; both ends on the
+# host (the container stopped and Docker moved its end back, the driver not told); no veth at all
+VethState = Literal["container", "orphan", "gone"]
 
 
 @dataclass(frozen=True)

@@ -141,9 +141,11 @@ class Reconciler:
     def step(self, timeout: float = 1.0) -> None:
         """A full pass if one is due, else wait up to `timeout` for changes and apply them."""
         now, hold_until = time.monotonic(), self.liveness.hold_until
-        if self.liveness.counters.etcd_back != self._etcd_back:  # after a partition: a watch
-            self._etcd_back = self.liveness.counters.etcd_back  # connection kept from before may
-            self._fresh_watch = True  # be half-open, waiting for what will never come
+        if self.liveness.counters.etcd_back != self._etcd_back:
+            # etcd is back after a partition: the watch connection kept from before may be
+            # half-open, waiting for what will never come. A full pass, then a new connection.
+            self._etcd_back = self.liveness.counters.etcd_back
+            self._fresh_watch = True
             self._full_due = self._full_due or "etcd reachable again"
         if self._view is None or self._full_due or now >= self._next_full:
             self.sync_once(self._full_due or "periodic")

@@ -7,9 +7,9 @@ What this host has is in three places that outlive the file, and each gives its 
   addresses);
 - the kernel: which of those endpoints still have a container at the other end of their veth (the
   others' containers went while the driver was down: left out; one whose veth outlived it is
-  removed as DeleteEndpoint would have, records and eBPF entries with it). An endpoint Docker created but had not yet
-  joined to its container when the driver went down looks orphaned too: its container's start
-  fails and is retried by whoever started it.
+  removed as DeleteEndpoint would have, records and eBPF entries with it). An endpoint Docker
+  created but had not yet joined to its container when the driver went down looks orphaned too:
+  its container's start fails and is retried by whoever started it.
 Not recovered: an endpoint's published ports (their rules stay in the kernel and go with the
 endpoint, but `docker network inspect`'s port list from the driver is empty until it is re-made).
 IPAM pools are adopted from etcd, as for a state file from before they were kept.
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from .. import log
 from ..errors import BackendError, DriverError
 from .layout import ENDPOINTS
-from .model import ClusterNetwork, LocalEndpoint, LocalNetwork, NetworkOptions, RemoteEndpoint
+from .model import ClusterNetwork, LocalEndpoint, LocalNetwork, NetworkOptions, RemoteEndpoint, VethState
 from .state import LocalState
 from .store import ClusterView
 
@@ -45,7 +45,7 @@ def rebuild(
     host: str,
     view: ClusterView,
     docker_networks: dict[str, dict[str, str]],
-    veth_state: Callable[[str], str],
+    veth_state: Callable[[str], VethState],
     underlay_mtu: int,
     veth_names: Callable[[str], tuple[str, str]],
 ) -> Rebuilt:
@@ -96,7 +96,7 @@ def recover(
     host: str,
     view: Callable[[], ClusterView],
     docker_networks: Callable[[], dict[str, dict[str, str]]],
-    veth_state: Callable[[str], str],
+    veth_state: Callable[[str], VethState],
     underlay_mtu: int,
     veth_names: Callable[[str], tuple[str, str]],
 ) -> Rebuilt:

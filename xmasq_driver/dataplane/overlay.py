@@ -26,7 +26,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import log
-from ..control.model import Interface
+from ..control.model import Interface, VethState
 from ..errors import BackendError
 
 T = TypeVar("T")
@@ -342,13 +342,13 @@ class Overlay:
         except (OSError, BackendError) as e:  # without it RFS leaves each packet where it was sent
             _log.warning("flow steering: cannot raise the socket flow table", sysctl=SOCK_FLOWS_SYSCTL, error=e)
 
-    def veth_state(self, endpoint_id: str) -> str:
-        """ "container": its veth is here and its other end in a container; "orphan": both ends are
-        here (Docker moves the container end back when a container stops, and asks the driver to
-        delete the endpoint: a driver that was down then never heard it); "gone": no veth."""
+    def veth_state(self, endpoint_id: str) -> VethState:
+        """Where the endpoint's veth is ("orphan": Docker moves the container end back when a
+        container stops, and asks the driver to delete the endpoint: a driver that was down then
+        never heard it)."""
         host, cont = veth_names(endpoint_id)
 
-        def look(ipr: IPRoute) -> str:
+        def look(ipr: IPRoute) -> VethState:
             if not ipr.link_lookup(ifname=host):
                 return "gone"
             return "orphan" if ipr.link_lookup(ifname=cont) else "container"
