@@ -192,15 +192,16 @@ class Bench:
 
     # -- setup ------------------------------------------------------------
     def setup(self) -> None:
+        h2 = self.tb.netns("h2")
         if {"host", "host-local", "wg-bare", "host6"} & set(self.scenarios):
-            self._servers_in(self.tb.netns("h2"))
+            self._servers_in(h2)
             for scenario, client in (("host", "h1"), ("host-local", "h2")):
                 self.targets[scenario] = (self._in_netns(self.tb.netns(client)), self.tb.host_ip("h2"))
-                self.servers[scenario] = lambda: self._netns_servers(self.tb.netns("h2"))
+                self.servers[scenario] = lambda: self._netns_servers(h2)
         if {"wg-bare", "wg-veth"} & set(self.scenarios):
             self._bare_wireguard()
             self.targets["wg-bare"] = (self._in_netns(self.tb.netns("h1")), BARE_WG["address"].format(i=2))
-            self.servers["wg-bare"] = lambda: self._netns_servers(self.tb.netns("h2"))
+            self.servers["wg-bare"] = lambda: self._netns_servers(h2)
         if "wg-veth" in self.scenarios:
             for i, host in ((1, "h1"), (2, "h2")):
                 self._behind_wireguard(i, host)
@@ -213,7 +214,7 @@ class Bench:
             for host in ("h1", "h2"):
                 self._underlay6(host, "add")
             self.targets["host6"] = (self._in_netns(self.tb.netns("h1")), _host_ip6("h2"))
-            self.servers["host6"] = lambda: self._netns_servers(self.tb.netns("h2"))
+            self.servers["host6"] = lambda: self._netns_servers(h2)
         for name, (fastpath, steer, subnets, extra) in XMASQ.items():
             if f"xmasq-{name}" in self.scenarios or f"xmasq-{name}-local" in self.scenarios:
                 net = f"{PREFIX}{name}"
