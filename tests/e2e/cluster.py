@@ -195,6 +195,26 @@ def until(predicate, timeout: float, step: float = 0.02) -> float:  # type: igno
     return time.monotonic() - start
 
 
+def iperf_silence(
+    client: Any, ip: str, during: Any, seconds: int = 6, interval: float = 0.25
+) -> tuple[float, list[int]]:
+    """iperf3 from `client` to `ip` for `seconds`, `during()` run after 2 s: the longest run of
+    intervals that carried nothing, in seconds, and the bytes of every interval."""
+    result: dict[str, str] = {}
+    t = threading.Thread(
+        target=lambda: result.update(out=Cluster.sh(client, f"iperf3 -c {ip} -t {seconds} -i {interval} -J")[1])
+    )
+    t.start()
+    time.sleep(2)
+    try:
+        during()
+    finally:
+        t.join(seconds + 30)
+    intervals = [i["sum"]["bytes"] for i in json.loads(result["out"])["intervals"]]
+    zeros = "".join("0" if n == 0 else "1" for n in intervals).split("1")
+    return max((len(run) for run in zeros), default=0) * interval, intervals
+
+
 def links(tb: Testbed, host: str) -> list[str]:
     """Names of the links in a testbed host's namespace."""
     out = subprocess.run(["ip", "-n", tb.netns(host), "-o", "link"], capture_output=True, text=True, check=True)

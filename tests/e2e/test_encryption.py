@@ -14,11 +14,21 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 from tests.conftest import report
-from tests.e2e.cluster import GRACE, TTL, WG_PORT, arrived, between, capture, cut_off, only_wireguard, until
+from tests.e2e.cluster import (
+    GRACE,
+    TTL,
+    WG_PORT,
+    arrived,
+    between,
+    capture,
+    cut_off,
+    iperf_silence,
+    only_wireguard,
+    until,
+)
 from tests.packets import frame, vxlan
 from xmasq_driver.control.layout import PREFIX
 from xmasq_driver.dataplane.firewall import ENC_IN, ENC_OUT
@@ -160,15 +170,10 @@ def test_a_key_rotation_under_traffic_loses_no_connection(cl, tb):
     ip = cl.ip(b, enc)
     until(lambda: cl.sh(a, f"nc -w 1 {ip} 5201 </dev/null", check=False)[0] == 0, 15)
     old = _status(cl, "h1")["encryption"]["public_key"]
-    result: dict[str, str] = {}
-    run = threading.Thread(target=lambda: result.update(out=cl.sh(a, f"iperf3 -c {ip} -t 6 -i 0.25 -J")[1]))
-    run.start()
-    time.sleep(2)
-    new = plugin.call(cl.sock("h1"), "/Xmasq.RotateKey")[1]["public_key"]
-    run.join()
+    rotated: dict[str, str] = {}
+    gap, intervals = iperf_silence(a, ip, lambda: rotated.update(plugin.call(cl.sock("h1"), "/Xmasq.RotateKey")[1]))
+    new = rotated["public_key"]
     assert new != old
-    intervals = [i["sum"]["bytes"] for i in json.loads(result["out"])["intervals"]]
-    gap = max((len(r) for r in "".join("0" if n == 0 else "1" for n in intervals).split("1")), default=0) * 0.25
     until(
         lambda: (
             new in _wg(tb, "h2", "show", "xmwg-h2", "peers") and old not in _wg(tb, "h2", "show", "xmwg-h2", "peers")

@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import os
 import tarfile
-import threading
 from typing import Any
 
 from tests.conftest import report
-from tests.e2e.cluster import links, until
+from tests.e2e.cluster import iperf_silence, links, until
 from xmasq_driver.control.layout import HOSTS
 
 PREVIOUS = os.path.join(os.path.dirname(__file__), "..", "data", "xmasq-8a14e96.tar.gz")
@@ -33,24 +32,6 @@ def _replace(tb: Any, tree: str | None) -> None:
     tb.start_driver("h1", tree)
 
 
-def _longest_gap(cl: Any, client: Any, ip: str, swap: Any, seconds: int = 6) -> float:
-    """iperf3 from client to ip for `seconds`, `swap` run after 2 s; the longest run of intervals
-    that carried nothing, in seconds."""
-    result: dict[str, str] = {}
-
-    def run() -> None:
-        result["out"] = cl.sh(client, f"iperf3 -c {ip} -t {seconds} -i {INTERVAL} -J")[1]
-
-    t = threading.Thread(target=run)
-    t.start()
-    threading.Event().wait(2.0)
-    swap()
-    t.join(seconds + 30)
-    intervals = [i["sum"]["bytes"] for i in json.loads(result["out"])["intervals"]]
-    zeros = "".join("0" if n == 0 else "1" for n in intervals).split("1")
-    return max((len(r) for r in zeros), default=0) * INTERVAL
-
-
 def test_an_upgrade_in_place_under_traffic_and_a_downgrade(cl, tb, tmp_path):
     previous = _previous(tmp_path)
     _replace(tb, previous)
@@ -63,7 +44,7 @@ def test_an_upgrade_in_place_under_traffic_and_a_downgrade(cl, tb, tmp_path):
         started = a.attrs["State"]["StartedAt"]
         # The previous release's host record (no WireGuard key), once its heartbeat wrote it.
         until(lambda: "key" not in json.loads(cl.kv.get(HOSTS.key("h1")) or '{"key": 0}'), 10)
-        up = _longest_gap(cl, b, ip_a, lambda: _replace(tb, None))
+        up = iperf_silence(b, ip_a, lambda: _replace(tb, None), interval=INTERVAL)[0]
         status = cl.stats("h1")  # this release answers
         assert isinstance(status, dict)
         a.reload()
@@ -73,7 +54,7 @@ def test_an_upgrade_in_place_under_traffic_and_a_downgrade(cl, tb, tmp_path):
         before = cl.stats("h1")
         assert cl.sh(b, f"udpecho send {ip_a} 5001 100")[1].strip() == "replies=100/100"
         assert cl.stats("h1")["decap_pkts"] > before["decap_pkts"]
-        down = _longest_gap(cl, b, ip_a, lambda: _replace(tb, previous))
+        down = iperf_silence(b, ip_a, lambda: _replace(tb, previous), interval=INTERVAL)[0]
         cl.sh(b, f"udpecho wait {ip_a} 5001 10")
     finally:
         _replace(tb, None)
