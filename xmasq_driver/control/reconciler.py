@@ -118,6 +118,8 @@ class Reconciler:
             if ip is not None:
                 self.datapath.forget_learned()
                 self.liveness.announce(dataclasses.replace(self.liveness.record, ip=ip))
+                # The watch connection was made from the old address: it waits for nothing now.
+                self._fresh_watch = True
                 self._full_due = "underlay address changed"
 
     def stop(self) -> None:
