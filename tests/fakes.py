@@ -114,6 +114,9 @@ class MemoryKV:
         self._check()
         return lease in self.leases
 
+    def reconnect(self) -> None:
+        pass  # no connections
+
     def expire(self, lease: int) -> None:
         """What etcd does when a lease is not renewed in time."""
         for key in self.leases.pop(lease):

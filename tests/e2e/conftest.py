@@ -256,7 +256,11 @@ def cl(tb):
     for h in tb.hosts:  # nothing of the test's networks is left on any host, in its caches or in etcd
         names = links(tb, h)
         assert not [n for n in names if any(p in n for p in XMASQ_LINKS)], (h, names)
-        cache = c.cache(h)
+        # Remote entries go as the removals reach the host through etcd: a request in flight when a
+        # test changed the host's own network (renumbering it) costs it up to the etcd timeout.
+        deadline = time.monotonic() + 10
+        while (cache := c.cache(h))["remote"] and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert cache["local"] == [] and cache["remote"] == [] and cache["flows"] == [], (h, cache)
     leftover = [k for k in c.kv.get_prefix(PREFIX) if not k.startswith(HOSTS.prefix())]
     assert leftover == [], leftover

@@ -74,6 +74,10 @@ class KV(Protocol):
         """Refresh a lease; False if it has already expired."""
         ...
 
+    def reconnect(self) -> None:
+        """Drop the idle connections kept for reuse: the next requests make new ones."""
+        ...
+
 
 class EtcdKV:
     def __init__(self, config: Config):
@@ -208,6 +212,14 @@ class EtcdKV:
     def keepalive(self, lease: int) -> bool:
         result = self._call("lease keepalive", lambda c: c.post(c.get_url("/lease/keepalive"), json={"ID": lease}))
         return int(result.get("result", {}).get("TTL", -1)) > 0
+
+    def reconnect(self) -> None:
+        # A connection made from an address this host no longer has gets no answer: each one
+        # reused would cost a request the whole timeout. New adapters, new pools; the old ones
+        # are not closed under a request still in them, their sockets close as they are dropped.
+        for c in self._clients:
+            for scheme in ("https://", "http://"):
+                c.session.mount(scheme, requests.adapters.HTTPAdapter())
 
 
 class _Stream:

@@ -117,9 +117,9 @@ class Reconciler:
                 continue
             if ip is not None:
                 self.datapath.forget_learned()
+                self.store.kv.reconnect()  # before the record goes out on a connection from the old one
                 self.liveness.announce(dataclasses.replace(self.liveness.record, ip=ip))
-                # The watch connection was made from the old address: it waits for nothing now.
-                self._fresh_watch = True
+                self._fresh_watch = True  # the watch's connection too
                 self._full_due = "underlay address changed"
 
     def stop(self) -> None:
