@@ -276,13 +276,14 @@ class Testbed:
         _run("ip", "-n", ns, "link", "set", "lo", "up")
         _run("ip", "-n", ns, "route", "add", "default", "via", self.gateway)
 
-    def start_driver(self, host: str, tree: str | None = None) -> None:
-        """The host's driver, from this tree or (`tree`) another release's (its xmasq_driver/ and bpf/)."""
+    def start_driver(self, host: str, tree: str | None = None, env: dict[str, str] | None = None) -> None:
+        """The host's driver, from this tree or (`tree`) another release's (its xmasq_driver/ and bpf/);
+        `env`: what to set in its environment besides (a test's PATH, say)."""
         driver = [sys.executable, "-m", "xmasq_driver", "daemon", "start"]
         self.in_host(
             host,
             with_own_sys(driver, self.path(host, "bpffs")),
-            env=dict(self.driver_env(host), **({"PYTHONPATH": tree} if tree else {})),
+            env=dict(self.driver_env(host), **({"PYTHONPATH": tree} if tree else {}), **(env or {})),
             cwd=tree,  # `python -m` looks in the working directory first: this tree's, otherwise
             check=True,
             capture_output=True,

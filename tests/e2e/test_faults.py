@@ -8,10 +8,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
+import threading
 import time
 from typing import Any
 
+import docker
 import pytest
 
 from tests.conftest import report
@@ -244,4 +247,71 @@ def test_two_hosts_partitioned_from_each_other_recover_on_heal(cl, tb):
     report(
         f"h1 and h2 cut off from each other for {TTL + GRACE + 2} s (not from etcd): traffic failed, nothing"
         f" evicted; both ways answered again {healed:.1f} s after the heal"
+    )
+
+
+def _endpoint_rules(tb, host: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """The host's iptables rules owned by an endpoint (published ports)."""
+    dump = subprocess.run(["ip", "netns", "exec", tb.netns(host), "iptables-save"], capture_output=True, text=True)
+    return [line for line in dump.stdout.splitlines() if "xmasq:ep:" in line]
+
+
+def test_a_stuck_iptables_call_fails_one_request_not_the_driver(cl, tb, tmp_path):
+    """An iptables call that never returns (the xtables lock held by another program, a wedged
+    nf_tables request): the request that needed it, a `docker run` publishing a port, fails after
+    the firewall's timeout with an error naming the call and leaves nothing behind; the driver
+    answers other networks' requests meanwhile (its network's wait: a network's endpoints change
+    one at a time), and the next publish works. (h1's driver runs with an
+    iptables in front of the real one that sleeps while a file exists: a call that hangs cannot
+    be had on demand from the kernel.)"""
+    stuck, entered, bindir = tmp_path / "stuck", tmp_path / "entered", tmp_path / "bin"
+    bindir.mkdir()
+    wrapper = bindir / "iptables"
+    real = shutil.which("iptables")
+    wrapper.write_text(f'#!/bin/sh\n[ -e {stuck} ] && {{ touch {entered}; exec sleep 600; }}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    tb.stop_driver("h1")
+    tb.start_driver("h1", env={"PATH": f"{bindir}:{os.environ['PATH']}"})
+    try:
+        net, other_net = cl.network("stuck", "10.244.0.0/24"), cl.network("stuck-b", "10.244.1.0/24")
+        stuck.touch()
+        failure: list[str] = []
+
+        def publish() -> None:
+            try:
+                cl.run("h1", "stuck-pub", net, ports={"80/tcp": 18080})
+            except docker.errors.APIError as e:
+                failure.append(str(e))
+
+        start = time.monotonic()
+        thread = threading.Thread(target=publish)
+        thread.start()
+        until(entered.exists, 30)
+        stuck.unlink()  # the call already made stays stuck; the ones after it run
+        cl.run("h1", "stuck-other", other_net)
+        other = time.monotonic() - start
+        assert thread.is_alive(), (other, failure)
+        same = cl.run("h1", "stuck-same", net)  # waits for the network's stuck change, then runs
+        thread.join(60)
+        failed = time.monotonic() - start
+        same.reload()
+        assert same.status == "running"
+        cl.containers.append(cl.dk["h1"].containers.get("stuck-pub"))  # created, not started
+        assert len(failure) == 1 and "iptables" in failure[0] and "timed out" in failure[0], failure
+        assert _endpoint_rules(tb, "h1") == [], _endpoint_rules(tb, "h1")
+        again = cl.run("h1", "stuck-again", net, ports={"80/tcp": 18080})
+        again.reload()
+        assert again.status == "running"
+        owner = f"xmasq:ep:{again.attrs['NetworkSettings']['Networks'][net]['EndpointID'][:12]}"
+        assert [r for r in _endpoint_rules(tb, "h1") if owner in r and "DNAT" in r], "port not published"
+    finally:
+        stuck.unlink(missing_ok=True)
+        tb.stop_driver("h1")
+        tb.start_driver("h1")
+    error = failure[0][failure[0].find("iptables") :][:60]
+    report(
+        f"iptables stuck under a docker run -p on h1: that run failed after {failed:.1f} s naming the call"
+        f" ({error}...); a docker run on another network of h1 answered meanwhile ({other:.1f} s after"
+        " the stuck one began; one on the same network once it failed); nothing left of the failed one;"
+        " the next publish worked"
     )

@@ -31,6 +31,7 @@ import subprocess
 
 from .. import log
 from ..control.model import PortMapping, version_of
+from ..errors import BackendError
 from . import tools
 from .overlay import BRIDGE_PREFIX, ENCRYPTED_VXLAN_PORT, VXLAN_PORT
 
@@ -226,6 +227,11 @@ class Firewall:
         for v, chains in where.items():
             for table, chain in chains:
                 proc = self._iptables("-t", table, "-S", chain, check=False, v=v)
+                # 1: no such chain (not made on this host), so nothing in it. Anything else (4:
+                # the xtables lock not had in time) must not pass for "no rules": a removal
+                # would then leave them behind.
+                if proc.returncode not in (0, 1):
+                    raise BackendError(f"{_BINARY[v]} -t {table} -S {chain}: {proc.stderr.strip()}")
                 for line in proc.stdout.splitlines():
                     args = shlex.split(line)
                     comment = args[args.index("--comment") + 1] if "--comment" in args else ""
