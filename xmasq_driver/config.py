@@ -103,6 +103,13 @@ class Config:
         default=131072,
         metadata={"help": "remote endpoint cache entries (endpoints of this host's networks on other hosts)"},
     )
+    local_max: int = field(
+        default=4096,
+        metadata={
+            "help": "endpoints of this host the eBPF maps hold (a dual-stack one counts twice); beyond it"
+            " an endpoint is refused, naming this setting"
+        },
+    )
     bpf_src: str = field(default="", metadata={"help": "directory of the eBPF sources (default: bpf/ of this tree)"})
     host_id: str = field(default="", metadata={"help": "this host's cluster id (default: hostname)"})
     host_ttl: int = field(default=10, metadata={"help": "seconds this host's etcd lease lives without renewal"})

@@ -37,8 +37,8 @@ from .overlay import ENCRYPTED_VXLAN_PORT, VXLAN_PORT
 
 _log = log.get("datapath")
 DEFAULTS = Config()  # the configurable map sizes have their defaults there
-# endpoints on one host; (host, vni) pairs; service VIPs, and sockets translated to a task, on one host
-FIXED_SIZES = {"LOCAL_MAX": 4096, "TUNNEL_MAX": 16384, "LB_VIP_MAX": 4096, "LB_REVNAT_MAX": 65536}
+# (host, vni) pairs; service VIPs, and sockets translated to a task, on one host
+FIXED_SIZES = {"TUNNEL_MAX": 16384, "LB_VIP_MAX": 4096, "LB_REVNAT_MAX": 65536}
 LB_SLOTS = 1024  # tasks of one service a host balances over (bpf/lib/common.h: two halves of this)
 LB_BACKEND_MAX = 65536  # backend slots of all services together
 # The socket load balancer's programs (bpf/bpf_sock.c) and the cgroup hook of each (bcc's names).
@@ -145,6 +145,7 @@ class Datapath:
             "LB_BACKEND_MAX": LB_BACKEND_MAX,
             "FLOW_MAX": DEFAULTS.flow_max,
             "REMOTE_MAX": DEFAULTS.remote_max,
+            "LOCAL_MAX": DEFAULTS.local_max,
             **(sizes or {}),
         }
         self.stat_names: list[str] = []
@@ -320,12 +321,18 @@ class Datapath:
         with self._lock:
             index = self._attach(ifname, ("from_container", INGRESS), ("to_container", EGRESS))
             local, by_if = self._maps["local_eps"], self._maps["lxc_by_ifindex"]
-            for addr in ips:
-                local[local.Key(vni, _addr(addr))] = local.Leaf(index, _mac(mac))
             leaf = by_if.Leaf(vni, _be32(ip), _mac(mac), int(fast))
             if ip6:
                 leaf.ip6 = _addr(ip6)
-            by_if[by_if.Key(index)] = leaf
+            try:
+                for addr in ips:
+                    local[local.Key(vni, _addr(addr))] = local.Leaf(index, _mac(mac))
+                by_if[by_if.Key(index)] = leaf
+            except Exception:  # bcc: "Could not update table": full (the keys are this endpoint's own)
+                for addr in ips:
+                    local.pop(local.Key(vni, _addr(addr)), None)
+                size = self.sizes["LOCAL_MAX"]
+                raise BackendError(f"eBPF: the table of this host's endpoints is full ({size}): raise XMASQ_LOCAL_MAX")
         _log.info("eBPF endpoint", vni=vni, ip=ip, ip6=ip6, ifname=ifname, ifindex=index, fastpath=fast)
 
     def remove_local(self, vni: int, ip: str) -> None:
