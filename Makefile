@@ -2,7 +2,7 @@
 VENV   := .venv
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: run stop setup dev test test-engines test-release lint unit e2e partition demo bench bench-services scale converge profile install units plugin
+.PHONY: run stop setup dev test test-engines test-release lint unit e2e partition dense soak demo bench bench-services scale converge profile install units plugin
 
 run:            ## set up the host and start the driver in the background
 	@scripts/run.sh
@@ -46,6 +46,14 @@ test-release: dev ## the README's commands on the other Debian release, in a con
 partition: dev  ## a testbed host cut off from etcd for PARTITION seconds (default 600; the suite: 20), its flows checked every second
 	@RESTART=1 scripts/run.sh
 	XMASQ_TEST_PARTITION=$(or $(PARTITION),600) $(PYTEST) tests/e2e/test_faults.py -k partitioned_from_etcd
+
+dense: dev      ## a dense testbed host: CONTAINERS on one network (default 1000; the suite: 100), NETWORKS networks (default 250; the suite: 25)
+	@RESTART=1 scripts/run.sh
+	XMASQ_TEST_DENSE=$(or $(CONTAINERS),1000) XMASQ_TEST_DENSE_NETWORKS=$(or $(NETWORKS),250) $(PYTEST) tests/e2e/test_dense.py
+
+soak: dev       ## churn under traffic on 3 testbed hosts for DURATION seconds (default 7200; the suite: 120), a driver restart and an etcd leader change in the middle
+	@RESTART=1 scripts/run.sh
+	XMASQ_TEST_SOAK=$(or $(DURATION),7200) $(PYTEST) tests/e2e/test_soak.py
 
 demo: dev run   ## two testbed hosts, one xmasq network across them, a ping (removes it all after)
 	$(VENV)/bin/python -m lab demo

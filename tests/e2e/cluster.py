@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import docker
@@ -183,6 +184,23 @@ def _mirror(match: tuple[str, ...]) -> list[str]:
     """An outgoing match as the incoming one of the answers: -d <-> -s, --dport <-> --sport."""
     swap = {"-d": "-s", "-s": "-d", "--dport": "--sport", "--sport": "--dport"}
     return [swap.get(word, word) for word in match]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a host's driver process holds."""
+
+    pid: int
+    rss_mib: float
+    fds: int
+
+
+def driver_usage(tb: Testbed, host: str) -> Usage:
+    with open(tb.pidfile(host)) as f:
+        pid = int(f.read())
+    with open(f"/proc/{pid}/status") as f:
+        rss = int(next(line.split()[1] for line in f if line.startswith("VmRSS:")))
+    return Usage(pid, rss / 1024, len(os.listdir(f"/proc/{pid}/fd")))
 
 
 def until(predicate, timeout: float, step: float = 0.02) -> float:  # type: ignore[no-untyped-def]

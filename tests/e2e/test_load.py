@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import report
-from tests.e2e.cluster import links
+from tests.e2e.cluster import driver_usage, links
 from tests.e2e.conftest import host_state
 from tests.fuzz import raw_bodies
 from xmasq_driver.control.layout import ADDRESSES, ENDPOINTS
@@ -75,13 +75,6 @@ def test_fifty_parallel_docker_runs_on_one_host(env):
     )
 
 
-def _rss_kb(tb, host: str) -> int:  # type: ignore[no-untyped-def]
-    with open(tb.pidfile(host)) as f:
-        pid = int(f.read())
-    with open(f"/proc/{pid}/status") as f:
-        return int(next(line.split()[1] for line in f if line.startswith("VmRSS:")))
-
-
 CYCLES, WARMUP = 300, 20
 
 
@@ -104,7 +97,7 @@ def test_churn_of_300_containers_across_two_hosts_under_traffic(cl, tb):
 
     for h in ("h1", "h2"):
         cycles(h, 0, WARMUP // 2)
-    warm = {h: _rss_kb(tb, h) for h in ("h1", "h2")}
+    warm = {h: driver_usage(tb, h).rss_mib for h in ("h1", "h2")}
     pings: list[str] = []
     pinger = threading.Thread(
         target=lambda: pings.append(
@@ -126,7 +119,7 @@ def test_churn_of_300_containers_across_two_hosts_under_traffic(cl, tb):
     pinger.join()
     time.sleep(1)  # Docker finishes DeleteEndpoint asynchronously
     assert cl.sh(s1, f"udpecho send {ip2} 5001 10")[1] == "replies=10/10\n"
-    after = {h: _rss_kb(tb, h) for h in ("h1", "h2")}
+    after = {h: driver_usage(tb, h).rss_mib for h in ("h1", "h2")}
     for h, other in (("h1", s2), ("h2", s1)):
         names = links(tb, h)
         assert len([n for n in names if n.startswith(HOST_VETH_PREFIX)]) == 1, names
@@ -150,8 +143,8 @@ def test_churn_of_300_containers_across_two_hosts_under_traffic(cl, tb):
     report(
         f"churn: {CYCLES} create/destroy cycles on 2 hosts in {took:.0f} s under a 5/s ping ({loss}/{sent} "
         f"replies); leaked: 0 veths, 0 FDB/neigh, 0 map entries or flows, 0 etcd keys, 0 rules, 0 addresses; "
-        f"driver RSS after warm-up -> after: h1 {warm['h1'] // 1024}->{after['h1'] // 1024} MiB, "
-        f"h2 {warm['h2'] // 1024}->{after['h2'] // 1024} MiB"
+        f"driver RSS after warm-up -> after: h1 {warm['h1']:.0f}->{after['h1']:.0f} MiB, "
+        f"h2 {warm['h2']:.0f}->{after['h2']:.0f} MiB"
     )
 
 
