@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import ipaddress
 import json
 import os
@@ -23,7 +24,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from lab.engine import SYSTEM, Engine
 from xmasq_driver import config, log
@@ -40,10 +43,10 @@ BRIDGE = "xmtb0"
 BRIDGE_MAC = "02:58:74:62:00:fe"
 NS_PREFIX = "xmtb-"
 DEFAULT_SUBNET = "172.31.255.0/24"
-ETCD_PORT, ETCD_PEER_PORT = 23790, 23800
-_ETCD_PEER = f"http://127.0.0.1:{ETCD_PEER_PORT}"
+ETCD_PORT, ETCD_PEER_PORT = 23790, 23800  # member 0's; member i's are the ports i after them
 RULE_TAG = "xmasq-testbed"
 _log = log.get("testbed")
+T = TypeVar("T")
 
 
 def with_own_sys(argv: list[str], keep: str) -> list[str]:
@@ -58,6 +61,11 @@ def with_own_sys(argv: list[str], keep: str) -> list[str]:
         f" && mount --move {keep} /sys/fs/bpf && exec {shlex.join(argv)}"
     )
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+
+
+def _etcd_member(member: int) -> tuple[str, str]:
+    """An etcd member's name and peer URL."""
+    return ("testbed" if not member else f"testbed-{member}"), f"http://127.0.0.1:{ETCD_PEER_PORT + member}"
 
 
 def _run(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -83,6 +91,19 @@ def _wait(what: str, ok, timeout: float) -> None:  # type: ignore[no-untyped-def
     raise RuntimeError(f"testbed: {what} did not come up within {timeout}s{last}")
 
 
+def _retrying(fn: Callable[[], T], timeout: float = 30) -> T:
+    """fn()'s result, tried again while it fails (etcd refuses to change its membership while the
+    member added last is new: connected for under 5 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 @dataclass
 class Testbed:
     __test__ = False  # not a pytest test class
@@ -100,7 +121,7 @@ class Testbed:
 
     @property
     def etcd_endpoint(self) -> str:
-        return f"http://{self.gateway}:{ETCD_PORT}"
+        return self.etcd_url(0)
 
     def host_ip(self, host: str) -> str:
         return str(ipaddress.IPv4Network(self.subnet).network_address + int(host[1:]))
@@ -198,27 +219,22 @@ class Testbed:
         _run("iptables", "-w", "-I", "FORWARD", "1", "-i", BRIDGE, "-o", BRIDGE, *tag, "-j", "ACCEPT")
         _run("iptables", "-w", "-I", "FORWARD", "2", "-i", BRIDGE, "!", "-o", BRIDGE, *tag, "-j", "DROP")
 
-    def _etcd(self) -> None:
-        data = os.path.join(self.data_dir, "etcd")
+    def _etcd(self, member: int = 0, cluster: str = "", state: str = "new") -> None:
+        """etcd member `member` (0: the testbed's own; more are added by `grow_etcd`), its client
+        port the next after the first's."""
+        name, peer = _etcd_member(member)
+        local = f"http://127.0.0.1:{ETCD_PORT + member}"
+        data = os.path.join(self.data_dir, "etcd" if not member else f"etcd-{member}")
         os.makedirs(data, exist_ok=True)
         with open(os.path.join(self.run_dir, "etcd.log"), "ab") as logf:
             proc = subprocess.Popen(
                 [
                     "etcd",
-                    "--name",
-                    "testbed",
-                    "--data-dir",
-                    data,
-                    "--listen-client-urls",
-                    f"{self.etcd_endpoint},http://127.0.0.1:{ETCD_PORT}",
-                    "--advertise-client-urls",
-                    self.etcd_endpoint,
-                    "--listen-peer-urls",
-                    _ETCD_PEER,
-                    "--initial-advertise-peer-urls",
-                    _ETCD_PEER,
-                    "--initial-cluster",
-                    f"testbed={_ETCD_PEER}",
+                    *("--name", name, "--data-dir", data),
+                    *("--listen-client-urls", f"{self.etcd_url(member)},{local}"),
+                    *("--advertise-client-urls", self.etcd_url(member)),
+                    *("--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer),
+                    *("--initial-cluster", cluster or f"{name}={peer}", "--initial-cluster-state", state),
                     *("--auto-compaction-mode", "periodic", "--auto-compaction-retention", "5m"),
                 ],
                 stdin=subprocess.DEVNULL,
@@ -226,20 +242,59 @@ class Testbed:
                 stderr=logf,
                 start_new_session=True,
             )
-        with open(os.path.join(self.run_dir, "etcd.pid"), "w") as f:
+        with open(self._etcd_pidfile(member), "w") as f:
             f.write(str(proc.pid))
-        _wait(
-            "etcd", lambda: _run("curl", "-sf", "-m", "1", f"http://127.0.0.1:{ETCD_PORT}/health").returncode == 0, 30
-        )
+        _wait("etcd", lambda: _run("curl", "-sf", "-m", "1", f"{local}/health").returncode == 0, 30)
+
+    def _etcd_pidfile(self, member: int) -> str:
+        return os.path.join(self.run_dir, "etcd.pid" if not member else f"etcd-{member}.pid")
+
+    def etcd_url(self, member: int = 0) -> str:
+        return f"http://{self.gateway}:{ETCD_PORT + member}"
 
     def stop_etcd(self) -> None:
-        daemon.stop(os.path.join(self.run_dir, "etcd.pid"), wait=10)
+        daemon.stop(self._etcd_pidfile(0), wait=10)
 
     def start_etcd(self) -> None:
         self._etcd()
 
+    def grow_etcd(self, members: int) -> None:
+        """The testbed's etcd grown to `members` members by runtime reconfiguration (as an operator
+        adds them: `member add`, then the new member started into the existing cluster); the
+        drivers keep talking to member 0. `shrink_etcd` takes them out again."""
+        for member in range(1, members):
+            name, peer = _etcd_member(member)
+            out = _retrying(functools.partial(self.etcdctl, "member", "add", name, f"--peer-urls={peer}")).stdout
+            cluster = next(line for line in out.splitlines() if line.startswith("ETCD_INITIAL_CLUSTER="))
+            self._etcd(member, cluster.split("=", 1)[1].strip('"'), "existing")
+
+    def shrink_etcd(self) -> None:
+        """Back to member 0 alone (the leadership moved to it first: removing the leader would
+        leave the cluster leaderless for an election)."""
+        members = json.loads(self.etcdctl("member", "list", "-w", "json").stdout)["members"]
+        first = next(m for m in members if m["name"] == _etcd_member(0)[0])
+        if self.etcd_leader() != first["ID"]:
+            self.etcdctl("move-leader", f"{first['ID']:x}", endpoint=self.etcd_leader_url())
+        for m in members:
+            if m["ID"] != first["ID"]:
+                _retrying(functools.partial(self.etcdctl, "member", "remove", f"{m['ID']:x}"))
+                member = int(m["name"].rsplit("-", 1)[1])
+                daemon.stop(self._etcd_pidfile(member), wait=10)
+                shutil.rmtree(os.path.join(self.data_dir, f"etcd-{member}"), ignore_errors=True)
+
+    def etcd_leader(self) -> int:
+        """The etcd leader's member id."""
+        return int(json.loads(self.etcdctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]["leader"])
+
+    def etcd_leader_url(self) -> str:
+        members = json.loads(self.etcdctl("member", "list", "-w", "json").stdout)["members"]
+        return next(m["clientURLs"][0] for m in members if m["ID"] == self.etcd_leader())
+
+    def etcdctl(self, *args: str, endpoint: str = "") -> subprocess.CompletedProcess[str]:
+        return _run("etcdctl", "--endpoints", endpoint or f"http://127.0.0.1:{ETCD_PORT}", *args)
+
     def save_etcd_snapshot(self, path: str) -> None:
-        _run("etcdctl", "--endpoints", f"http://127.0.0.1:{ETCD_PORT}", "snapshot", "save", path)
+        self.etcdctl("snapshot", "save", path)
 
     def replace_etcd_data(self, snapshot: str | None = None) -> None:
         """etcd losing its data: stopped, its data directory replaced by an empty one or by
@@ -256,12 +311,8 @@ class Testbed:
                 snapshot,
                 "--data-dir",
                 data,
-                "--name",
-                "testbed",
-                "--initial-cluster",
-                f"testbed={_ETCD_PEER}",
-                "--initial-advertise-peer-urls",
-                _ETCD_PEER,
+                *("--name", _etcd_member(0)[0], "--initial-cluster", "=".join(_etcd_member(0))),
+                *("--initial-advertise-peer-urls", _etcd_member(0)[1]),
             )
         self._etcd()
 
@@ -413,7 +464,9 @@ class Testbed:
         for host in hosts:
             _run("ip", "netns", "del", self.netns(host), check=False)
             _run("ip", "link", "del", self.netns(host), check=False)
-        self.stop_etcd()
+        for name in os.listdir(self.run_dir) if os.path.isdir(self.run_dir) else []:
+            if name.startswith("etcd") and name.endswith(".pid"):  # member 0 and any grow_etcd added
+                daemon.stop(os.path.join(self.run_dir, name), wait=10)
         _run("ip", "link", "del", BRIDGE, check=False)
         for line in _run("iptables", "-w", "-S", "FORWARD", check=False).stdout.splitlines():
             if RULE_TAG in line:
