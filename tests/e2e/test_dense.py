@@ -13,6 +13,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ import pytest
 
 from tests.conftest import report
 from tests.e2e.cluster import Cluster, Usage, driver_usage, links
-from xmasq_driver.dataplane.overlay import BRIDGE_PREFIX, HOST_VETH_PREFIX, VXLAN_PREFIX
+from xmasq_driver.dataplane.overlay import BRIDGE_PORTS, BRIDGE_PREFIX, HOST_VETH_PREFIX, VXLAN_PREFIX, bridge_name
 
 CONTAINERS = int(os.environ.get("XMASQ_TEST_DENSE", "100"))
 NETWORKS = int(os.environ.get("XMASQ_TEST_DENSE_NETWORKS", "25"))
@@ -128,3 +129,34 @@ def test_a_host_whose_endpoint_table_is_full_refuses_the_next_naming_the_setting
         tb.stop_driver("h1")
         tb.start_driver("h1")
     report(f"a host's endpoint table full (XMASQ_LOCAL_MAX=3): the 4th refused ({str(refused.value)[-90:]})")
+
+
+def test_a_full_bridge_refuses_the_next_endpoint_naming_the_limit():
+    """A network's containers on one host share a Linux bridge, which has at most BRIDGE_PORTS ports
+    (a kernel constant): the next endpoint is refused with an error that says so, and its veth
+    is gone. The driver's overlay in a namespace of its own, with a bridge and no vxlan device."""
+    ns = "xmtest-fullbr"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "add", bridge_name(999), "type", "bridge"], check=True)
+        script = f"""
+from xmasq_driver.dataplane.overlay import Overlay
+from xmasq_driver.errors import BackendError
+o, made = Overlay("lo"), 0
+try:
+    for i in range({BRIDGE_PORTS} + 1):
+        o.create_veth(f"{{i:012x}}" + "0" * 52, 999, "02:00:00:00:%02x:%02x" % (i >> 8, i & 255), 1450)
+        made += 1
+except BackendError as e:
+    print(made, e)
+"""
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", script], capture_output=True, text=True, check=True
+        ).stdout
+        made, error = out.strip().split(" ", 1)
+        veths = subprocess.run(["ip", "-n", ns, "-o", "link", "show", "type", "veth"], capture_output=True, text=True)
+        assert int(made) == BRIDGE_PORTS and "at most 1023 ports" in error, out
+        assert len(veths.stdout.splitlines()) == 2 * BRIDGE_PORTS  # the refused one's pair is gone
+    finally:
+        subprocess.run(["ip", "netns", "del", ns])
+    report(f"a network's bridge on one host full: endpoint {BRIDGE_PORTS + 1} refused ({error[:60]}...)")

@@ -55,6 +55,9 @@ def mac_for_ip(ip: ipaddress.IPv4Address) -> str:
 BRIDGE_PREFIX, VXLAN_PREFIX, HOST_VETH_PREFIX, CONTAINER_VETH_PREFIX = "xmbr", "xmvx", "xmh", "xmc"
 
 
+BRIDGE_PORTS = 1023  # the kernel's BR_MAX_PORTS (1024) less port 0, which it never gives out
+
+
 def bridge_name(vni: int) -> str:
     return f"{BRIDGE_PREFIX}{vni}"
 
@@ -291,7 +294,16 @@ class Overlay:
                 _delete_links(ipr, host)
                 raise BackendError(f"bridge {bridge_name(vni)} for vni {vni} is missing")
             host_index = ipr.link_lookup(ifname=host)[0]
-            ipr.link("set", index=host_index, master=br_index[0], state="up")
+            try:
+                ipr.link("set", index=host_index, master=br_index[0], state="up")
+            except NetlinkError as e:
+                if e.code != errno.EXFULL:
+                    raise
+                _delete_links(ipr, host)
+                raise BackendError(
+                    f"network of vni {vni} is full on this host: a Linux bridge has at most {BRIDGE_PORTS} ports,"
+                    " one of them the vxlan device's (put more containers on another network)"
+                ) from None
             # Pin the container's MAC to its port: the bridge must not keep delivering it to
             # the vxlan port after an address moved here from another host (a learned entry
             # would last until it ages out, 300 s).
