@@ -42,7 +42,7 @@ class Liveness:
         ttl: int = 10,
         grace: float = 5.0,
         hold: float = 30.0,
-        probe: Callable[[str], bool] = lambda ip: False,
+        probe: Callable[[set[str]], set[str]] = lambda ips: set(),
     ):
         self.store, self.record, self.probe = store, record, probe
         self._answering: set[str] = set()  # hosts gone from etcd, kept because they answer
@@ -131,11 +131,16 @@ class Liveness:
                 _log.info("host back", host=host, ip=hosts[host])
         live = dict(hosts)
         self.grace_ends = float("inf")
-        for host, ip in self._last_ip.items():
-            if host in hosts:
-                continue
+        gone = {host: ip for host, ip in self._last_ip.items() if host not in hosts}
+        due = set()  # past their grace period, not yet evicted: asked all at once
+        for host, ip in gone.items():
             since = self._missing_since.setdefault(host, now)
-            if since != -1 and now - since >= self.grace and self.probe(ip):
+            if since != -1 and now - since >= self.grace:
+                due.add(ip)
+        answering = self.probe(due) if due else set()
+        for host, ip in gone.items():
+            since = self._missing_since[host]
+            if ip in answering:
                 if host not in self._answering:
                     _log.warning(
                         "host gone from etcd but answers on the underlay: its endpoints kept", host=host, ip=ip

@@ -7,10 +7,12 @@ while it answers, and evict it once it does not (liveness.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
 import time
+from collections.abc import Collection
 
 TIMEOUT = 0.5  # seconds an echo is waited for
 _ECHO, _REPLY = 8, 0
@@ -24,8 +26,12 @@ def _checksum(data: bytes) -> int:
     return ~(total + (total >> 16)) & 0xFFFF
 
 
-def answers(ip: str, timeout: float = TIMEOUT) -> bool:
-    """True if `ip` answers an ICMP echo within `timeout` seconds."""
+def answering(ips: Collection[str], timeout: float = TIMEOUT) -> set[str]:
+    """Those of `ips` that answer an ICMP echo within `timeout` seconds: all asked at once, on one
+    socket (a rack of hosts lost together costs one timeout, not one each)."""
+    wanted, got = set(ips), set()
+    if not wanted:
+        return got
     ident, seq = os.getpid() & 0xFFFF, int(time.monotonic() * 1000) & 0xFFFF
     body = b"xmasq-liveness"
     header = struct.pack("!BBHHH", _ECHO, 0, 0, ident, seq)
@@ -33,14 +39,16 @@ def answers(ip: str, timeout: float = TIMEOUT) -> bool:
     deadline = time.monotonic() + timeout
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as s:
-            s.sendto(packet, (ip, 0))
-            while (left := deadline - time.monotonic()) > 0:
+            for ip in wanted:
+                with contextlib.suppress(OSError):  # no route to this one: it does not answer
+                    s.sendto(packet, (ip, 0))
+            while got != wanted and (left := deadline - time.monotonic()) > 0:
                 s.settimeout(left)
                 data, (source, _) = s.recvfrom(2048)
                 start = (data[0] & 0x0F) * 4  # past the IP header
                 kind, _, _, rid, rseq = struct.unpack("!BBHHH", data[start : start + 8])
-                if source == ip and kind == _REPLY and (rid, rseq) == (ident, seq):
-                    return True
-    except OSError:  # timed out, or no route to it
-        return False
-    return False
+                if source in wanted and kind == _REPLY and (rid, rseq) == (ident, seq):
+                    got.add(source)
+    except OSError:  # timed out
+        pass
+    return got

@@ -86,7 +86,7 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler,
     ipam = IpamDriver(store, records)
     port = config.wireguard_port if tunnel.public_key else 0
     record = HostRecord(underlay.ip, tunnel.public_key, port)
-    liveness = Liveness(store, record, config.host_ttl, config.host_grace, config.restore_hold, probe.answers)
+    liveness = Liveness(store, record, config.host_ttl, config.host_grace, config.restore_hold, probe.answering)
     reconciler = Reconciler(store, state, overlay, datapath, firewall, liveness, records, tunnel, config.resync)
 
     def rotate_key() -> str:
