@@ -29,7 +29,7 @@ def _checksum(data: bytes) -> int:
 def answering(ips: Collection[str], timeout: float = TIMEOUT) -> set[str]:
     """Those of `ips` that answer an ICMP echo within `timeout` seconds: all asked at once, on one
     socket (a rack of hosts lost together costs one timeout, not one each)."""
-    wanted, got = set(ips), set()
+    wanted, got = set(ips), set[str]()
     if not wanted:
         return got
     ident, seq = os.getpid() & 0xFFFF, int(time.monotonic() * 1000) & 0xFFFF
