@@ -1,6 +1,6 @@
 # XMasq for Docker. `make run` starts everything; `make test` runs the suite (as root, or with sudo).
 VENV   := .venv
-PYTEST := $(VENV)/bin/pytest
+PYTEST := $(VENV)/bin/pytest --durations=20  # the slowest tests named, to keep the suite inside its 30 minutes
 
 .PHONY: run stop setup dev test test-engines test-release lint unit e2e partition dense soak demo bench bench-services scale converge profile install units plugin
 
@@ -47,11 +47,11 @@ partition: dev  ## a testbed host cut off from etcd for PARTITION seconds (defau
 	@RESTART=1 scripts/run.sh
 	XMASQ_TEST_PARTITION=$(or $(PARTITION),600) $(PYTEST) tests/e2e/test_faults.py -k partitioned_from_etcd
 
-dense: dev      ## a dense testbed host: CONTAINERS on one network (default 1000; the suite: 100), NETWORKS networks (default 250; the suite: 25)
+dense: dev      ## a dense testbed host: CONTAINERS on one network (default 1000; the suite: 60), NETWORKS networks (default 250; the suite: 15)
 	@RESTART=1 scripts/run.sh
 	XMASQ_TEST_DENSE=$(or $(CONTAINERS),1000) XMASQ_TEST_DENSE_NETWORKS=$(or $(NETWORKS),250) $(PYTEST) tests/e2e/test_dense.py
 
-soak: dev       ## churn under traffic on 3 testbed hosts for DURATION seconds (default 7200; the suite: 120), a driver restart and an etcd leader change in the middle
+soak: dev       ## churn under traffic on 3 testbed hosts for DURATION seconds (default 7200; the suite: 90), a driver restart and an etcd leader change in the middle
 	@RESTART=1 scripts/run.sh
 	XMASQ_TEST_SOAK=$(or $(DURATION),7200) $(PYTEST) tests/e2e/test_soak.py
 

@@ -146,23 +146,29 @@ def _fdb_hosts(tb, host: str, vni: int) -> set[str]:  # type: ignore[no-untyped-
 def test_a_host_whose_underlay_address_changes_keeps_its_peers(cl, tb):
     """h1's underlay address changes under running containers: its record, its vxlan devices,
     every peer's FDB and fast-path entries follow; traffic from every peer resumes within 5 s; no
-    entry for the old address is left anywhere. Then back, as the testbed had it."""
+    entry for the old address is left anywhere; an encrypted network's WireGuard peers follow too.
+    Then back, as the testbed had it."""
     net = cl.network("renum", "10.243.0.0/24")
+    enc = cl.network("renum-enc", "10.244.0.0/24", {"encrypted": ""}, hosts=["h1", "h2"])
     vni = cl.vni(net)
     a = cl.run("h1", "renum-a", net, SERVE)
     peers = [cl.run("h2", "renum-b", net), cl.run("h3", "renum-c", net)]
     ip_a = cl.ip(a, net)
-    for p in peers:  # the slow path carried them: the fast path has learned the flows
-        cl.sh(p, f"udpecho wait {ip_a} 5001 10")
+    sealed = cl.run("h1", "renum-ea", enc, SERVE)
+    sealed_peer, ip_sealed = cl.run("h2", "renum-eb", enc), cl.ip(sealed, enc)
+    for p, ip in (*((p, ip_a) for p in peers), (sealed_peer, ip_sealed)):  # the fast path has learned the flows
+        cl.sh(p, f"udpecho wait {ip} 5001 10")
     old = tb.host_ip("h1")
     new = str(ipaddress.ip_address(old) + 200)  # a testbed address nobody else has
     resumed = {}
     for before, after in ((old, new), (new, old)):
         start = time.monotonic()
         _renumber(tb, "h1", before, after)
-        for p in peers:
-            cl.sh(p, f"udpecho wait {ip_a} 5001 15")
+        for p, ip in (*((p, ip_a) for p in peers), (sealed_peer, ip_sealed)):
+            cl.sh(p, f"udpecho wait {ip} 5001 15")
             resumed[(after, p.name)] = time.monotonic() - start
+        wg = ["ip", "netns", "exec", tb.netns("h2"), "wg", "show", "xmwg-h2", "endpoints"]
+        assert f"{after}:" in subprocess.run(wg, capture_output=True, text=True).stdout  # h2's peer for h1
         until(lambda a=after: json.loads(cl.kv.get(HOSTS.key("h1")) or "{}").get("ip") == a, 5)
         link = subprocess.run(
             ["ip", "-d", "-n", tb.netns("h1"), "link", "show", vxlan_name(vni)], capture_output=True, text=True
@@ -178,7 +184,8 @@ def test_a_host_whose_underlay_address_changes_keeps_its_peers(cl, tb):
     report(
         f"h1's underlay address changed under traffic ({old} -> {new} and back): every peer reached its"
         f" container again after {min(resumed.values()):.1f}-{worst:.1f} s; FDB and fast-path entries of h2"
-        " and h3, h1's vxlan device and its host record follow; no entry for the old address left"
+        " and h3, h1's vxlan device and its host record follow, and h2's WireGuard peer (an encrypted network"
+        " resumed too); no entry for the old address left"
     )
     assert worst < 5.0, resumed
 
