@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import os
 import re
 import shutil
@@ -28,13 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
 
+from bench import ebpf
 from bench import run as bench
 from lab import require
 from lab.testbed import Testbed
 
-PROGRAMS = ("from_container", "to_container", "to_nic", "from_nic")
 SCENARIOS = ("host", "xmasq-on")
 FREQ = 4999  # perf samples per second and CPU
 COMMS = re.compile(r"^(sockperf|swapper|ksoftirqd/\d+)$")
@@ -54,25 +52,17 @@ AREAS = (
 )
 
 
-def bpf_stats() -> dict[int, dict[str, Any]]:
-    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True, check=True).stdout
-    return {p["id"]: p for p in json.loads(out) if p.get("name") in PROGRAMS}
-
-
 def per_program(runner: bench.Runner, ip: str, seconds: int) -> None:
     t = str(seconds)
     for what, argv in (
         (f"iperf3 TCP, {t} s", ["iperf3", "-c", ip, "-t", t]),
         (f"sockperf UDP ping-pong, {t} s", ["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", t]),
     ):
-        before = bpf_stats()
-        runner(argv)
+        with ebpf.stats_enabled():
+            costs = ebpf.cost(lambda argv=argv: runner(argv))
         print(what)
-        for pid, prog in sorted(bpf_stats().items()):
-            runs = prog.get("run_cnt", 0) - before.get(pid, {}).get("run_cnt", 0)
-            ns = prog.get("run_time_ns", 0) - before.get(pid, {}).get("run_time_ns", 0)
-            if runs:
-                print(f"  prog {pid:5d} {prog['name']:15s} {runs:9d} runs {ns / runs:7.0f} ns/run")
+        for name, (runs, ns) in sorted(costs.items()):
+            print(f"  {name:15s} {runs:9d} runs {ns:7.0f} ns/run")
 
 
 def parse_perf(report: str) -> dict[str, float]:
@@ -143,12 +133,10 @@ def main() -> int:
     tb = Testbed.up(2)
     bed = bench.Bench(tb, args.seconds, SCENARIOS, args.cpu)
     tmp = tempfile.mkdtemp(prefix="xmasq-profile-")
-    subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
     try:
         bed.setup()
         runner, ip = bed.targets["xmasq-on"]
         per_program(runner, ip, args.seconds)
-        subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=True)  # its clock reads cost too
         if not shutil.which("perf"):
             print("CPU per round trip: skipped, perf is not installed (Debian: apt-get install linux-perf)")
             return 0
@@ -159,7 +147,6 @@ def main() -> int:
         print(f"CPU per UDP round trip (us), clients and servers on CPU {args.cpu}, medians of {args.pairs} pairs")
         print(breakdown_table(pairs))
     finally:
-        subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=False)
         bed.close()
         tb.down()
         shutil.rmtree(tmp, ignore_errors=True)

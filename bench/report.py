@@ -226,10 +226,30 @@ def report(by_mode: dict[str, Samples], control: dict[str, Any], pin: int) -> st
     )
 
 
+Programs = dict[str, dict[str, dict[str, dict[str, float]]]]  # mode -> scenario -> workload -> program -> ns
+
+
+def programs_table(programs: Programs) -> str:
+    """ns per packet of each eBPF program: a row per program and workload, a column per scenario
+    and mode (-: the program did not run there)."""
+    columns = [(mode, scenario) for mode, by in programs.items() for scenario in by]
+    runs = [(w, name) for by in programs.values() for ws in by.values() for w, names in ws.items() for name in names]
+    header = ["| program | workload | " + " | ".join(f"{s}, {m}" for m, s in columns) + " |"]
+    header.append("|---|---|" + "---|" * len(columns))
+    rows = []
+    for w, name in sorted(set(runs), key=lambda r: (r[1], r[0])):
+        cells = [programs[m][s].get(w, {}).get(name) for m, s in columns]
+        rows.append(f"| {name} | {w} | " + " | ".join("-" if c is None else f"{c:.0f}" for c in cells) + " |")
+    return "\n".join([*header, *rows])
+
+
 def write_report(record: dict[str, Any], out: str, name: str) -> str:
     """The markdown report and the charts of a run's record (bench-NAME.md, bench-NAME-*.png)."""
     by_mode = record["samples"]
     md = report(by_mode, record["control"], record["pin"])
+    if record.get("programs"):
+        costs = programs_table(record["programs"])
+        md += f"\n\n### eBPF programs, ns per packet (the kernel's run-time statistics)\n\n{costs}"
     groups = {"Cross-host": CROSS, "Same host": SAME, "IPv6 cross-host": IPV6, "Encrypted cross-host": ENCRYPTED}
     pngs = [ratio_chart(by_mode, groups, os.path.join(out, f"bench-{name}-ratios.png"))]
     for mode, samples in by_mode.items():

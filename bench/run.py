@@ -25,7 +25,9 @@ encrypted network's MTU of 1390: they fragment there), TCP and UDP request-respo
 p50/p99 (sockperf ping-pong), and applications with their own clients: nginx serving a small file to
 wrk (requests/s, p99), redis GET from redis-benchmark and memcached from memaslap, each with 1 and
 with 50 connections. Control plane: docker run -> first ping from the other host, and 50 containers
-starting at once on one host (xmasq vs bridge). Writes a markdown table per mode (ratios of xmasq-on
+starting at once on one host (xmasq vs bridge). The eBPF programs' cost: ns per packet of each,
+from the kernel's run-time statistics (on only then), during a TCP stream and a UDP ping-pong on
+the fast path, across hosts and on one host, both modes. Writes a markdown table per mode (ratios of xmasq-on
 to each alternative), a JSON file with every raw sample and the machine, and PNG charts: the ratios
 at a glance (> 1: xmasq better) and each metric's values (bars with min-max whiskers). --quick (make
 bench QUICK=1) measures host and xmasq-on in both modes, 2 rounds of 1 s: a check of a change in
@@ -52,6 +54,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench import ebpf
 from bench.report import CROSS, ENCRYPTED, IPV6, MODES, SAME, Samples, write_report
 from lab.image import NGINX_CONF, ensure_image
 from lab.testbed import Testbed
@@ -59,6 +62,7 @@ from xmasq_driver.control.model import overhead
 
 UNDERLAY6 = "fd00:fb::"  # the testbed hosts' IPv6 addresses while the benchmark runs (h<i>: UNDERLAY6 + i)
 QUICK = ("host", "xmasq-on")  # a change check in under 4 minutes
+EBPF_SCENARIOS = ("xmasq-on", "xmasq-on-local", "xmasq-enc")  # whose programs' ns per packet the report shows
 # xmasq networks: the fast path's setting, flow steering (None: the driver's default), subnets, other options
 XMASQ: dict[str, tuple[str, str | None, tuple[str, ...], dict[str, str]]] = {
     "off": ("off", None, ("10.250.0.0/24",), {}),
@@ -443,6 +447,22 @@ class Bench:
             self.containers.pop(n).remove(force=True)
         return took
 
+    # -- the eBPF programs' cost -------------------------------------------
+    def program_costs(self, scenario: str, pinned: bool) -> dict[str, dict[str, float]]:
+        """ns per packet of each program, during a TCP stream and a UDP ping-pong (the kernel's
+        statistics on for these only)."""
+        run, ip = self.client(scenario, pinned)
+        t = str(self.seconds)
+        workloads = {
+            "TCP": ["iperf3", "-c", ip, "-t", t],
+            "UDP rr": ["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", t],
+        }
+        costs = {}
+        with ebpf.stats_enabled():
+            for what, argv in workloads.items():
+                costs[what] = {name: ns for name, (_, ns) in ebpf.cost(lambda argv=argv: run(argv)).items()}
+        return costs
+
     def close(self) -> None:
         for c in self.containers.values():
             c.remove(force=True)
@@ -554,6 +574,10 @@ def main(argv: list[str] | None = None) -> int:
         for net, key in ((f"{PREFIX}on", "xmasq-on-local"), (f"{PREFIX}bridge", "bridge")):
             if key in scenarios:
                 control[f"start_{containers}_s[{key.replace('-local', '')}]"] = bench.start_many(net, containers)
+        measured = [s for s in EBPF_SCENARIOS if s in scenarios]
+        if measured:
+            print(f"[bench] eBPF ns per packet ({', '.join(measured)})", file=sys.stderr, flush=True)
+        programs = {m: {s: bench.program_costs(s, m == "pinned") for s in measured} for m in modes if measured}
     finally:
         bench.close()
         if own:
@@ -566,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         "pin": args.pin,
         "samples": by_mode,
         "control": control,
+        "programs": programs,
         "skipped": skipped,
         "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "testbed": "2 hosts, veth underlay"},
     }

@@ -42,10 +42,13 @@ def test_quick_mode_smallest_scenario(tb, tmp_path):
         for r in record["samples"][mode]["xmasq-on6"]:  # over IPv6, what its tools measure
             assert r["tcp_gbps"] > 0 and r["udp1400_gbps"] > 0 and r["redis_c1_per_s"] > 0
         assert (tmp_path / f"bench-quick-{mode}-cross-host.png").stat().st_size > 1000
+        costs = record["programs"][mode]["xmasq-on"]  # each fast-path program's ns per packet
+        assert all(costs["TCP"][p] > 0 for p in ("from_container", "to_nic", "from_nic")), costs
+        assert costs["UDP rr"]["from_container"] > 0, costs
     assert len(record["control"]["run_to_ping_s[xmasq-on]"]) == 3
     report = (tmp_path / "bench-quick.md").read_text()
     assert "| tcp_gbps |" in report and "| redis_c1_per_s |" in report and "pinned to CPU 1" in report
-    assert "### Cross-host over IPv6" in report
+    assert "### Cross-host over IPv6" in report and "### eBPF programs, ns per packet" in report
     # The report is made again from the record alone, by the reporting module.
     (tmp_path / "bench-quick.md").unlink()
     again = [sys.executable, "-m", "bench.report", "--render", str(tmp_path / "bench-quick.json")]

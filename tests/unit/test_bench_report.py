@@ -139,3 +139,17 @@ def test_dockers_encrypted_overlay_is_measured_only_where_the_kernel_has_esp(mon
     }
     report.write_report(record, str(tmp_path), "t")
     assert "Not measured: overlay-enc: no ESP in this kernel" in (tmp_path / "bench-t.md").read_text()
+
+
+def test_the_programs_cost_per_packet_is_a_row_per_program_and_workload() -> None:
+    programs = {
+        "unpinned": {"xmasq-on": {"TCP": {"from_container": 412.4, "to_nic": 70.0}, "UDP rr": {"from_nic": 390.6}}},
+        "pinned": {"xmasq-on": {"TCP": {"from_container": 401.0}}},
+    }
+    assert report.programs_table(programs).splitlines() == [
+        "| program | workload | xmasq-on, unpinned | xmasq-on, pinned |",
+        "|---|---|---|---|",
+        "| from_container | TCP | 412 | 401 |",
+        "| from_nic | UDP rr | 391 | - |",
+        "| to_nic | TCP | 70 | - |",
+    ]
