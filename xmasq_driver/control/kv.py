@@ -278,7 +278,10 @@ class _Stream:
                 if not self.closed:  # etcd ended the stream (it stopped or restarted)
                     self._queue.put(BackendError("etcd watch stream closed by etcd"))
                 return
-            except requests.exceptions.RequestException as e:
+            except (requests.exceptions.RequestException, AttributeError, ValueError) as e:
+                # A response closed under its reader (a new watch replaced this one) fails inside
+                # http.client's read with AttributeError or ValueError; a line that is not JSON
+                # with ValueError: the stream is reported broken, never a dead thread.
                 if self.closed:
                     return
                 quiet = isinstance(e, requests.exceptions.ConnectionError) and "Read timed out" in str(e)
