@@ -17,8 +17,8 @@ from typing import Any
 from lab import require
 
 # What the benchmark measures, by name: run.py measures these scenarios in these modes.
-CROSS = ("host", "overlay", "xmasq-off", "xmasq-on", "xmasq-nosteer")
-SAME = ("host-local", "bridge", "xmasq-off-local", "xmasq-on-local", "xmasq-nosteer-local")
+CROSS = ("host", "host-container", "overlay", "xmasq-off", "xmasq-on", "xmasq-nosteer")
+SAME = ("host-local", "host-container-local", "bridge", "xmasq-off-local", "xmasq-on-local", "xmasq-nosteer-local")
 # Across hosts over IPv6: the host network on IPv6 underlay addresses, and a dual-stack xmasq network
 IPV6 = ("host6", "xmasq-on6")
 # Across hosts, encrypted: the bare tunnel (wireguard-go between the host namespaces, no overlay),
@@ -215,8 +215,10 @@ def report(by_mode: dict[str, Samples], control: dict[str, Any], pin: int) -> st
     parts = []
     for mode, samples in by_mode.items():
         heading = "unpinned" if mode == "unpinned" else f"client and server pinned to CPU {pin}"
-        parts.append(f"### Cross-host, {heading} (client on h1, server on h2)\n\n{table(samples, CROSS)}")
-        parts.append(f"### Same host, {heading} (client and server on h2)\n\n{table(samples, SAME)}")
+        where = "client on h1, server on h2; host-container: on h3"
+        parts.append(f"### Cross-host, {heading} ({where})\n\n{table(samples, CROSS)}")
+        where = "client and server on h2; host-container-local: on h3"
+        parts.append(f"### Same host, {heading} ({where})\n\n{table(samples, SAME)}")
         parts.append(f"### Cross-host over IPv6, {heading} (a dual-stack network)\n\n{table(samples, IPV6)}")
         if samples.get("xmasq-enc"):
             enc = table(samples, ENCRYPTED)
@@ -282,8 +284,8 @@ README_ROWS = (
     ("CPU per GB (inverse)", "cpu_s_per_gb"),
 )
 README_GROUPS = (
-    ("across hosts", "xmasq-on", ("overlay", "host", "xmasq-nosteer")),
-    ("on one host", "xmasq-on-local", ("bridge", "host-local", "xmasq-nosteer-local")),
+    ("across hosts", "xmasq-on", ("overlay", "host", "host-container", "xmasq-nosteer")),
+    ("on one host", "xmasq-on-local", ("bridge", "host-local", "host-container-local", "xmasq-nosteer-local")),
     ("across hosts, IPv6", "xmasq-on6", ("host6",)),
     ("across hosts, encrypted", "xmasq-enc", ("wg-bare", "wg-veth", "xmasq-on", "xmasq-enc-off")),
 )

@@ -2,32 +2,35 @@
 
     .venv/bin/python -m bench.run [--quick] [--rounds N] [--seconds S] [--modes M] [--pin CPU] [--out results/]
 
-Two testbed hosts (network namespaces on a veth underlay on this machine, so absolute numbers are
-not NIC numbers), which also form a swarm for Docker's overlay driver. Cross-host (client on h1,
-server on h2): the host network between the two host namespaces (the ceiling), Docker's overlay (an
-attachable swarm network), xmasq with the fast path off (its standard overlay), on (the default flow
-steering), and on without flow steering (`-o xmasq.steer=off`, the setting the default trades
-against). Encrypted, across hosts: the bare tunnel (wireguard-go between the two host namespaces, no
-overlay), the same with a namespace on a veth behind each end, routed (wg-veth: the best a design
-that gives a container its own namespace can reach), plain xmasq, and an `--opt encrypted` xmasq
-network with its fast path and without, and Docker's encrypted overlay (`--opt encrypted`, IPsec)
-where the kernel has ESP (`modprobe esp4`; this one has not: the report says it was not measured).
-Across hosts over IPv6: the host network on IPv6 addresses the benchmark gives the underlay, and a
-dual-stack xmasq network (fast path on) carrying IPv6, measured with iperf3 and redis (the tools
-here that speak IPv6; sockperf 3.7, memaslap and the image's nginx configuration do not). Same host
-(client and server on h2): the host network (both in h2's namespace), Docker's bridge driver, and
-the same three xmasq networks. Every scenario runs in two modes, unpinned and with client and server
-pinned to one CPU (--pin, default 1), in one run: each round measures every mode and scenario back
-to back, and each figure is the median over rounds with min and max. Metrics: TCP throughput with 1
-and 4 streams and retransmits (iperf3), CPU seconds per GB moved (the whole machine's busy time from
-/proc/stat during the 1-stream run), UDP throughput with 1400-byte datagrams (larger than an
-encrypted network's MTU of 1390: they fragment there), TCP and UDP request-response rate and latency
-p50/p99 (sockperf ping-pong), and applications with their own clients: nginx serving a small file to
-wrk (requests/s, p99), redis GET from redis-benchmark and memcached from memaslap, each with 1 and
-with 50 connections. Control plane: docker run -> first ping from the other host, and 50 containers
-starting at once on one host (xmasq vs bridge). The eBPF programs' cost: ns per packet of each,
-from the kernel's run-time statistics (on only then), during a TCP stream and a UDP ping-pong on
-the fast path, across hosts and on one host, both modes. Writes a markdown table per mode (ratios of xmasq-on
+Two testbed hosts (three with host-container; network namespaces on a veth underlay on this machine,
+so absolute numbers are not NIC numbers), which also form a swarm for Docker's overlay driver.
+Cross-host (client on h1, server on h2): the host network between the two host namespaces (the
+ceiling), the same from containers run with `--network host` (host-container, h1 to h3 on a third
+host: the ceiling with a container's cgroup, seccomp and exec costs, the honest upper bound for any
+overlay), Docker's overlay (an attachable swarm network), xmasq with the fast path off (its standard
+overlay), on (the default flow steering), and on without flow steering (`-o xmasq.steer=off`, the
+setting the default trades against). Encrypted, across hosts: the bare tunnel (wireguard-go between
+the two host namespaces, no overlay), the same with a namespace on a veth behind each end, routed
+(wg-veth: the best a design that gives a container its own namespace can reach), plain xmasq, and an
+`--opt encrypted` xmasq network with its fast path and without, and Docker's encrypted overlay
+(`--opt encrypted`, IPsec) where the kernel has ESP (`modprobe esp4`; this one has not: the report
+says it was not measured). Across hosts over IPv6: the host network on IPv6 addresses the benchmark
+gives the underlay, and a dual-stack xmasq network (fast path on) carrying IPv6, measured with
+iperf3 and redis (the tools here that speak IPv6; sockperf 3.7, memaslap and the image's nginx
+configuration do not). Same host (client and server on h2): the host network (both in h2's
+namespace; from containers: on h3), Docker's bridge driver, and the same three xmasq networks. Every
+scenario runs in two modes, unpinned and with client and server pinned to one CPU (--pin, default
+1), in one run: each round measures every mode and scenario back to back, and each figure is the
+median over rounds with min and max. Metrics: TCP throughput with 1 and 4 streams and retransmits
+(iperf3), CPU seconds per GB moved (the whole machine's busy time from /proc/stat during the
+1-stream run), UDP throughput with 1400-byte datagrams (larger than an encrypted network's MTU of
+1390: they fragment there), TCP and UDP request-response rate and latency p50/p99 (sockperf
+ping-pong), and applications with their own clients: nginx serving a small file to wrk (requests/s,
+p99), redis GET from redis-benchmark and memcached from memaslap, each with 1 and with 50
+connections. Control plane: docker run -> first ping from the other host, and 50 containers starting
+at once on one host (xmasq vs bridge). The eBPF programs' cost: ns per packet of each, from the
+kernel's run-time statistics (on only then), during a TCP stream and a UDP ping-pong on the fast
+path, across hosts and on one host, both modes. Writes a markdown table per mode (ratios of xmasq-on
 to each alternative), a JSON file with every raw sample and the machine, and PNG charts: the ratios
 at a glance (> 1: xmasq better) and each metric's values (bars with min-max whiskers). --quick (make
 bench QUICK=1) measures host and xmasq-on in both modes, 2 rounds of 1 s: a check of a change in
@@ -202,6 +205,14 @@ class Bench:
             for scenario, client in (("host", "h1"), ("host-local", "h2")):
                 self.targets[scenario] = (self._in_netns(self.tb.netns(client)), self.tb.host_ip("h2"))
                 self.servers[scenario] = lambda: self._netns_servers(h2)
+        if {"host-container", "host-container-local"} & set(self.scenarios):
+            # The host network from inside containers (their cgroup, seccomp and exec): the honest
+            # upper bound for any overlay. Server on h3, so its ports do not meet the host scenarios'.
+            server = self._run("h3", f"{PREFIX}host-container-server", "host", SERVERS)
+            for scenario, client in (("host-container", "h1"), ("host-container-local", "h3")):
+                c = self._run(client, f"{PREFIX}{scenario}-client", "host", "sleep 100000")
+                self.targets[scenario] = (lambda argv, c=c: _exec(c, argv), self.tb.host_ip("h3"))
+                self.servers[scenario] = lambda s=server: _container_pids(s)
         if {"wg-bare", "wg-veth"} & set(self.scenarios):
             self._bare_wireguard()
             self.targets["wg-bare"] = (self._in_netns(self.tb.netns("h1")), BARE_WG["address"].format(i=2))
@@ -550,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--modes: one or both of {', '.join(MODES)}")
     tb = Testbed.load() if args.use_testbed else None
     own = tb is None
-    tb = tb or Testbed.up(2)
+    hosts = 3 if {"host-container", "host-container-local"} & set(scenarios) else 2
+    tb = tb or Testbed.up(hosts)
     bench = Bench(tb, seconds, scenarios, args.pin)
     by_mode: dict[str, Samples] = {m: {s: [] for s in scenarios} for m in modes}
     control: dict[str, Any] = {}
@@ -592,7 +604,11 @@ def main(argv: list[str] | None = None) -> int:
         "control": control,
         "programs": programs,
         "skipped": skipped,
-        "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "testbed": "2 hosts, veth underlay"},
+        "machine": {
+            "kernel": platform.release(),
+            "cpus": os.cpu_count(),
+            "testbed": f"{len(tb.hosts)} hosts, veth underlay",
+        },
     }
     name = "quick" if args.quick else "full"
     os.makedirs(args.out, exist_ok=True)

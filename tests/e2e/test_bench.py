@@ -18,7 +18,7 @@ def test_quick_mode_smallest_scenario(tb, tmp_path):
             "bench.run",
             "--quick",
             "--scenarios",
-            "xmasq-on,xmasq-on6",
+            "xmasq-on,xmasq-on6,host-container",
             "--use-testbed",
             "--out",
             str(tmp_path),
@@ -39,6 +39,8 @@ def test_quick_mode_smallest_scenario(tb, tmp_path):
             assert r["tcp_rr_per_s"] > 0 and r["udp_rr_per_s"] > 0 and r["http_rps"] > 0
             assert r["redis_c1_per_s"] > 0 and r["redis_c50_per_s"] > 0
             assert r["memcached_c1_per_s"] > 0 and r["memcached_c50_per_s"] > 0
+        for r in record["samples"][mode]["host-container"]:  # the host network from --network host containers
+            assert r["tcp_gbps"] > 0 and r["udp_rr_per_s"] > 0 and r["http_rps"] > 0
         for r in record["samples"][mode]["xmasq-on6"]:  # over IPv6, what its tools measure
             assert r["tcp_gbps"] > 0 and r["udp1400_gbps"] > 0 and r["redis_c1_per_s"] > 0
         assert (tmp_path / f"bench-quick-{mode}-cross-host.png").stat().st_size > 1000
@@ -48,6 +50,7 @@ def test_quick_mode_smallest_scenario(tb, tmp_path):
     assert len(record["control"]["run_to_ping_s[xmasq-on]"]) == 3
     report = (tmp_path / "bench-quick.md").read_text()
     assert "| tcp_gbps |" in report and "| redis_c1_per_s |" in report and "pinned to CPU 1" in report
+    assert "on / host-container" in report  # xmasq-on set against it
     assert "### Cross-host over IPv6" in report and "### eBPF programs, ns per packet" in report
     # The report is made again from the record alone, by the reporting module.
     (tmp_path / "bench-quick.md").unlink()

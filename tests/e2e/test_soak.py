@@ -37,6 +37,17 @@ def _etcd_size(cl: Cluster, tb: Any) -> tuple[int, int]:
     return len(cl.kv.get_prefix(PREFIX)), int(status.get("dbSizeInUse") or status["dbSize"])
 
 
+def _logs_around(tb: Any, hosts: list[str], when: float) -> str:
+    """Each host driver's log lines from 2 s before `when` (a wall-clock time) to 5 s after."""
+    # stamped as log.py stamps them: local time, to the second
+    stamps = {time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(when + d)) for d in range(-2, 6)}
+    found = []
+    for h in hosts:
+        with open(tb.path(h, "xmasq.log")) as f:
+            found += [f"{h} {line.rstrip()}" for line in f if line[:19] in stamps]
+    return "\n".join(found[-80:])
+
+
 def _flat(series: list[float]) -> tuple[float, float]:
     """The medians of the first and second half of a process's samples after its warm-up."""
     kept = series[int(len(series) * WARM_UP) :]
@@ -89,7 +100,7 @@ def test_a_soak_of_churn_under_traffic_with_a_driver_restart_and_an_etcd_leader_
                     samples[h].append((u.pid, u.rss_mib, u.fds))
                 sizes.append((now, _etcd_size(cl, tb)[1]))
                 next_sample = now + max(5.0, DURATION / 60)
-            host, name = hosts[n % 3], f"soak-{n}"
+            host, name, began = hosts[n % 3], f"soak-{n}", time.time()
             n += 1
             try:  # a new container reaches the server (across hosts, or on h1 itself), then goes
                 c = cl.run(host, name, net)
@@ -97,7 +108,7 @@ def test_a_soak_of_churn_under_traffic_with_a_driver_restart_and_an_etcd_leader_
                 cl.remove(c)
                 cycles += 1
             except (docker.errors.APIError, AssertionError) as e:
-                failures.append((time.monotonic() - start, name, str(e)[:300]))
+                failures.append((time.monotonic() - start, name, str(e)[:300], began))
                 with contextlib.suppress(docker.errors.NotFound):
                     cl.dk[host].containers.get(name).remove(force=True)
                 cl.containers[:] = [x for x in cl.containers if x.name != name]
@@ -107,30 +118,31 @@ def test_a_soak_of_churn_under_traffic_with_a_driver_restart_and_an_etcd_leader_
         keys1, _ = _etcd_size(cl, tb)
     finally:
         tb.shrink_etcd()
+    # The figures first (reported also when a check below fails), then the checks.
     unplanned = [f for f in failures if not any(a <= f[0] <= b + GAP for _, a, b in gaps)]
-    assert not unplanned, (unplanned, gaps)
-    received = {name: out.split(" packets received")[0].rsplit(", ", 1)[1] for name, out in pings.items()}
-    assert all(f"{count} packets transmitted, {count} packets received" in out for out in pings.values()), pings
-    assert keys1 == keys0, (keys0, keys1)
+    received = {name: out.split(" packets received")[0].rsplit(", ", 1)[-1] for name, out in pings.items()}
     flat = {}
     for h in hosts:
         last_pid = samples[h][-1][0]
         own = [s for s in samples[h] if s[0] == last_pid]  # h2's: since its restart
-        rss, fds = _flat([s[1] for s in own]), _flat([float(s[2]) for s in own])
-        flat[h] = (rss, fds)
-        assert rss[1] <= rss[0] * 1.05 and fds[1] <= fds[0] * 1.05, (h, rss, fds)
+        flat[h] = (_flat([s[1] for s in own]), _flat([float(s[2]) for s in own]))
     half = [size for t, size in sizes if t < DURATION / 2], [size for t, size in sizes if t >= DURATION / 2]
-    if DURATION >= COMPACTED_AFTER:
-        assert max(half[1]) <= max(half[0]) * 1.1, sizes
     kib = 1 << 10
     planned = "; ".join(f"{w} at {a:.0f}-{b:.0f} s" for w, a, b in gaps)
     rss = ", ".join(f"{h} {v[0][0]:.0f}->{v[0][1]:.0f}" for h, v in flat.items())
     fds = ", ".join(f"{h} {v[1][0]:.0f}->{v[1][1]:.0f}" for h, v in flat.items())
     size = f"{sizes[0][1] / kib:.0f} -> {sizes[-1][1] / kib:.0f} KiB (max {max(s for _, s in sizes) / kib:.0f})"
     report(
-        f"soak {DURATION / 60:.0f} min, 3 hosts: {cycles} containers made, reached and removed (one per"
-        f" {CHURN_PERIOD:.0f} s), {len(failures)} failed, all in planned gaps ({planned}); pings h2/h3 -> h1:"
-        f" {count} each, received {', '.join(received.values())}; driver RSS MiB, first half -> second: {rss};"
-        f" fds {fds}; etcd keys {keys0} -> {keys1}, size in use {size}"
+        f"soak {DURATION / 60:.1f} min, 3 hosts: {cycles} containers made, reached and removed (one per"
+        f" {CHURN_PERIOD:.0f} s), {len(failures)} failed, {len(unplanned)} outside the planned gaps ({planned});"
+        f" pings h2/h3 -> h1: {count} each, received {', '.join(received.values())}; driver RSS MiB, first half"
+        f" -> second: {rss}; fds {fds}; etcd keys {keys0} -> {keys1}, size in use {size}"
         + ("" if DURATION >= COMPACTED_AFTER else "; size bound checked only on runs of 30 min or more")
     )
+    assert not unplanned, (unplanned, gaps, _logs_around(tb, hosts, unplanned[0][3]))
+    assert all(f"{count} packets transmitted, {count} packets received" in out for out in pings.values()), pings
+    assert keys1 == keys0, (keys0, keys1)
+    for h, (rss_h, fds_h) in flat.items():
+        assert rss_h[1] <= rss_h[0] * 1.05 and fds_h[1] <= fds_h[0] * 1.05, (h, rss_h, fds_h)
+    if DURATION >= COMPACTED_AFTER:
+        assert max(half[1]) <= max(half[0]) * 1.1, sizes
