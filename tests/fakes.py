@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from xmasq_driver.control.kv import Changes
+from xmasq_driver.control.kv import Changes, Compacted
 from xmasq_driver.control.model import Interface, PortMapping, TunnelPeer
 from xmasq_driver.dataplane.overlay import Underlay, veth_names
 from xmasq_driver.errors import BackendError, DriverError
@@ -21,6 +21,7 @@ class MemoryKV:
         self.revision = 1
         self.history: list[tuple[int, str, str | None]] = []  # (revision, key, value or None)
         self.compacted = 0  # history before this revision is gone
+        self.base: dict[str, str] = {}  # the data as of `compacted` (or the start)
         self.listed = 0  # keys returned by list_prefix
         self._changed = threading.Condition()
 
@@ -44,10 +45,11 @@ class MemoryKV:
         revision and history back to the start."""
         with self._changed:
             self.data, self.revision, self.history, self.compacted = dict(data), 1, [], 0
+            self.base = dict(data)
 
     def compact(self) -> None:
         with self._changed:
-            self.history, self.compacted = [], self.revision
+            self.history, self.compacted, self.base = [], self.revision, dict(self.data)
 
     def get(self, key: str) -> str | None:
         self._check()
@@ -83,12 +85,22 @@ class MemoryKV:
     def get_prefix(self, prefix: str) -> dict[str, str]:
         return self.list_prefix(prefix)[0]
 
-    def list_prefix(self, prefix: str) -> tuple[dict[str, str], int]:
+    def list_prefix(self, prefix: str, revision: int = 0) -> tuple[dict[str, str], int]:
         self._check()
         with self._changed:
-            found = {k: v for k, v in self.data.items() if k.startswith(prefix)}
+            data = self.data
+            if revision:
+                if revision < self.compacted:
+                    raise Compacted(f"etcd list at revision {revision}: compacted")
+                data = dict(self.base)  # replayed up to `revision`
+                for _, k, v in (e for e in self.history if e[0] <= revision):
+                    if v is None:
+                        data.pop(k, None)
+                    else:
+                        data[k] = v
+            found = {k: v for k, v in data.items() if k.startswith(prefix)}
             self.listed += len(found)
-            return found, self.revision
+            return found, revision or self.revision
 
     def watch(self, prefix: str, revision: int, timeout: float, fresh: bool = False) -> Changes:
         self._check()

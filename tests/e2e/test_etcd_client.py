@@ -10,7 +10,7 @@ import pytest
 from lab.standalone import openssl_pki
 from xmasq_driver.config import Config
 from xmasq_driver.control import kv as kv_module
-from xmasq_driver.control.kv import EtcdKV
+from xmasq_driver.control.kv import Compacted, EtcdKV
 from xmasq_driver.errors import BackendError
 
 PORT, PEER = 23890, 23891
@@ -130,9 +130,13 @@ def test_a_watch_from_a_compacted_revision_says_list_again(tls_etcd):
     kv.put("/xmasq-compact/a", "2")
     kv.put("/xmasq-compact/a", "3")
     _, now = kv.list_prefix("/xmasq-compact/")
+    assert kv.list_prefix("/xmasq-compact/", before) == ({"/xmasq-compact/a": "1"}, before)  # a past revision
     client = kv._clients[0]
     client.post(client.get_url("/kv/compaction"), json={"revision": now, "physical": True})
     start = time.monotonic()
     assert kv.watch("/xmasq-compact/", before + 1, 5.0).compacted
     assert time.monotonic() - start < 2.0
+    with pytest.raises(Compacted, match=f"revision {before}: compacted"):  # named, not an endpoint failure
+        kv.list_prefix("/xmasq-compact/", before)
+    assert kv.list_prefix("/xmasq-compact/", now)[0] == {"/xmasq-compact/a": "3"}
     kv.delete("/xmasq-compact/a")

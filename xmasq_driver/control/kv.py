@@ -43,6 +43,10 @@ class Changes:
     compacted: bool = False  # the history from the asked revision is gone: list again
 
 
+class Compacted(BackendError):
+    """A read at a revision etcd has compacted away: read the latest instead."""
+
+
 class KV(Protocol):
     def get(self, key: str) -> str | None: ...
     def put(self, key: str, value: str, lease: int = 0) -> None: ...
@@ -57,8 +61,9 @@ class KV(Protocol):
         ...
 
     def get_prefix(self, prefix: str) -> dict[str, str]: ...
-    def list_prefix(self, prefix: str) -> tuple[dict[str, str], int]:
-        """The keys under prefix and the store revision they were read at."""
+    def list_prefix(self, prefix: str, revision: int = 0) -> tuple[dict[str, str], int]:
+        """The keys under prefix as of `revision` (0: the latest) and the revision read at;
+        Compacted if etcd no longer has that revision."""
         ...
 
     def watch(self, prefix: str, revision: int, timeout: float, fresh: bool = False) -> Changes:
@@ -158,13 +163,24 @@ class EtcdKV:
     def get_prefix(self, prefix: str) -> dict[str, str]:
         return self.list_prefix(prefix)[0]
 
-    def list_prefix(self, prefix: str) -> tuple[dict[str, str], int]:
+    def list_prefix(self, prefix: str, revision: int = 0) -> tuple[dict[str, str], int]:
         """In pages of LIST_PAGE keys, all read at the first page's revision (a large cluster's
         records in one response would be one huge message)."""
         items: dict[str, str] = {}
         body: dict[str, Any] = {"key": _encode(prefix), "range_end": _encode(_prefix_end(prefix)), "limit": LIST_PAGE}
+        if revision:
+            body["revision"] = revision
+
+        def page(c: Etcd3Client) -> Any:
+            try:
+                return c.post(c.get_url("/kv/range"), json=body)
+            except Etcd3Exception as e:  # not another endpoint's to answer: they share the history
+                if "required revision has been compacted" in str(e.detail_text):
+                    raise Compacted(f"etcd list at revision {body['revision']}: compacted") from None
+                raise
+
         while True:
-            result = self._call("list", lambda c: c.post(c.get_url("/kv/range"), json=body))
+            result = self._call("list", page)
             kvs = result.get("kvs", [])
             items.update((_decode(kv["key"]).decode(), _decode(kv.get("value", "")).decode()) for kv in kvs)
             body["revision"] = revision = int(body.get("revision") or result["header"]["revision"])

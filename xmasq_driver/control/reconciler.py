@@ -165,8 +165,10 @@ class Reconciler:
                 self.sync_once("hold over")  # what was held and is still gone goes now
 
     def sync_once(self, reason: str = "start") -> int:
-        """A full pass: list the whole cluster, re-assert this host's records, program every peer."""
-        view = self.store.view()
+        """A full pass: list the whole cluster, re-assert this host's records, program every peer.
+        A safety pass lists at the revision the watch has reached: what differs then is drift,
+        not a change still on its way through the watch (which goes on from there)."""
+        view = self.store.view(self._view.revision if reason == "periodic" and self._view else 0)
         holding = self.liveness.seen(view.revision)
         # Jittered, so that hosts started together do not all list the cluster at the same moment.
         self._next_full = time.monotonic() + self.resync * random.uniform(0.9, 1.1)

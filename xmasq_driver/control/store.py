@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..errors import BackendError, DriverError
-from .kv import KV, Changes
+from .kv import KV, Changes, Compacted
 from .layout import (
     ADDRESSES,
     ENDPOINTS,
@@ -180,8 +180,12 @@ class ClusterStore:
         view = ClusterView.parse(raw, revision)
         return view.hosts, revision
 
-    def view(self) -> ClusterView:
-        return ClusterView.parse(*self.kv.list_prefix(PREFIX))
+    def view(self, revision: int = 0) -> ClusterView:
+        """The cluster as of `revision` (0, or one etcd has compacted away: the latest)."""
+        try:
+            return ClusterView.parse(*self.kv.list_prefix(PREFIX, revision))
+        except Compacted:
+            return ClusterView.parse(*self.kv.list_prefix(PREFIX))
 
     def changes(self, revision: int, timeout: float, fresh: bool = False) -> Changes:
         """The changes to the cluster from `revision` on (waits up to `timeout` for one); `fresh`:
