@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from lab.engine import SYSTEM, Engine
 from xmasq_driver import config, log
@@ -271,10 +271,10 @@ class Testbed:
     def shrink_etcd(self) -> None:
         """Back to member 0 alone (the leadership moved to it first: removing the leader would
         leave the cluster leaderless for an election)."""
-        members = json.loads(self.etcdctl("member", "list", "-w", "json").stdout)["members"]
+        members = self.etcd_members()
         first = next(m for m in members if m["name"] == _etcd_member(0)[0])
         if self.etcd_leader() != first["ID"]:
-            self.etcdctl("move-leader", f"{first['ID']:x}", endpoint=self.etcd_leader_url())
+            self.move_etcd_leader(first["ID"])
         for m in members:
             if m["ID"] != first["ID"]:
                 _retrying(functools.partial(self.etcdctl, "member", "remove", f"{m['ID']:x}"))
@@ -282,13 +282,23 @@ class Testbed:
                 daemon.stop(self._etcd_pidfile(member), wait=10)
                 shutil.rmtree(os.path.join(self.data_dir, f"etcd-{member}"), ignore_errors=True)
 
+    def etcd_members(self) -> list[dict[str, Any]]:
+        """The etcd cluster's members as `etcdctl member list` has them (ID, name, clientURLs)."""
+        return list(json.loads(self.etcdctl("member", "list", "-w", "json").stdout)["members"])
+
+    def etcd_status(self) -> dict[str, Any]:
+        """Member 0's `etcdctl endpoint status` (leader, dbSize, dbSizeInUse, ...)."""
+        return dict(json.loads(self.etcdctl("endpoint", "status", "-w", "json").stdout)[0]["Status"])
+
     def etcd_leader(self) -> int:
         """The etcd leader's member id."""
-        return int(json.loads(self.etcdctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]["leader"])
+        return int(self.etcd_status()["leader"])
 
-    def etcd_leader_url(self) -> str:
-        members = json.loads(self.etcdctl("member", "list", "-w", "json").stdout)["members"]
-        return next(m["clientURLs"][0] for m in members if m["ID"] == self.etcd_leader())
+    def move_etcd_leader(self, to: int) -> None:
+        """Leadership handed to member `to` (an id), asked of the leader: only it can hand it over."""
+        leader = self.etcd_leader()
+        url = next(m["clientURLs"][0] for m in self.etcd_members() if m["ID"] == leader)
+        self.etcdctl("move-leader", f"{to:x}", endpoint=url)
 
     def etcdctl(self, *args: str, endpoint: str = "") -> subprocess.CompletedProcess[str]:
         return _run("etcdctl", "--endpoints", endpoint or f"http://127.0.0.1:{ETCD_PORT}", *args)

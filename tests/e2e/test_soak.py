@@ -10,7 +10,6 @@ etcd compacts what is older than 5 minutes)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import statistics
 import threading
@@ -33,7 +32,7 @@ COMPACTED_AFTER = 1800  # a run this long has seen compaction's steady state
 
 def _etcd_size(cl: Cluster, tb: Any) -> tuple[int, int]:
     """The keys under PREFIX, and etcd's database size in use (bytes)."""
-    status = json.loads(tb.etcdctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]
+    status = tb.etcd_status()
     return len(cl.kv.get_prefix(PREFIX)), int(status.get("dbSizeInUse") or status["dbSize"])
 
 
@@ -89,9 +88,8 @@ def test_a_soak_of_churn_under_traffic_with_a_driver_restart_and_an_etcd_leader_
                     tb.start_driver("h2")
                 else:
                     leader = tb.etcd_leader()
-                    members = json.loads(tb.etcdctl("member", "list", "-w", "json").stdout)["members"]
-                    target = next(m["ID"] for m in members if m["ID"] != leader)
-                    tb.etcdctl("move-leader", f"{target:x}", endpoint=tb.etcd_leader_url())
+                    target = next(m["ID"] for m in tb.etcd_members() if m["ID"] != leader)
+                    tb.move_etcd_leader(target)
                     assert tb.etcd_leader() == target
                 gaps.append((what, begun, time.monotonic() - start))
             if now >= next_sample:
