@@ -140,3 +140,18 @@ def test_a_watch_from_a_compacted_revision_says_list_again(tls_etcd):
         kv.list_prefix("/xmasq-compact/", before)
     assert kv.list_prefix("/xmasq-compact/", now)[0] == {"/xmasq-compact/a": "3"}
     kv.delete("/xmasq-compact/a")
+
+
+def test_reconnect_replaces_the_watch_connection_too(tls_etcd):
+    """After the host's address changed (the reconciler calls reconnect) the watch kept open from
+    the old address would hear nothing: it is closed, and the next watch call opens one anew."""
+    kv = EtcdKV(tls_etcd)
+    _, revision = kv.list_prefix("/xmasq-reconnect/")
+    assert kv.watch("/xmasq-reconnect/", revision + 1, 0.2).events == []
+    old = kv._stream
+    kv.reconnect()
+    assert old is not None and old.closed
+    kv.put("/xmasq-reconnect/a", "1")
+    assert kv.watch("/xmasq-reconnect/", revision + 1, 2.0).events == [("/xmasq-reconnect/a", "1")]
+    assert kv._stream is not old
+    kv.delete("/xmasq-reconnect/a")

@@ -80,7 +80,7 @@ class KV(Protocol):
         ...
 
     def reconnect(self) -> None:
-        """Drop the idle connections kept for reuse: the next requests make new ones."""
+        """Drop the connections kept for reuse and the watch's: the next requests make new ones."""
         ...
 
 
@@ -236,6 +236,9 @@ class EtcdKV:
         for c in self._clients:
             for scheme in ("https://", "http://"):
                 c.session.mount(scheme, requests.adapters.HTTPAdapter())
+        stream = self._stream
+        if stream is not None:
+            stream.close()  # the watch's connection too: the next watch call opens one from here
 
 
 class _Stream:

@@ -119,7 +119,6 @@ class Reconciler:
                 self.datapath.forget_learned()
                 self.store.kv.reconnect()  # before the record goes out on a connection from the old one
                 self.liveness.announce(dataclasses.replace(self.liveness.record, ip=ip))
-                self._fresh_watch = True  # the watch's connection too
                 self._full_due = "underlay address changed"
 
     def stop(self) -> None:
