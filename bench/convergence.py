@@ -28,7 +28,7 @@ from pyroute2 import NetNS
 
 from lab import results
 from lab.image import ensure_image
-from lab.scale import has_neighbour, percentile
+from lab.scale import has_neighbour
 from lab.testbed import Testbed
 from xmasq_driver.config import Config
 from xmasq_driver.control.kv import EtcdKV
@@ -134,7 +134,7 @@ def report(record: dict[str, Any]) -> str:
     ]
     for label, key in rows:
         ms = [r[key] * 1000 for r in record["rounds"]]
-        lines.append(f"| {label} | {statistics.median(ms):.0f} | {percentile(ms, 0.99):.0f} | {max(ms):.0f} |")
+        lines.append(f"| {label} | {statistics.median(ms):.0f} | {results.percentile(ms, 0.99):.0f} | {max(ms):.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 from collections.abc import Callable
@@ -14,6 +15,12 @@ def record(**fields: Any) -> dict[str, Any]:
     """A record of a run: its fields, when, and on what."""
     when = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     return {"when": when, **fields, "machine": {"kernel": platform.release(), "cpus": os.cpu_count()}}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile of values by nearest rank (p99 of 100 values: the 99th smallest)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def save(out: str, name: str, run: dict[str, Any], report: Callable[[dict[str, Any]], str]) -> str:

@@ -28,6 +28,7 @@ import requests
 from pyroute2 import NetNS
 from pyroute2.netlink.exceptions import NetlinkError
 
+from lab.results import percentile
 from lab.standalone import NS_SIDE, Standalone
 from xmasq_driver.config import Config
 from xmasq_driver.control.kv import MAX_TXN_OPS, EtcdKV
@@ -60,11 +61,6 @@ def has_neighbour(ns: NetNS, ifindex: int, ip: str) -> bool:
         if e.code == errno.ENOENT:
             return False
         raise
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass

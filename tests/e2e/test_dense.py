@@ -20,6 +20,7 @@ from typing import Any
 import docker
 import pytest
 
+from lab.results import percentile
 from tests.conftest import report
 from tests.e2e.cluster import Cluster, Usage, driver_usage, links
 from xmasq_driver.dataplane.overlay import BRIDGE_PORTS, BRIDGE_PREFIX, HOST_VETH_PREFIX, VXLAN_PREFIX, bridge_name
@@ -42,8 +43,7 @@ def _timed(fn: Any, jobs: list[Any]) -> tuple[list[Any], list[float]]:
 
 
 def _took(seconds: list[float]) -> str:
-    p99 = sorted(seconds)[min(len(seconds) - 1, int(0.99 * len(seconds)))]
-    return f"p50 {statistics.median(seconds):.2f} s, p99 {p99:.2f} s"
+    return f"p50 {statistics.median(seconds):.2f} s, p99 {percentile(seconds, 0.99):.2f} s"
 
 
 def _grew(before: Usage, after: Usage) -> str:
