@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.packets import arp, csum, frame, ipv4, ipv6, link_local, mac_bytes, ndp, udp, vxlan
+from lab import testrun
+from lab.packets import arp, csum, frame, ipv4, ipv6, link_local, mac_bytes, ndp, udp, vxlan
 from xmasq_driver.dataplane.datapath import FASTPATH_MARK, Datapath, _addr, _be32
 from xmasq_driver.dataplane.overlay import mac_for_ip
 
@@ -34,50 +35,10 @@ NIC_MAC, GW_MAC = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 SPORT = 0xBEEF
 
 
-class _Opts(ctypes.Structure):
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("data_in", ctypes.c_void_p),
-        ("data_out", ctypes.c_void_p),
-        ("data_size_in", ctypes.c_uint32),
-        ("data_size_out", ctypes.c_uint32),
-        ("ctx_in", ctypes.c_void_p),
-        ("ctx_out", ctypes.c_void_p),
-        ("ctx_size_in", ctypes.c_uint32),
-        ("ctx_size_out", ctypes.c_uint32),
-        ("retval", ctypes.c_uint32),
-        ("repeat", ctypes.c_int),
-        ("duration", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("cpu", ctypes.c_uint32),
-        ("batch_size", ctypes.c_uint32),
-    ]
-
-
-_libbcc = ctypes.CDLL("libbcc.so.0", use_errno=True)
-
-
 def run(dp: Datapath, prog: str, packet: bytes, ifindex: int = 0, mark: int = 0) -> tuple[int, bytes]:
     """Run a loaded program on packet with skb->ifindex / skb->mark set; (return code, packet after)."""
-    ctx = bytearray(192)  # struct __sk_buff: only mark (8) and ifindex (40) are set
-    struct.pack_into("<I", ctx, 8, mark)
-    struct.pack_into("<I", ctx, 40, ifindex)
-    data_in = ctypes.create_string_buffer(packet, len(packet))
-    out = ctypes.create_string_buffer(len(packet) + 256)
-    ctx_in = (ctypes.c_char * len(ctx)).from_buffer(ctx)
-    opts = _Opts(
-        sz=ctypes.sizeof(_Opts),
-        data_in=ctypes.addressof(data_in),
-        data_out=ctypes.addressof(out),
-        data_size_in=len(packet),
-        data_size_out=len(out),
-        ctx_in=ctypes.addressof(ctx_in),
-        ctx_size_in=len(ctx),
-        repeat=1,
-    )
-    rc = _libbcc.bpf_prog_test_run_opts(dp._fns[prog].fd, ctypes.byref(opts))
-    assert rc == 0, f"BPF_PROG_TEST_RUN failed: {os.strerror(ctypes.get_errno())}"
-    return opts.retval, out.raw[: opts.data_size_out]
+    done = testrun.run(dp._fns[prog].fd, packet, ifindex, mark)
+    return done.verdict, done.packet
 
 
 def pkt(src: str, dst: str, sport: int = 40000, dport: int = 5001, payload: bytes = b"xmasq" * 20) -> bytes:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+from lab.packets import frame, vxlan
 from tests.conftest import report
 from tests.e2e.cluster import (
     GRACE,
@@ -29,7 +30,6 @@ from tests.e2e.cluster import (
     only_wireguard,
     until,
 )
-from tests.packets import frame, vxlan
 from xmasq_driver.control.layout import PREFIX
 from xmasq_driver.dataplane.firewall import ENC_IN, ENC_OUT
 from xmasq_driver.dataplane.overlay import ENCRYPTED_VXLAN_PORT, VXLAN_PORT

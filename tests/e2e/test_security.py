@@ -9,10 +9,10 @@ import subprocess
 
 import pytest
 
+from lab.packets import VXLAN_PORT, arp, frame, ipv6, link_local, mac_bytes, ndp, udp, vxlan
 from lab.testbed import BRIDGE
 from tests.conftest import report
 from tests.e2e.cluster import Cluster, arrived
-from tests.packets import VXLAN_PORT, arp, frame, ipv6, link_local, mac_bytes, ndp, udp, vxlan
 
 N = 20
 STRANGER_NS, STRANGER_LINK = "xmt-stranger", "xmtstranger0"

@@ -1,4 +1,4 @@
-"""Frames built byte by byte, for the eBPF unit tests and the anti-spoofing tests."""
+"""Frames built byte by byte: for the eBPF unit tests, the anti-spoofing tests and the programs benchmark."""
 
 from __future__ import annotations
 
