@@ -2,7 +2,7 @@
 VENV   := .venv
 PYTEST := $(VENV)/bin/pytest --durations=20  # the slowest tests named, to keep the suite inside its 30 minutes
 
-.PHONY: run stop setup dev test test-engines test-release lint unit e2e partition dense soak demo bench bench-services scale converge profile install units plugin
+.PHONY: run stop setup dev test test-engines test-release lint unit e2e partition dense soak demo bench bench-services scale converge profile programs install units plugin
 
 run:            ## set up the host and start the driver in the background
 	@scripts/run.sh
@@ -76,6 +76,9 @@ plugin:         ## build the image (Dockerfile) and create the managed plugin xm
 
 profile: dev run ## ns per packet of each eBPF program; CPU per round trip by kernel area vs the host network (perf)
 	$(VENV)/bin/python -m bench.profile
+
+programs: dev   ## ns per packet of each fast-path program on crafted packets (BPF_PROG_TEST_RUN; no testbed), against BASE's bpf/ (BASE=REV)
+	$(VENV)/bin/python -m bench.programs $(if $(BASE),--base $(BASE))
 
 UNIT_DIR ?= /etc/systemd/system
 units:          ## render the systemd units into build/systemd (install copies them)
