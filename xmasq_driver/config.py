@@ -110,6 +110,13 @@ class Config:
             " an endpoint is refused, naming this setting"
         },
     )
+    tunnel_max: int = field(
+        default=16384,
+        metadata={
+            "help": "(host, network) pairs whose learned outer headers the fast path keeps (16 networks on"
+            " each of 1,000 hosts); the flows of pairs beyond it stay on the slow path"
+        },
+    )
     bpf_src: str = field(default="", metadata={"help": "directory of the eBPF sources (default: bpf/ of this tree)"})
     host_id: str = field(default="", metadata={"help": "this host's cluster id (default: hostname)"})
     host_ttl: int = field(default=10, metadata={"help": "seconds this host's etcd lease lives without renewal"})

@@ -131,6 +131,34 @@ def test_a_host_whose_endpoint_table_is_full_refuses_the_next_naming_the_setting
     report(f"a host's endpoint table full (XMASQ_LOCAL_MAX=3): the 4th refused ({str(refused.value)[-90:]})")
 
 
+def test_a_full_tunnel_table_leaves_the_next_networks_flows_on_the_slow_path(cl, tb):
+    """XMASQ_TUNNEL_MAX (host, network) pairs get learned outer headers; the flows of the next pair
+    are carried by the slow path, and answered (h1's driver restarted with a table of 1)."""
+    tb.stop_driver("h1")
+    tb.start_driver("h1", env={"XMASQ_TUNNEL_MAX": "1"})
+    try:
+        made, fast = [], []
+        for i in range(2):  # two networks across h1 and h2: two (h2, network) pairs for h1
+            net = cl.network(f"tunnels-{i}", f"10.104.{i}.0/24")
+            a, b = cl.run("h1", f"tunnels-{i}-a", net), cl.run("h2", f"tunnels-{i}-b", net)
+            made += [a, b]
+            before = cl.stats("h1")
+            out = cl.sh(a, f"ping -q -c 20 -i 0.05 -W 1 {cl.ip(b, net)}")[1]
+            assert "20 packets transmitted, 20 packets received" in out, out
+            after = cl.stats("h1")
+            fast.append({k: after[k] - before[k] for k in ("encap_pkts", "miss_no_tunnel")})
+        assert fast[0]["encap_pkts"] > 0 and fast[1]["encap_pkts"] == 0 and fast[1]["miss_no_tunnel"] > 0, fast
+        assert len(cl.cache("h1")["tunnels"]) == 1
+        _remove(cl, made)
+    finally:
+        tb.stop_driver("h1")
+        tb.start_driver("h1")
+    report(
+        f"a host's tunnel table full (XMASQ_TUNNEL_MAX=1): the first network's flow fast ({fast[0]['encap_pkts']}"
+        f" packets encapsulated), the second's on the slow path ({fast[1]['miss_no_tunnel']} missed), 20/20 answered"
+    )
+
+
 def test_a_full_bridge_refuses_the_next_endpoint_naming_the_limit():
     """A network's containers on one host share a Linux bridge, which has at most BRIDGE_PORTS ports
     (a kernel constant): the next endpoint is refused with an error that says so, and its veth

@@ -38,7 +38,7 @@ from .overlay import ENCRYPTED_VXLAN_PORT, VXLAN_PORT
 _log = log.get("datapath")
 DEFAULTS = Config()  # the configurable map sizes have their defaults there
 # (host, vni) pairs; service VIPs, and sockets translated to a task, on one host
-FIXED_SIZES = {"TUNNEL_MAX": 16384, "LB_VIP_MAX": 4096, "LB_REVNAT_MAX": 65536}
+FIXED_SIZES = {"LB_VIP_MAX": 4096, "LB_REVNAT_MAX": 65536}
 LB_SLOTS = 1024  # tasks of one service a host balances over (bpf/lib/common.h: two halves of this)
 LB_BACKEND_MAX = 65536  # backend slots of all services together
 # The socket load balancer's programs (bpf/bpf_sock.c) and the cgroup hook of each (bcc's names).
@@ -146,6 +146,7 @@ class Datapath:
             "FLOW_MAX": DEFAULTS.flow_max,
             "REMOTE_MAX": DEFAULTS.remote_max,
             "LOCAL_MAX": DEFAULTS.local_max,
+            "TUNNEL_MAX": DEFAULTS.tunnel_max,
             **(sizes or {}),
         }
         self.stat_names: list[str] = []

@@ -64,7 +64,12 @@ def build(config: Config) -> tuple[NetworkDriver, IpamDriver, Admin, Reconciler,
         underlay.ifname,
         config.bpf_src,
         config.fastpath == "on",
-        {"FLOW_MAX": config.flow_max, "REMOTE_MAX": config.remote_max, "LOCAL_MAX": config.local_max},
+        {
+            "FLOW_MAX": config.flow_max,
+            "REMOTE_MAX": config.remote_max,
+            "LOCAL_MAX": config.local_max,
+            "TUNNEL_MAX": config.tunnel_max,
+        },
     )
     datapath.load()
     firewall = Firewall()
