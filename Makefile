@@ -77,7 +77,7 @@ plugin:         ## build the image (Dockerfile) and create the managed plugin xm
 profile: dev run ## ns per packet of each eBPF program; CPU per round trip by kernel area vs the host network (perf)
 	$(VENV)/bin/python -m bench.profile
 
-programs: dev   ## ns per packet of each fast-path program on crafted packets (BPF_PROG_TEST_RUN; no testbed), against BASE's bpf/ (BASE=REV)
+programs: dev   ## ns per packet of each fast-path program on crafted packets (BPF_PROG_TEST_RUN; no testbed), against BASE (a git revision, or a directory of eBPF sources)
 	$(VENV)/bin/python -m bench.programs $(if $(BASE),--base $(BASE))
 
 UNIT_DIR ?= /etc/systemd/system

@@ -1,11 +1,12 @@
 """What each fast-path program costs on one packet, in the kernel, without traffic or a testbed.
 
-    .venv/bin/python -m bench.programs [--base REV] [--rounds N] [--runs N] [--out results/]
+    .venv/bin/python -m bench.programs [--base REV|DIR] [--rounds N] [--runs N] [--out results/]
 
-This tree's bpf/ (and with --base, REV's bpf/ beside it) is compiled and loaded by the driver's own
-Datapath, with maps pinned in a throwaway directory and filters on veth pairs made for it; the
-slow path's first packets are replayed so that a flow is learned both ways, then each case runs
---runs times per round by BPF_PROG_TEST_RUN (lab/testrun.py), the trees' rounds interleaved:
+This tree's bpf/ (and with --base, a git revision's bpf/ or a directory of eBPF sources beside
+it) is compiled and loaded by the driver's own Datapath, with maps pinned in a throwaway
+directory and filters on veth pairs made for it; the slow path's first packets are replayed so
+that a flow is learned both ways, then each case runs --runs times per round by
+BPF_PROG_TEST_RUN (lab/testrun.py), the trees' rounds interleaved:
 
     encap        from_container, a 1400-byte UDP datagram to a remote container on that flow
     redirect     from_container, the same to a container on this host (bpf_redirect_peer)
@@ -17,7 +18,7 @@ Reported: the median over rounds of each round's median ns per run (min-max over
 program that returns at once, the floor every figure includes (the kernel's timing of one run).
 Hot caches and one CPU: smaller than `make profile`'s figures under real traffic, and for the
 difference a change makes (before and after in the same run), not for the absolute cost.
-`make programs BASE=REV` runs it.
+`make programs BASE=REV` runs it (BASE= a directory also works).
 """
 
 from __future__ import annotations
@@ -128,7 +129,10 @@ def _floor() -> testrun.Runner:
 
 @contextlib.contextmanager
 def _base_tree(rev: str) -> Iterator[str]:
-    """REV's bpf/ extracted into a temporary directory."""
+    """A directory as it is, or REV's bpf/ extracted into a temporary one."""
+    if os.path.isdir(rev):
+        yield os.path.realpath(rev)
+        return
     with tempfile.TemporaryDirectory(prefix="xmasq-bpf-") as tmp:
         root = os.path.dirname(default_bpf_src())
         archive = subprocess.run(["git", "-C", root, "archive", rev, "bpf"], check=True, capture_output=True).stdout
@@ -190,7 +194,11 @@ def report(run: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="", help="a git revision whose bpf/ is measured beside this tree's")
+    parser.add_argument(
+        "--base",
+        default="",
+        help="a git revision whose bpf/, or a directory of eBPF sources, is measured beside this tree's",
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=2000, help="runs per case and round")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "results"))
@@ -206,7 +214,7 @@ def main() -> None:
             trees=trees,
             **measure(trees, args.rounds, args.runs),
         )
-    if args.base:
+    if args.base and not os.path.isdir(args.base):
         run["trees"]["base"] = f"{args.base}'s bpf/"
     print(results.save(args.out, "programs", run, report))
 
