@@ -59,9 +59,12 @@ def test_a_soak_of_churn_under_traffic_with_a_driver_restart_and_an_etcd_leader_
     tb.grow_etcd(3)
     try:
         net = cl.network("soak", "10.102.0.0/22")
-        server = cl.run("h1", "soak-server", net)
+        # These live through the whole run: Cluster.run's default of an hour is what ended the
+        # first 60-minute run's server at 3,600 s (and with it the last cycle's echo).
+        lifetime = f"sleep {int(DURATION) + 3600}"
+        server = cl.run("h1", "soak-server", net, lifetime)
         server_ip = cl.ip(server, net)
-        clients = [cl.run(h, f"soak-ping-{h}", net) for h in ("h2", "h3")]
+        clients = [cl.run(h, f"soak-ping-{h}", net, lifetime) for h in ("h2", "h3")]
         keys0, _ = _etcd_size(cl, tb)
         count = int(DURATION / PING_INTERVAL)
         pings: dict[str, str] = {}
