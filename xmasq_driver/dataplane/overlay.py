@@ -100,8 +100,9 @@ class Overlay:
         self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="netlink")
 
     def _run(self, what: str, fn: Callable[[IPRoute], T], timeout: float = 0.0) -> T:
-        """Run fn with a fresh IPRoute (not thread-safe to share) under the deadline (`timeout`, else
-        the configured one)."""
+        """Run fn with a fresh IPRoute (not thread-safe to share; and one kept per thread grew the
+        process by ~2 KiB per use with pyroute2 0.9.7, measured) under the deadline (`timeout`,
+        else the configured one)."""
         timeout = timeout or self._timeout
 
         def call() -> T:
