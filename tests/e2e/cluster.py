@@ -68,7 +68,8 @@ class Cluster:
     def vni(self, name: str) -> int:
         return json.loads(self.kv.get(NETWORKS.key(name)) or "{}")["vni"]
 
-    def run(self, host: str, name: str, network: str, command: str = "sleep 3600", **kw: Any) -> Any:
+    # A day: longer than any test or make target runs (an hour once ended a soak's server midway).
+    def run(self, host: str, name: str, network: str, command: str = "sleep 86400", **kw: Any) -> Any:
         c = self.dk[host].containers.run(
             self.image[host], ["sh", "-c", command], name=name, network=network, detach=True, **kw
         )
