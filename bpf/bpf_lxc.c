@@ -19,34 +19,26 @@ struct arp_eth {
     __u8 sha[6], spa[4], tha[6], tpa[4];
 } __attribute__((packed));
 
-static __always_inline int same_host(struct __sk_buff *skb, struct local_ep *peer, struct flow_key *key)
+/* An established flow whose other end is on this host: straight into that container. */
+static __always_inline int same_host(struct __sk_buff *skb, struct flow *f, struct flow_key *key)
 {
-    struct flow *f = established(key);
-    if (!f) {
-        count(STAT_LOCAL_MISS_NOT_ESTABLISHED, 1);
-        return TC_ACT_OK;
-    }
     remember_hash(f, skb);
     struct flow_key back;
     reverse(key, &back);
     hash_for_receiver(flows.lookup(&back), skb);
     count(STAT_LOCAL_PKTS, 1);
     count(STAT_LOCAL_BYTES, skb->len);
-    return bpf_redirect_peer(peer->ifindex, 0);
+    return bpf_redirect_peer(f->ifindex, 0);
 }
 
-static __always_inline int encap(struct __sk_buff *skb, struct lxc_info *me, struct remote_ep *peer,
-                                 struct flow_key *key)
+/* An established flow whose other end is on another host: the outer headers learned for that
+ * host and network in front, straight to the device that carries them. */
+static __always_inline int encap(struct __sk_buff *skb, struct lxc_info *me, struct flow *f)
 {
-    struct flow *f = established(key);
-    if (!f) {
-        count(STAT_MISS_NOT_ESTABLISHED, 1);
-        return TC_ACT_OK;
-    }
     remember_hash(f, skb);
-    struct tunnel_key tk = {.host = peer->host, .vni = me->vni};
+    struct tunnel_key tk = {.host = f->host, .vni = me->vni};
     struct tunnel *t = tunnels.lookup(&tk);
-    if (!t || t->encrypted != peer->encrypted) { /* an encrypted network's only through the tunnel */
+    if (!t || t->encrypted != f->encrypted) { /* an encrypted network's only through the tunnel */
         count(STAT_MISS_NO_TUNNEL, 1);
         return TC_ACT_OK;
     }
@@ -60,6 +52,21 @@ static __always_inline int encap(struct __sk_buff *skb, struct lxc_info *me, str
     count(STAT_ENCAP_PKTS, 1);
     count(STAT_ENCAP_BYTES, len);
     return bpf_redirect(t->ifindex, 0);
+}
+
+/* A flow the slow path has not carried both ways yet, counted by where its other end is (the
+ * endpoint tables are looked up only here, off the fast path). */
+static __always_inline int not_established(struct flow_key *key)
+{
+    struct ep_key dst = {.vni = key->vni};
+    __builtin_memcpy(dst.ip, key->remote, ADDR_LEN);
+    if (local_eps.lookup(&dst))
+        count(STAT_LOCAL_MISS_NOT_ESTABLISHED, 1);
+    else if (remote_eps.lookup(&dst))
+        count(STAT_MISS_NOT_ESTABLISHED, 1);
+    else
+        count(STAT_MISS_NO_PEER, 1);
+    return TC_ACT_OK;
 }
 
 /* A container sends only as itself: its own MAC on every frame, its own address on every
@@ -112,16 +119,14 @@ int from_container(struct __sk_buff *skb)
         count(STAT_MISS_UNPARSED, 1);
         return TC_ACT_OK;
     }
-    struct ep_key dst;
-    ep_key_of(&dst, me->vni, l3.dst);
-    struct local_ep *local = local_eps.lookup(&dst);
-    if (local)
-        return same_host(skb, local, &key);
-    struct remote_ep *remote = remote_eps.lookup(&dst);
-    if (remote)
-        return encap(skb, me, remote, &key);
-    count(STAT_MISS_NO_PEER, 1);
-    return TC_ACT_OK;
+    struct flow *f = established(&key);
+    if (!f)
+        return not_established(&key);
+    if (f->host)
+        return encap(skb, me, f);
+    if (f->ifindex)
+        return same_host(skb, f, &key);
+    return not_established(&key);
 }
 
 int to_container(struct __sk_buff *skb)
@@ -152,6 +157,8 @@ int to_container(struct __sk_buff *skb)
         reverse(&key, &back);
         struct flow *b = flows.lookup_or_try_init(&back, &zero);
         if (b && !b->seen_out) {
+            b->ifindex = skb->ifindex; /* the receiver's host veth: where its sender redirects to */
+            b->host = 0;
             b->seen_out = 1;
             count(STAT_LEARN_OUT, 1);
         }

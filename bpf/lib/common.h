@@ -84,6 +84,14 @@ struct flow {
     __u8 seen_in;  /* the slow path delivered it to the local container */
     __be16 sport; /* outer UDP source port the kernel's vxlan chose for it */
     __u32 hash;   /* skb->hash of what the local container sends on it (its socket's txhash) */
+    /* Where the slow path carried it out to, learned with seen_out, so that an established flow's
+     * packets need no endpoint lookup: the remote end's host (and whether its network is
+     * encrypted), or for a remote end on this host, its host veth. The driver drops a flow when
+     * either end goes or moves (datapath.py), so these are as current as the endpoint tables. */
+    __be32 host;
+    __u32 ifindex;
+    __u8 encrypted;
+    __u8 pad2[3];
 };
 
 /* A Swarm service's virtual IP (socket load balancing, bpf_sock.c), keyed by the VIP itself:

@@ -34,6 +34,9 @@ static __always_inline int learn_out(struct vxlan_pkt *pkt, void *data_end, stru
             count(STAT_LEARN_OUT, 1);
         f->seen_out = 1;
         f->sport = pkt->udp->source;
+        f->host = peer->host;
+        f->encrypted = peer->encrypted;
+        f->ifindex = 0;
     }
     return TC_ACT_OK;
 }

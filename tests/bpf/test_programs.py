@@ -165,6 +165,15 @@ def test_learn_records_template_and_source_port(clean):
     tunnel = {"host": REMOTE_HOST, "vni": VNI, "ifindex": dp.nic_index, "encrypted": False, "header": slow[:50].hex()}
     assert cache["tunnels"] == [tunnel]
     assert cache["flows"][0]["seen_out"] and cache["flows"][0]["seen_in"]
+    assert cache["flows"][0]["to"] == REMOTE_HOST  # where an established flow's packets go, without a lookup
+
+
+def test_a_same_host_flow_is_learned_with_the_receivers_veth(clean):
+    dp = clean
+    run(dp, "to_container", pkt(ME, NEIGHBOUR), dp.nb_index)  # the bridge delivered ME's packet to NEIGHBOUR
+    flows = {(f["local"], f["remote"]): f for f in dp.cache()["flows"]}
+    assert flows[(f"{ME}:40000", f"{NEIGHBOUR}:5001")]["to"] == dp.nb_index  # ME's flow: redirected there
+    assert flows[(f"{NEIGHBOUR}:5001", f"{ME}:40000")]["to"] == 0  # NEIGHBOUR's: not carried out yet
 
 
 def with_ip_options(packet: bytes) -> bytes:
@@ -447,7 +456,7 @@ def _tunnel(dp: Datapath, encrypted: bool) -> bytes:
     leaf.encrypted, leaf.ifindex = int(encrypted), TUN_INDEX if encrypted else dp.nic_index
     tunnels[tunnels.Key(_be32(REMOTE_HOST), ENC_VNI)] = leaf
     key = flows.Key(ENC_VNI, _addr(ENC_ME), _addr(ENC_PEER), socket.htons(40000), socket.htons(5001), 17)
-    flows[key] = flows.Leaf(1, 1, socket.htons(SPORT), 0)
+    flows[key] = flows.Leaf(1, 1, socket.htons(SPORT), 0, _be32(REMOTE_HOST), 0, 1)  # to ENC_PEER's host, encrypted
     return hdr[:50]
 
 

@@ -556,6 +556,7 @@ class Datapath:
                     "remote": _endpoint_text(k.remote, k.rport),
                     "seen_out": bool(v.seen_out),
                     "seen_in": bool(v.seen_in),
+                    "to": _ip(v.host) if v.host else v.ifindex,  # the remote end's host, or its veth here
                 }
                 for k, v in m["flows"].items()
             ],
