@@ -56,21 +56,25 @@ static __always_inline int delivery(struct vxlan_pkt *pkt, void *data_end, __u8 
     struct ep_key src, dst;
     ep_key_of(&src, pkt->vni, pkt->inner.src);
     ep_key_of(&dst, pkt->vni, pkt->inner.dst);
-    struct remote_ep *peer = remote_eps.lookup(&src);
-    if (!peer || peer->host != pkt->outer->saddr || (encrypted && !peer->encrypted)) {
-        count(STAT_INGRESS_MISS_UNKNOWN_SOURCE, 1);
-        return 0;
-    }
-    if (peer->encrypted && !encrypted) {
-        count(STAT_DROP_PLAINTEXT, 1);
-        return -1;
+    *f = established(&key);
+    /* An established flow from the host it was learned to, the way it was learned (tunnel or
+     * not), needs no look at the remote table: the driver drops a flow whose remote end moves. */
+    if (!*f || (*f)->host != pkt->outer->saddr || (*f)->encrypted != encrypted) {
+        struct remote_ep *peer = remote_eps.lookup(&src);
+        if (!peer || peer->host != pkt->outer->saddr || (encrypted && !peer->encrypted)) {
+            count(STAT_INGRESS_MISS_UNKNOWN_SOURCE, 1);
+            return 0;
+        }
+        if (peer->encrypted && !encrypted) {
+            count(STAT_DROP_PLAINTEXT, 1);
+            return -1;
+        }
     }
     struct local_ep *local = local_eps.lookup(&dst);
     if (!local || !mac_equal(pkt->inner_eth->h_dest, local->mac)) {
         count(STAT_INGRESS_MISS_UNKNOWN_DEST, 1);
         return 0;
     }
-    *f = established(&key);
     if (!*f) {
         count(STAT_INGRESS_MISS_NOT_ESTABLISHED, 1);
         return 0;
