@@ -27,31 +27,24 @@ import argparse
 import contextlib
 import ipaddress
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lab import results, testrun
-from lab.packets import frame, ipv4, udp, vxlan
-from xmasq_driver.dataplane.datapath import Datapath, default_bpf_src
+from lab.packets import frame, outer
+from xmasq_driver.dataplane.datapath import default_bpf_src
 from xmasq_driver.dataplane.overlay import mac_for_ip
 
 VNI, ME, PEER, NEIGHBOUR = 4242, "10.9.0.2", "10.9.0.3", "10.9.0.4"
 LOCAL_HOST, REMOTE_HOST = "192.0.2.1", "192.0.2.77"  # never sent to: the packets exist only in test runs
-NIC_MAC, GW_MAC = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 PAYLOAD = b"x" * 1400
 TC_ACT_OK, TC_ACT_REDIRECT = 0, 7
 FLOOR = "int xmasq_floor(struct __sk_buff *skb) { return 0; }"
-
-
-def _outer(src_host: str, dst_host: str, inner: bytes) -> bytes:
-    return GW_MAC + NIC_MAC + b"\x08\x00" + ipv4(src_host, dst_host, 17, udp(0xBEEF, 4789, vxlan(VNI, inner)))
 
 
 def _mac(ip: str) -> str:
@@ -70,9 +63,9 @@ CASES = {
     "encap": Case("from_container", frame(ME, PEER, payload=PAYLOAD), "me", TC_ACT_REDIRECT),
     "redirect": Case("from_container", frame(ME, NEIGHBOUR, payload=PAYLOAD), "me", TC_ACT_REDIRECT),
     "decap": Case(
-        "from_nic", _outer(REMOTE_HOST, LOCAL_HOST, frame(PEER, ME, 5001, 40000, PAYLOAD)), "nic", TC_ACT_REDIRECT
+        "from_nic", outer(REMOTE_HOST, LOCAL_HOST, VNI, frame(PEER, ME, 5001, 40000, PAYLOAD)), "nic", TC_ACT_REDIRECT
     ),
-    "learn": Case("to_nic", _outer(LOCAL_HOST, REMOTE_HOST, frame(ME, PEER, payload=PAYLOAD)), "nic", TC_ACT_OK),
+    "learn": Case("to_nic", outer(LOCAL_HOST, REMOTE_HOST, VNI, frame(ME, PEER, payload=PAYLOAD)), "nic", TC_ACT_OK),
     "deliver": Case("to_container", frame(PEER, ME, 5001, 40000, PAYLOAD), "me", TC_ACT_OK),
 }
 
@@ -82,49 +75,34 @@ class Tree:
     peer programmed and the flows to both learned."""
 
     def __init__(self, tag: str, bpf_src: str):
-        self.tag, self._pin = tag, f"/sys/fs/bpf/xmasq/programs-{tag}-{os.getpid()}"
-        self._links = [f"xmpg{tag[:4]}{d}" for d in ("n", "m", "b")]  # nic, me, neighbour
-        for name in self._links:
-            subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"], check=True)
-        self.ifindex = {
-            d: int(Path(f"/sys/class/net/{n}/ifindex").read_text())
-            for d, n in zip(("nic", "me", "neighbour"), self._links, strict=True)
-        }
-        self.dp = Datapath(self._pin, self._links[0], bpf_src=bpf_src, sizes={"FLOW_MAX": 1024, "REMOTE_MAX": 1024})
-        if not self.dp.load():
-            raise RuntimeError(f"{tag}: eBPF programs not loaded: {self.dp.reason}")
-        self.dp.add_local(self._links[1], VNI, [ME], _mac(ME))
-        self.dp.add_local(self._links[2], VNI, [NEIGHBOUR], _mac(NEIGHBOUR))
-        self.dp.update_remote(VNI, {}, {PEER: (_mac(PEER), REMOTE_HOST)})
+        self.tag = tag
+        devices = {d: f"xmpg{tag[:4]}{s}" for d, s in (("nic", "n"), ("me", "m"), ("neighbour", "b"))}
+        self.sandbox = testrun.Sandbox(f"/sys/fs/bpf/xmasq/programs-{tag}-{os.getpid()}", devices, bpf_src)
+        sb = self.sandbox
+        if not sb.load():
+            raise RuntimeError(f"{tag}: eBPF programs not loaded: {sb.reason}")
+        sb.add_local(devices["me"], VNI, [ME], _mac(ME))
+        sb.add_local(devices["neighbour"], VNI, [NEIGHBOUR], _mac(NEIGHBOUR))
+        sb.update_remote(VNI, {}, {PEER: (_mac(PEER), REMOTE_HOST)})
         # The slow path's first packets, both ways: out through the NIC and in through the bridge.
-        self._run("to_nic", _outer(LOCAL_HOST, REMOTE_HOST, frame(ME, PEER)), "nic")
-        self._run("to_container", frame(PEER, ME, 5001, 40000), "me")
-        self._run("to_container", frame(ME, NEIGHBOUR), "neighbour")
-        self._run("to_container", frame(NEIGHBOUR, ME, 5001, 40000), "me")
-
-    def _run(self, program: str, packet: bytes, device: str) -> testrun.Result:
-        return testrun.run(self.dp._fns[program].fd, packet, self.ifindex[device])
+        sb.run("to_nic", outer(LOCAL_HOST, REMOTE_HOST, VNI, frame(ME, PEER)), "nic")
+        sb.run("to_container", frame(PEER, ME, 5001, 40000), "me")
+        sb.run("to_container", frame(ME, NEIGHBOUR), "neighbour")
+        sb.run("to_container", frame(NEIGHBOUR, ME, 5001, 40000), "me")
 
     def runner(self, case: Case) -> testrun.Runner:
-        verdict = self._run(case.program, case.packet, case.device).verdict
+        runner = self.sandbox.runner(case.program, case.packet, case.device)
+        verdict = runner().verdict
         if verdict != case.verdict:
             raise RuntimeError(f"{self.tag}: {case.program} answered {verdict}, not {case.verdict}: another path")
-        return testrun.Runner(self.dp._fns[case.program].fd, case.packet, self.ifindex[case.device])
-
-    def close(self) -> None:
-        for name in self._links:
-            subprocess.run(["ip", "link", "del", name], capture_output=True)
-        shutil.rmtree(self._pin, ignore_errors=True)
+        return runner
 
 
 def _floor() -> testrun.Runner:
     from bcc import BPF
 
     obj = BPF(text=FLOOR)
-    fn = obj.load_func("xmasq_floor", BPF.SCHED_CLS)
-    runner = testrun.Runner(fn.fd, CASES["encap"].packet)
-    runner.keep = obj  # type: ignore[attr-defined]  # bcc closes the program with its object
-    return runner
+    return testrun.Runner(obj.load_func("xmasq_floor", BPF.SCHED_CLS).fd, CASES["encap"].packet, owner=obj)
 
 
 @contextlib.contextmanager
@@ -162,7 +140,7 @@ def measure(trees: dict[str, str], rounds: int, runs: int) -> dict[str, Any]:
         return {"samples": samples, "floor": floors}
     finally:
         for t in loaded:
-            t.close()
+            t.sandbox.close()
 
 
 def _fig(values: list[float]) -> str:

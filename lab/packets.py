@@ -95,3 +95,12 @@ def ndp(icmp_type: int, target: str, options: list[tuple[int, bytes]]) -> bytes:
 def vxlan(vni: int, inner: bytes) -> bytes:
     """A VXLAN header and the inner frame: the payload of a UDP datagram to VXLAN_PORT."""
     return struct.pack("!II", 0x08000000, vni << 8) + inner
+
+
+NIC_MAC, GW_MAC = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")  # a test host's NIC and its next hop
+SPORT = 0xBEEF  # the outer UDP source port of test VXLAN packets
+
+
+def outer(src_host: str, dst_host: str, vni: int, inner: bytes, sport: int = SPORT, port: int = VXLAN_PORT) -> bytes:
+    """inner in VXLAN between two test hosts, as a NIC carries it."""
+    return GW_MAC + NIC_MAC + b"\x08\x00" + ipv4(src_host, dst_host, 17, udp(sport, port, vxlan(vni, inner)), ident=7)

@@ -6,8 +6,16 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import struct
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xmasq_driver.dataplane.datapath import Datapath
+
+SIZES = {"FLOW_MAX": 1024, "REMOTE_MAX": 1024}  # small maps: a test run holds a few entries
 
 
 class _Opts(ctypes.Structure):  # struct bpf_test_run_opts (libbpf)
@@ -44,7 +52,8 @@ class Runner:
     """One program and one packet, run as often as asked (each run on the packet as given: a
     program that rewrites it, as encapsulation does, cannot be repeated inside one call)."""
 
-    def __init__(self, fd: int, packet: bytes, ifindex: int = 0, mark: int = 0):
+    def __init__(self, fd: int, packet: bytes, ifindex: int = 0, mark: int = 0, owner: Any = None):
+        self._owner = owner  # what must live as long as the program (bcc closes it with its object)
         ctx = bytearray(192)  # struct __sk_buff: only mark (8) and ifindex (40) are set
         struct.pack_into("<I", ctx, 8, mark)
         struct.pack_into("<I", ctx, 40, ifindex)
@@ -68,5 +77,26 @@ class Runner:
         return Result(self._opts.retval, self._out.raw[: self._opts.data_size_out], self._opts.duration)
 
 
-def run(fd: int, packet: bytes, ifindex: int = 0, mark: int = 0) -> Result:
-    return Runner(fd, packet, ifindex, mark)()
+class Sandbox(Datapath):
+    """The driver's Datapath for test runs: maps pinned in a throwaway directory, filters on veth
+    pairs of its own (devices: role -> name; "nic" is the underlay), nothing sent. Close removes
+    both."""
+
+    def __init__(self, pin: str, devices: dict[str, str], bpf_src: str = "", enabled: bool = True):
+        self._devices = list(devices.values())
+        for name in self._devices:
+            subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"], check=True)
+        self.ifindex = {role: int(Path(f"/sys/class/net/{n}/ifindex").read_text()) for role, n in devices.items()}
+        super().__init__(pin, devices["nic"], bpf_src, enabled, SIZES)
+
+    def run(self, program: str, packet: bytes, device: str = "", mark: int = 0) -> Result:
+        return self.runner(program, packet, device, mark)()
+
+    def runner(self, program: str, packet: bytes, device: str = "", mark: int = 0) -> Runner:
+        """program run on packet as if it arrived on device (a role; "": none)."""
+        return Runner(self._fns[program].fd, packet, self.ifindex[device] if device else 0, mark)
+
+    def close(self) -> None:
+        for name in self._devices:
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+        shutil.rmtree(self.pin_dir, ignore_errors=True)

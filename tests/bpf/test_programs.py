@@ -9,16 +9,14 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import os
-import shutil
 import socket
 import struct
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from lab import testrun
-from lab.packets import arp, csum, frame, ipv4, ipv6, link_local, mac_bytes, ndp, udp, vxlan
+from lab.packets import SPORT, arp, csum, frame, ipv6, link_local, mac_bytes, ndp, outer, udp
 from xmasq_driver.dataplane.datapath import FASTPATH_MARK, Datapath, _addr, _be32
 from xmasq_driver.dataplane.overlay import mac_for_ip
 
@@ -31,13 +29,11 @@ MAC = {ME: MY_MAC, ME6: MY_MAC, PEER: PEER_MAC, PEER6: PEER_MAC, STRANGER: STRAN
 MAC |= {NEIGHBOUR: NEIGHBOUR_MAC, NEIGHBOUR6: NEIGHBOUR_MAC}
 FAMILIES = {"ipv4": (ME, PEER, STRANGER, NEIGHBOUR), "ipv6": (ME6, PEER6, STRANGER6, NEIGHBOUR6)}
 LOCAL_HOST, REMOTE_HOST, OTHER_HOST = "192.0.2.1", "192.0.2.77", "192.0.2.88"
-NIC_MAC, GW_MAC = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
-SPORT = 0xBEEF
 
 
 def run(dp: Datapath, prog: str, packet: bytes, ifindex: int = 0, mark: int = 0) -> tuple[int, bytes]:
     """Run a loaded program on packet with skb->ifindex / skb->mark set; (return code, packet after)."""
-    done = testrun.run(dp._fns[prog].fd, packet, ifindex, mark)
+    done = testrun.Runner(dp._fns[prog].fd, packet, ifindex, mark)()
     return done.verdict, done.packet
 
 
@@ -46,41 +42,25 @@ def pkt(src: str, dst: str, sport: int = 40000, dport: int = 5001, payload: byte
     return frame(src, dst, sport, dport, payload, src_mac=MAC[src], dst_mac=MAC[dst])
 
 
-def outer(src_host: str, dst_host: str, vni: int, inner: bytes, sport: int = SPORT) -> bytes:
-    return GW_MAC + NIC_MAC + b"\x08\x00" + ipv4(src_host, dst_host, 17, udp(sport, 4789, vxlan(vni, inner)), ident=7)
-
-
 def counted(dp: Datapath, before: dict[str, int]) -> dict[str, int]:
     """The counters that moved since `before`, by how much."""
     return {k: v - before[k] for k, v in dp.stats().items() if v != before[k]}
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
 @pytest.fixture(scope="module")
 def dp():
     if os.geteuid() != 0:
         pytest.fail("eBPF tests need root: run `make test` as root")
-    pin = f"/sys/fs/bpf/xmasq/test-{os.getpid()}"  # removed whole after the tests
-    _ip("link", "add", "xmtbnic0", "type", "veth", "peer", "name", "xmtbnic1")
-    _ip("link", "add", "xmtblxc0", "type", "veth", "peer", "name", "xmtblxc1")
-    _ip("link", "add", "xmtblxc2", "type", "veth", "peer", "name", "xmtblxc3")
-    d = Datapath(pin, "xmtbnic0", sizes={"FLOW_MAX": 1024, "REMOTE_MAX": 1024})
+    devices = {"nic": "xmtbnic0", "lxc": "xmtblxc0", "nb": "xmtblxc2", "enc": "xmtblxc4"}
+    d = testrun.Sandbox(f"/sys/fs/bpf/xmasq/test-{os.getpid()}", devices)
     try:
         assert d.load(), d.reason
         d.add_local("xmtblxc0", VNI, [ME, ME6], mac_for_ip(ipaddress.IPv4Address(ME)))
         d.add_local("xmtblxc2", VNI, [NEIGHBOUR, NEIGHBOUR6], mac_for_ip(ipaddress.IPv4Address(NEIGHBOUR)))
         d.update_remote(VNI, {}, {PEER: _peer(REMOTE_HOST), PEER6: _peer(REMOTE_HOST)})
-        d.nic_index = int(Path("/sys/class/net/xmtbnic0/ifindex").read_text())  # type: ignore[attr-defined]
-        d.lxc_index = int(Path("/sys/class/net/xmtblxc0/ifindex").read_text())  # type: ignore[attr-defined]
-        d.nb_index = int(Path("/sys/class/net/xmtblxc2/ifindex").read_text())  # type: ignore[attr-defined]
         yield d
     finally:
-        for name in ("xmtbnic0", "xmtblxc0", "xmtblxc2"):
-            subprocess.run(["ip", "link", "del", name], capture_output=True)
-        shutil.rmtree(pin, ignore_errors=True)
+        d.close()
 
 
 @pytest.fixture
@@ -99,8 +79,8 @@ def _peer(host: str) -> tuple[str, str]:
 def learn(dp: Datapath, me: str = ME, peer: str = PEER) -> bytes:
     """The slow path carries me -> peer out (NIC egress) and peer -> me in (veth egress)."""
     slow = outer(LOCAL_HOST, REMOTE_HOST, VNI, pkt(me, peer))
-    assert run(dp, "to_nic", slow, dp.nic_index)[0] == TC_ACT_OK
-    assert run(dp, "to_container", pkt(peer, me, 5001, 40000), dp.lxc_index)[0] == TC_ACT_OK
+    assert run(dp, "to_nic", slow, dp.ifindex["nic"])[0] == TC_ACT_OK
+    assert run(dp, "to_container", pkt(peer, me, 5001, 40000), dp.ifindex["lxc"])[0] == TC_ACT_OK
     return slow
 
 
@@ -110,7 +90,7 @@ def test_encap_is_byte_correct(clean, family):
     me, peer, _, _ = FAMILIES[family]
     template = learn(dp, me, peer)[:50]
     packet = pkt(me, peer, payload=b"fast" * 100)
-    rc, out = run(dp, "from_container", packet, dp.lxc_index)
+    rc, out = run(dp, "from_container", packet, dp.ifindex["lxc"])
     assert rc == TC_ACT_REDIRECT
     assert len(out) == len(packet) + 50
     assert out[:14] == template[:14]  # outer Ethernet as learned
@@ -129,9 +109,9 @@ def test_encap_needs_an_established_flow(clean, family):
     dp = clean
     me, peer, _, _ = FAMILIES[family]
     packet, before = pkt(me, peer), dp.stats()
-    assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)
-    run(dp, "to_nic", outer(LOCAL_HOST, REMOTE_HOST, VNI, packet), dp.nic_index)  # out only
-    assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)
+    assert run(dp, "from_container", packet, dp.ifindex["lxc"]) == (TC_ACT_OK, packet)
+    run(dp, "to_nic", outer(LOCAL_HOST, REMOTE_HOST, VNI, packet), dp.ifindex["nic"])  # out only
+    assert run(dp, "from_container", packet, dp.ifindex["lxc"]) == (TC_ACT_OK, packet)
     assert counted(dp, before) == {"miss_not_established": 2, "learn_tunnel": 1, "learn_out": 1}
 
 
@@ -140,11 +120,11 @@ def test_same_host_redirect_hands_the_frame_over_unchanged(clean, family):
     dp = clean
     me, _, _, neighbour = FAMILIES[family]
     packet, before = pkt(me, neighbour, payload=b"near" * 50), dp.stats()
-    assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)  # not yet established
-    assert run(dp, "to_container", packet, dp.nb_index)[0] == TC_ACT_OK  # the bridge delivered it...
-    assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)  # ...one way only
-    assert run(dp, "to_container", pkt(neighbour, me, 5001, 40000), dp.lxc_index)[0] == TC_ACT_OK  # and back
-    assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_REDIRECT, packet)
+    assert run(dp, "from_container", packet, dp.ifindex["lxc"]) == (TC_ACT_OK, packet)  # not yet established
+    assert run(dp, "to_container", packet, dp.ifindex["nb"])[0] == TC_ACT_OK  # the bridge delivered it...
+    assert run(dp, "from_container", packet, dp.ifindex["lxc"]) == (TC_ACT_OK, packet)  # ...one way only
+    assert run(dp, "to_container", pkt(neighbour, me, 5001, 40000), dp.ifindex["lxc"])[0] == TC_ACT_OK  # and back
+    assert run(dp, "from_container", packet, dp.ifindex["lxc"]) == (TC_ACT_REDIRECT, packet)
     counts = counted(dp, before)
     assert counts["local_pkts"] == 1 and counts["local_miss_not_established"] == 2, counts
 
@@ -152,9 +132,9 @@ def test_same_host_redirect_hands_the_frame_over_unchanged(clean, family):
 def test_fast_path_packets_are_not_learned_again(clean):
     dp = clean
     marked = outer(LOCAL_HOST, OTHER_HOST, VNI, frame(ME, PEER))  # would be a wrong template
-    run(dp, "to_nic", marked, dp.nic_index, mark=FASTPATH_MARK)
+    run(dp, "to_nic", marked, dp.ifindex["nic"], mark=FASTPATH_MARK)
     assert len(dp._maps["tunnels"]) == 0
-    run(dp, "to_nic", marked, dp.nic_index)  # unmarked: still not learned, PEER lives on REMOTE_HOST
+    run(dp, "to_nic", marked, dp.ifindex["nic"])  # unmarked: still not learned, PEER lives on REMOTE_HOST
     assert len(dp._maps["tunnels"]) == 0
 
 
@@ -162,7 +142,13 @@ def test_learn_records_template_and_source_port(clean):
     dp = clean
     slow = learn(dp)
     cache = dp.cache()
-    tunnel = {"host": REMOTE_HOST, "vni": VNI, "ifindex": dp.nic_index, "encrypted": False, "header": slow[:50].hex()}
+    tunnel = {
+        "host": REMOTE_HOST,
+        "vni": VNI,
+        "ifindex": dp.ifindex["nic"],
+        "encrypted": False,
+        "header": slow[:50].hex(),
+    }
     assert cache["tunnels"] == [tunnel]
     assert cache["flows"][0]["seen_out"] and cache["flows"][0]["seen_in"]
     assert cache["flows"][0]["to"] == REMOTE_HOST  # where an established flow's packets go, without a lookup
@@ -170,9 +156,9 @@ def test_learn_records_template_and_source_port(clean):
 
 def test_a_same_host_flow_is_learned_with_the_receivers_veth(clean):
     dp = clean
-    run(dp, "to_container", pkt(ME, NEIGHBOUR), dp.nb_index)  # the bridge delivered ME's packet to NEIGHBOUR
+    run(dp, "to_container", pkt(ME, NEIGHBOUR), dp.ifindex["nb"])  # the bridge delivered ME's packet to NEIGHBOUR
     flows = {(f["local"], f["remote"]): f for f in dp.cache()["flows"]}
-    assert flows[(f"{ME}:40000", f"{NEIGHBOUR}:5001")]["to"] == dp.nb_index  # ME's flow: redirected there
+    assert flows[(f"{ME}:40000", f"{NEIGHBOUR}:5001")]["to"] == dp.ifindex["nb"]  # ME's flow: redirected there
     assert flows[(f"{NEIGHBOUR}:5001", f"{ME}:40000")]["to"] == 0  # NEIGHBOUR's: not carried out yet
 
 
@@ -246,7 +232,7 @@ HONEST = {
 def test_spoofed_frames_are_dropped_and_counted(clean, case):
     dp = clean
     before = dp.stats()["drop_spoofed"]
-    assert run(dp, "from_container", SPOOFED[case], dp.lxc_index)[0] == TC_ACT_SHOT
+    assert run(dp, "from_container", SPOOFED[case], dp.ifindex["lxc"])[0] == TC_ACT_SHOT
     assert dp.stats()["drop_spoofed"] == before + 1
 
 
@@ -254,7 +240,7 @@ def test_spoofed_frames_are_dropped_and_counted(clean, case):
 def test_honest_frames_pass_to_the_slow_path(clean, case):
     dp = clean
     before = dp.stats()["drop_spoofed"]
-    assert run(dp, "from_container", HONEST[case], dp.lxc_index) == (TC_ACT_OK, HONEST[case])
+    assert run(dp, "from_container", HONEST[case], dp.ifindex["lxc"]) == (TC_ACT_OK, HONEST[case])
     assert dp.stats()["drop_spoofed"] == before
 
 
@@ -264,7 +250,7 @@ def test_decap_restores_the_frame_exactly(clean, family):
     me, peer, _, _ = FAMILIES[family]
     learn(dp, me, peer)
     inner = pkt(peer, me, 5001, 40000, payload=b"back" * 50)
-    rc, out = run(dp, "from_nic", outer(REMOTE_HOST, LOCAL_HOST, VNI, inner), dp.nic_index)
+    rc, out = run(dp, "from_nic", outer(REMOTE_HOST, LOCAL_HOST, VNI, inner), dp.ifindex["nic"])
     assert rc == TC_ACT_REDIRECT
     assert out == inner
 
@@ -304,7 +290,7 @@ def test_decap_leaves_everything_else_to_the_slow_path(clean, family, case):
             pkt(PEER6, ME6, 5001, 40000) if family == "ipv4" else pkt(PEER, ME, 5001, 40000),
         ),
     }[case]
-    assert run(dp, "from_nic", packet, dp.nic_index) == (TC_ACT_OK, packet)
+    assert run(dp, "from_nic", packet, dp.ifindex["nic"]) == (TC_ACT_OK, packet)
 
 
 UNPARSED6 = {
@@ -322,16 +308,16 @@ def test_ipv6_with_extension_headers_is_left_to_the_slow_path(clean, case):
     learn(dp, ME6, PEER6)
     nexthdr, payload = UNPARSED6[case]
     packet, before = ipv6(MY_MAC, PEER_MAC, ME6, PEER6, nexthdr, payload), dp.stats()
-    assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)
+    assert run(dp, "from_container", packet, dp.ifindex["lxc"]) == (TC_ACT_OK, packet)
     inbound = outer(REMOTE_HOST, LOCAL_HOST, VNI, ipv6(PEER_MAC, MY_MAC, PEER6, ME6, nexthdr, payload))
-    assert run(dp, "from_nic", inbound, dp.nic_index) == (TC_ACT_OK, inbound)
+    assert run(dp, "from_nic", inbound, dp.ifindex["nic"]) == (TC_ACT_OK, inbound)
     assert counted(dp, before) == {"miss_unparsed": 1}  # from_nic: not a VXLAN packet it could carry, uncounted
 
 
 def test_ipv6_multicast_such_as_neighbour_discovery_has_no_peer(clean):
     dp = clean
     packet, before = v6(MY_LL, ndp(135, PEER6, [(1, MY_MAC)]), ICMPV6), dp.stats()
-    assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)
+    assert run(dp, "from_container", packet, dp.ifindex["lxc"]) == (TC_ACT_OK, packet)
     assert counted(dp, before) == {"miss_no_peer": 1}
 
 
@@ -343,7 +329,7 @@ def test_removed_remote_endpoint_drops_its_flows(clean):
     assert len(dp._maps["flows"]) == 0
     assert dp._maps["remote_eps"][dp._maps["remote_eps"].Key(VNI, _addr(PEER))].host == _be32(OTHER_HOST)
     packet = frame(ME, PEER)
-    assert run(dp, "from_container", packet, dp.lxc_index) == (TC_ACT_OK, packet)
+    assert run(dp, "from_container", packet, dp.ifindex["lxc"]) == (TC_ACT_OK, packet)
     dp.update_remote(VNI, {PEER: _peer(OTHER_HOST)}, {PEER: _peer(REMOTE_HOST)})
 
 
@@ -362,23 +348,20 @@ def test_a_full_pass_makes_the_remote_map_exactly_what_it_is_given(clean):
 
 
 def test_with_the_fast_path_disabled_only_the_guard_runs():
-    pin = f"/sys/fs/bpf/xmasq/test-off-{os.getpid()}"
-    _ip("link", "add", "xmtboff0", "type", "veth", "peer", "name", "xmtboff1")
-    _ip("link", "add", "xmhtestoff0", "type", "veth", "peer", "name", "xmhtestoff1")
-    _ip("link", "add", "xmhtestoff2", "type", "veth", "peer", "name", "xmhtestoff3")
+    devices = {"nic": "xmtboff0", "lxc": "xmhtestoff0", "nb": "xmhtestoff2"}
+    on = testrun.Sandbox(f"/sys/fs/bpf/xmasq/test-off-{os.getpid()}", devices)
     neighbour = "10.9.0.4"  # a container on this host
     try:
-        on = Datapath(pin, "xmtboff0", sizes={"FLOW_MAX": 1024, "REMOTE_MAX": 1024})
         assert on.load(), on.reason
         assert "xmasq_" in _filters("xmtboff0")
-        off = Datapath(pin, "xmtboff0", enabled=False, sizes={"FLOW_MAX": 1024, "REMOTE_MAX": 1024})
+        off = Datapath(on.pin_dir, "xmtboff0", enabled=False, sizes=testrun.SIZES)
         assert off.load() and off.reason == "disabled by configuration (anti-spoofing only)"
         assert "xmasq_" not in _filters("xmtboff0")  # the NIC hooks of the earlier run are gone
         off.add_local("xmhtestoff0", VNI, [ME], mac_for_ip(ipaddress.IPv4Address(ME)))
         off.add_local("xmhtestoff2", VNI, [neighbour], mac_for_ip(ipaddress.IPv4Address(neighbour)))
         off.update_remote(VNI, {}, {PEER: _peer(REMOTE_HOST)})
         assert off.cache()["remote"] == []  # nothing to encapsulate to
-        lxc = int(Path("/sys/class/net/xmhtestoff0/ifindex").read_text())
+        lxc = on.ifindex["lxc"]
         assert "xmasq_from_container" in _filters("xmhtestoff0")
         run(off, "to_container", frame(PEER, ME, 5001, 40000), lxc)
         run(off, "to_container", frame(neighbour, ME, 5001, 40000), lxc)
@@ -388,9 +371,7 @@ def test_with_the_fast_path_disabled_only_the_guard_runs():
         assert run(off, "from_container", frame(STRANGER, PEER), lxc)[0] == TC_ACT_SHOT
         assert off.stats()["drop_spoofed"] == 1
     finally:
-        for name in ("xmtboff0", "xmhtestoff0", "xmhtestoff2"):
-            subprocess.run(["ip", "link", "del", name], capture_output=True)
-        shutil.rmtree(pin, ignore_errors=True)
+        on.close()
 
 
 def _filters(dev: str) -> str:
@@ -404,7 +385,7 @@ def test_the_cache_shows_ipv6_entries_readably(clean):
     dp = clean
     learn(dp, ME6, PEER6)
     cache = dp.cache()
-    assert {(e["ip"], e["ifindex"]) for e in cache["local"]} >= {(ME, dp.lxc_index), (ME6, dp.lxc_index)}
+    assert {(e["ip"], e["ifindex"]) for e in cache["local"]} >= {(ME, dp.ifindex["lxc"]), (ME6, dp.ifindex["lxc"])}
     assert (VNI, PEER6, REMOTE_HOST) in {(e["vni"], e["ip"], e["host"]) for e in cache["remote"]}
     assert [(f["local"], f["remote"]) for f in cache["flows"]] == [("[fd00:9::2]:40000", "[fd00:9::3]:5001")]
 
@@ -412,8 +393,8 @@ def test_the_cache_shows_ipv6_entries_readably(clean):
 def test_a_removed_endpoint_takes_both_addresses_and_their_flows(clean):
     dp = clean
     for me, neighbour in ((ME, NEIGHBOUR), (ME6, NEIGHBOUR6)):  # same-host flows of both versions
-        run(dp, "to_container", pkt(me, neighbour), dp.nb_index)
-        run(dp, "to_container", pkt(neighbour, me, 5001, 40000), dp.lxc_index)
+        run(dp, "to_container", pkt(me, neighbour), dp.ifindex["nb"])
+        run(dp, "to_container", pkt(neighbour, me, 5001, 40000), dp.ifindex["lxc"])
     assert len(dp._maps["flows"]) == 4
     dp.remove_local(VNI, NEIGHBOUR)
     try:
@@ -432,16 +413,14 @@ TUN_INDEX = 999  # where a tunnel learned on the WireGuard device sends (to_tun 
 
 @pytest.fixture
 def encrypted(clean):
-    _ip("link", "add", "xmtblxc4", "type", "veth", "peer", "name", "xmtblxc5")
     peer = {ENC_PEER: (mac_for_ip(ipaddress.IPv4Address(ENC_PEER)), REMOTE_HOST)}
     try:
         clean.add_local("xmtblxc4", ENC_VNI, [ENC_ME], mac_for_ip(ipaddress.IPv4Address(ENC_ME)))
         clean.update_remote(ENC_VNI, {}, peer, encrypted=True)
-        yield clean, int(Path("/sys/class/net/xmtblxc4/ifindex").read_text())
+        yield clean, clean.ifindex["enc"]
     finally:
         clean.update_remote(ENC_VNI, peer, {})
         clean.remove_local(ENC_VNI, ENC_ME)
-        subprocess.run(["ip", "link", "del", "xmtblxc4"], capture_output=True)
 
 
 def _tunnel(dp: Datapath, encrypted: bool) -> bytes:
@@ -449,11 +428,11 @@ def _tunnel(dp: Datapath, encrypted: bool) -> bytes:
     flow ENC_ME -> ENC_PEER established as the slow path would leave it."""
     inner = pkt(ENC_ME, ENC_PEER)
     port = 4790 if encrypted else 4789
-    hdr = GW_MAC + NIC_MAC + b"\x08\x00" + ipv4(LOCAL_HOST, REMOTE_HOST, 17, udp(SPORT, port, vxlan(ENC_VNI, inner)))
+    hdr = outer(LOCAL_HOST, REMOTE_HOST, ENC_VNI, inner, port=port)
     tunnels, flows = dp._maps["tunnels"], dp._maps["flows"]
     leaf = tunnels.Leaf()
     ctypes.memmove(leaf.hdr, hdr[:50], 50)
-    leaf.encrypted, leaf.ifindex = int(encrypted), TUN_INDEX if encrypted else dp.nic_index
+    leaf.encrypted, leaf.ifindex = int(encrypted), TUN_INDEX if encrypted else dp.ifindex["nic"]
     tunnels[tunnels.Key(_be32(REMOTE_HOST), ENC_VNI)] = leaf
     key = flows.Key(ENC_VNI, _addr(ENC_ME), _addr(ENC_PEER), socket.htons(40000), socket.htons(5001), 17)
     flows[key] = flows.Leaf(1, 1, socket.htons(SPORT), 0, _be32(REMOTE_HOST), 0, 1)  # to ENC_PEER's host, encrypted
@@ -464,13 +443,13 @@ def test_plaintext_vxlan_for_an_encrypted_endpoint_is_dropped_on_the_nic(encrypt
     dp, _ = encrypted
     before = dp.stats()
     slow = outer(REMOTE_HOST, LOCAL_HOST, ENC_VNI, pkt(ENC_PEER, ENC_ME))
-    assert run(dp, "from_nic", slow, dp.nic_index)[0] == TC_ACT_SHOT
+    assert run(dp, "from_nic", slow, dp.ifindex["nic"])[0] == TC_ACT_SHOT
     assert counted(dp, before) == {"drop_plaintext": 1}
 
 
 def test_an_encrypted_network_is_not_learned_on_the_nic(encrypted):
     dp, _ = encrypted
-    run(dp, "to_nic", outer(LOCAL_HOST, REMOTE_HOST, ENC_VNI, pkt(ENC_ME, ENC_PEER)), dp.nic_index)
+    run(dp, "to_nic", outer(LOCAL_HOST, REMOTE_HOST, ENC_VNI, pkt(ENC_ME, ENC_PEER)), dp.ifindex["nic"])
     assert len(dp._maps["tunnels"]) == 0
 
 
