@@ -147,6 +147,8 @@ int to_container(struct __sk_buff *skb)
     struct flow zero = {};
     struct flow *f = flows.lookup_or_try_init(&key, &zero);
     if (f && !f->seen_in) {
+        f->local_ifindex = skb->ifindex;
+        __builtin_memcpy(f->local_mac, me->mac, 6);
         f->seen_in = 1;
         count(STAT_LEARN_IN, 1);
     }

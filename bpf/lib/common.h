@@ -90,8 +90,12 @@ struct flow {
      * either end goes or moves (datapath.py), so these are as current as the endpoint tables. */
     __be32 host;
     __u32 ifindex;
+    /* The local end's host veth and MAC, learned with seen_in: where from_nic and from_tun deliver
+     * the flow's packets without looking up the endpoint table (dropped with the endpoint too). */
+    __u32 local_ifindex;
+    __u8 local_mac[6];
     __u8 encrypted;
-    __u8 pad2[3];
+    __u8 pad2;
 };
 
 /* A Swarm service's virtual IP (socket load balancing, bpf_sock.c), keyed by the VIP itself:

@@ -53,22 +53,26 @@ static __always_inline int delivery(struct vxlan_pkt *pkt, void *data_end, __u8 
         count(STAT_MISS_UNPARSED, 1);
         return 0;
     }
+    *f = established(&key);
+    /* An established flow from the host it was learned to, the way it was learned (tunnel or
+     * not), needs no endpoint lookup: the driver drops a flow whose either end goes or moves. */
+    if (*f && (*f)->host == pkt->outer->saddr && (*f)->encrypted == encrypted) {
+        if (mac_equal(pkt->inner_eth->h_dest, (*f)->local_mac))
+            return (*f)->local_ifindex;
+        count(STAT_INGRESS_MISS_UNKNOWN_DEST, 1);
+        return 0;
+    }
     struct ep_key src, dst;
     ep_key_of(&src, pkt->vni, pkt->inner.src);
     ep_key_of(&dst, pkt->vni, pkt->inner.dst);
-    *f = established(&key);
-    /* An established flow from the host it was learned to, the way it was learned (tunnel or
-     * not), needs no look at the remote table: the driver drops a flow whose remote end moves. */
-    if (!*f || (*f)->host != pkt->outer->saddr || (*f)->encrypted != encrypted) {
-        struct remote_ep *peer = remote_eps.lookup(&src);
-        if (!peer || peer->host != pkt->outer->saddr || (encrypted && !peer->encrypted)) {
-            count(STAT_INGRESS_MISS_UNKNOWN_SOURCE, 1);
-            return 0;
-        }
-        if (peer->encrypted && !encrypted) {
-            count(STAT_DROP_PLAINTEXT, 1);
-            return -1;
-        }
+    struct remote_ep *peer = remote_eps.lookup(&src);
+    if (!peer || peer->host != pkt->outer->saddr || (encrypted && !peer->encrypted)) {
+        count(STAT_INGRESS_MISS_UNKNOWN_SOURCE, 1);
+        return 0;
+    }
+    if (peer->encrypted && !encrypted) {
+        count(STAT_DROP_PLAINTEXT, 1);
+        return -1;
     }
     struct local_ep *local = local_eps.lookup(&dst);
     if (!local || !mac_equal(pkt->inner_eth->h_dest, local->mac)) {

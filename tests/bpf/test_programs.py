@@ -263,6 +263,7 @@ def test_decap_restores_the_frame_exactly(clean, family):
         "unknown outer source",
         "spoofed inner source",
         "unknown destination",
+        "another MAC on the flow",
         "not established",
         "truncated",
         "not vxlan",
@@ -279,6 +280,9 @@ def test_decap_leaves_everything_else_to_the_slow_path(clean, family, case):
         "unknown outer source": outer(OTHER_HOST, LOCAL_HOST, VNI, inner),
         "spoofed inner source": outer(REMOTE_HOST, LOCAL_HOST, VNI, pkt(stranger, me, 5001, 40000)),
         "unknown destination": outer(REMOTE_HOST, LOCAL_HOST, VNI, pkt(peer, stranger, 5001, 40000)),
+        "another MAC on the flow": outer(
+            REMOTE_HOST, LOCAL_HOST, VNI, frame(peer, me, 5001, 40000, b"x", src_mac=MAC[peer], dst_mac=STRANGER_MAC)
+        ),
         "not established": outer(REMOTE_HOST, LOCAL_HOST, VNI, pkt(peer, me, 5002, 40000)),
         "truncated": outer(REMOTE_HOST, LOCAL_HOST, VNI, inner)[:70],
         "not vxlan": outer(REMOTE_HOST, LOCAL_HOST, VNI, inner).replace(struct.pack("!H", 4789), b"\x12\x34", 1),
@@ -435,7 +439,10 @@ def _tunnel(dp: Datapath, encrypted: bool) -> bytes:
     leaf.encrypted, leaf.ifindex = int(encrypted), TUN_INDEX if encrypted else dp.ifindex["nic"]
     tunnels[tunnels.Key(_be32(REMOTE_HOST), ENC_VNI)] = leaf
     key = flows.Key(ENC_VNI, _addr(ENC_ME), _addr(ENC_PEER), socket.htons(40000), socket.htons(5001), 17)
-    flows[key] = flows.Leaf(1, 1, socket.htons(SPORT), 0, _be32(REMOTE_HOST), 0, 1)  # to ENC_PEER's host, encrypted
+    leaf = flows.Leaf(seen_out=1, seen_in=1, sport=socket.htons(SPORT), host=_be32(REMOTE_HOST), encrypted=1)
+    leaf.local_ifindex = dp.ifindex["enc"]
+    ctypes.memmove(leaf.local_mac, MAC[ENC_ME], 6)
+    flows[key] = leaf
     return hdr[:50]
 
 
