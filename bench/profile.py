@@ -12,6 +12,10 @@
    environment) a pinned flow stays on its CPU, so the figures are the data path's work alone;
    with rps each flow's packets go to the CPU its hash picks, and a round trip also pays the
    hand-off both ways when that is not the pinned CPU.
+3. Inside each program, under the same two flows: perf call chains (-g), each program's samples by
+   what it called (a map lookup, bpf_skb_adjust_room, ...) or its own code, as shares: with part
+   1's ns per run, where a packet's time goes under traffic (BPF_PROG_TEST_RUN's hot caches,
+   `make programs`, hide the map lookups' cache misses).
 Removes everything afterwards.
 """
 
@@ -63,6 +67,48 @@ def per_program(runner: bench.Runner, ip: str, seconds: int) -> None:
         print(what)
         for name, (runs, ns) in sorted(costs.items()):
             print(f"  {name:15s} {runs:9d} runs {ns:7.0f} ns/run")
+
+
+PROG = re.compile(r"bpf_prog_[0-9a-f]+_(\w+)")
+
+
+def callees(script: str) -> dict[str, dict[str, int]]:
+    """Samples inside each eBPF program from `perf script` call chains, by what the program called
+    (the frame just above the program's, with all it called in turn) or "own code"."""
+    by: dict[str, dict[str, int]] = {}
+    for sample in script.split("\n\n"):
+        frames = [parts[1].split("+")[0] for line in sample.splitlines() if len(parts := line.split()) > 1]
+        for i, sym in enumerate(frames):
+            m = PROG.fullmatch(sym)
+            if m:
+                what = frames[i - 1] if i else "own code"
+                by.setdefault(m.group(1), {}).setdefault(what, 0)
+                by[m.group(1)][what] += 1
+                break
+    return by
+
+
+def inside_programs(runner: bench.Runner, ip: str, seconds: int, tmp: str) -> None:
+    """Where each program's time goes under traffic: perf call chains, shares of its samples."""
+    data = os.path.join(tmp, "perf-g.data")
+    for what, argv in (
+        ("iperf3 TCP", ["iperf3", "-c", ip, "-t", str(seconds + 2)]),
+        ("sockperf UDP ping-pong", ["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", str(seconds + 2)]),
+    ):
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            client = pool.submit(runner, argv)
+            time.sleep(1)
+            record = ["perf", "record", "-q", "-a", "-g", "-F", str(FREQ), "-o", data, "--", "sleep", str(seconds)]
+            subprocess.run(record, check=True, capture_output=True)
+            client.result()
+        script = subprocess.run(
+            ["perf", "script", "-i", data, "-F", "ip,sym"], check=True, capture_output=True, text=True
+        ).stdout
+        print(f"Inside each program, {what} (perf call chains: what it called, share of its samples)")
+        for prog, parts in sorted(callees(script).items()):
+            total = sum(parts.values())
+            top = sorted(parts.items(), key=lambda kv: -kv[1])[:8]
+            print(f"  {prog} ({total} samples): " + ", ".join(f"{k} {100 * n / total:.0f}%" for k, n in top))
 
 
 def parse_perf(report: str) -> dict[str, float]:
@@ -137,9 +183,7 @@ def main() -> int:
         bed.setup()
         runner, ip = bed.targets["xmasq-on"]
         per_program(runner, ip, args.seconds)
-        if not shutil.which("perf"):
-            print("CPU per round trip: skipped, perf is not installed (Debian: apt-get install linux-perf)")
-            return 0
+        inside_programs(runner, ip, args.seconds, tmp)
         pairs = []
         for i in range(args.pairs):
             print(f"[profile] pair {i + 1}/{args.pairs}", file=sys.stderr, flush=True)

@@ -153,3 +153,28 @@ def test_the_programs_cost_per_packet_is_a_row_per_program_and_workload() -> Non
         "| from_nic | UDP rr | 391 | - |",
         "| to_nic | TCP | 70 | - |",
     ]
+
+
+PERF_SCRIPT = """
+\tffffffff81a0 __htab_map_lookup_elem+0x40
+\tffffffffc0de bpf_prog_6deef7357e7b4530_from_container+0x1a2
+\tffffffff81b0 tcf_classify+0x55
+
+\tffffffffc0de bpf_prog_6deef7357e7b4530_from_container+0x80
+\tffffffff81b0 tcf_classify+0x55
+
+\tffffffff81c0 pskb_expand_head+0x10
+\tffffffff81c4 bpf_skb_adjust_room+0x99
+\tffffffffc0df bpf_prog_1122334455667788_from_nic+0x3
+\tffffffff81b0 tcf_classify+0x55
+
+\tffffffff81d0 tcp_sendmsg+0x10
+\tffffffff81d4 inet_sendmsg+0x99
+"""
+
+
+def test_the_profile_splits_each_programs_samples_by_what_it_called() -> None:
+    assert profile.callees(PERF_SCRIPT) == {
+        "from_container": {"__htab_map_lookup_elem": 1, "own code": 1},
+        "from_nic": {"bpf_skb_adjust_room": 1},  # with all it called in turn
+    }  # a sample outside any program counts nowhere
