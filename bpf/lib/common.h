@@ -94,7 +94,7 @@ struct flow {
      * the flow's packets without looking up the endpoint table (dropped with the endpoint too). */
     __u32 local_ifindex;
     __u8 local_mac[6];
-    __u8 encrypted;
+    __u8 encrypted; /* with host: the remote end's network is encrypted (its VXLAN only in the tunnel) */
     __u8 pad2;
 };
 
