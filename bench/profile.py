@@ -56,15 +56,31 @@ AREAS = (
 )
 
 
-def per_program(runner: bench.Runner, ip: str, seconds: int) -> None:
+def flows(ip: str, seconds: int) -> tuple[tuple[str, list[str]], ...]:
+    """The two flows the profile runs, `seconds` long each: (name, client command)."""
     t = str(seconds)
-    for what, argv in (
-        (f"iperf3 TCP, {t} s", ["iperf3", "-c", ip, "-t", t]),
-        (f"sockperf UDP ping-pong, {t} s", ["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", t]),
-    ):
+    return (
+        ("iperf3 TCP", ["iperf3", "-c", ip, "-t", t]),
+        ("sockperf UDP ping-pong", ["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", t]),
+    )
+
+
+def perf_during(runner: bench.Runner, argv: list[str], seconds: int, data: str, *options: str) -> str:
+    """perf record on all CPUs (with `options`) for `seconds`, from 1 s after the client `argv`
+    started (past its start; it must run 2 s longer); the client's output."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        client = pool.submit(runner, argv)
+        time.sleep(1)
+        record = ["perf", "record", "-q", "-a", *options, "-F", str(FREQ), "-o", data, "--", "sleep", str(seconds)]
+        subprocess.run(record, check=True, capture_output=True)
+        return client.result()
+
+
+def per_program(runner: bench.Runner, ip: str, seconds: int) -> None:
+    for what, argv in flows(ip, seconds):
         with ebpf.stats_enabled():
             costs = ebpf.cost(lambda argv=argv: runner(argv))
-        print(what)
+        print(f"{what}, {seconds} s")
         for name, (runs, ns) in sorted(costs.items()):
             print(f"  {name:15s} {runs:9d} runs {ns:7.0f} ns/run")
 
@@ -91,16 +107,8 @@ def callees(script: str) -> dict[str, dict[str, int]]:
 def inside_programs(runner: bench.Runner, ip: str, seconds: int, tmp: str) -> None:
     """Where each program's time goes under traffic: perf call chains, shares of its samples."""
     data = os.path.join(tmp, "perf-g.data")
-    for what, argv in (
-        ("iperf3 TCP", ["iperf3", "-c", ip, "-t", str(seconds + 2)]),
-        ("sockperf UDP ping-pong", ["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", str(seconds + 2)]),
-    ):
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            client = pool.submit(runner, argv)
-            time.sleep(1)
-            record = ["perf", "record", "-q", "-a", "-g", "-F", str(FREQ), "-o", data, "--", "sleep", str(seconds)]
-            subprocess.run(record, check=True, capture_output=True)
-            client.result()
+    for what, argv in flows(ip, seconds + 2):
+        perf_during(runner, argv, seconds, data, "-g")
         script = subprocess.run(
             ["perf", "script", "-i", data, "-F", "ip,sym"], check=True, capture_output=True, text=True
         ).stdout
@@ -131,15 +139,8 @@ def us_per_round_trip(samples: dict[str, float], seconds: float, rate: float) ->
 def round_trip_cpu(runner: bench.Runner, ip: str, seconds: int, tmp: str) -> tuple[float, dict[str, float]]:
     """Round trips per second, and CPU microseconds per round trip by area, of one ping-pong."""
     data = os.path.join(tmp, "perf.data")
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        client = pool.submit(runner, ["sockperf", "ping-pong", "-i", ip, "-p", "11111", "-t", str(seconds + 2)])
-        time.sleep(1)  # past the client's start
-        subprocess.run(
-            ["perf", "record", "-q", "-a", "-F", str(FREQ), "-o", data, "--", "sleep", str(seconds)],
-            check=True,
-            capture_output=True,
-        )
-        rate = bench.parse_sockperf(client.result())["rate"]
+    _, ping_pong = flows(ip, seconds + 2)[1]
+    rate = bench.parse_sockperf(perf_during(runner, ping_pong, seconds, data))["rate"]
     report = subprocess.run(
         ["perf", "report", "-i", data, "--stdio", "--no-children", "-n", "--sort", "comm,sym"],
         check=True,
