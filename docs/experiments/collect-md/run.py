@@ -11,8 +11,9 @@ Two "hosts" (network namespaces joined by a veth underlay that carries nothing e
            mode): the kernel's vxlan_xmit, routing, iptunnel_xmit and neighbour layers build them
 Both receive through the same decap program on the underlay's ingress (the driver's
 parse_vxlan_pkt and pop_outer, then bpf_redirect_peer), so only the sending side differs. No
-maps of endpoints or flows: this measures the encapsulation alone. The host namespaces have no netfilter rules, which a real host
-(Docker's iptables) has: the md variant's figures are its best case. Rounds interleave the two.
+maps of endpoints or flows: this measures the encapsulation alone. The host namespaces have no
+netfilter rules, which a real host (Docker's iptables) has: the md variant's figures are its best
+case. Rounds interleave the two.
 """
 
 from __future__ import annotations
