@@ -63,7 +63,7 @@ def test_per_network_mac_and_two_networks_at_create(env, dk):
     container created on two networks at once (two CreateEndpoints before the first Join)."""
     api = dk.api.api_version
     if not docker.utils.version_gte(api, "1.44"):
-        pytest.skip(f"Docker {dk.version()['Version']} (API {api}) has neither: tests.engines runs this on 26")
+        pytest.skip(f"Docker {dk.version()['Version']} (API {api}) has neither: tests.release runs this on 26")
     a, b = env.network("mac-a", "10.244.14.0/24"), env.network("mac-b", "10.244.15.0/24")
     ep = dk.api.create_endpoint_config
     c = env.run(
