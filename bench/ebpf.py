@@ -26,18 +26,18 @@ def stats_enabled() -> Iterator[None]:
         subprocess.run(["sysctl", "-qw", f"{_SYSCTL}={was}"], check=False)
 
 
-def _programs() -> dict[int, dict[str, Any]]:
+def _programs(names: tuple[str, ...]) -> dict[int, dict[str, Any]]:
     out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True, check=True).stdout
-    return {p["id"]: p for p in json.loads(out) if p.get("name") in PROGRAMS}
+    return {p["id"]: p for p in json.loads(out) if p.get("name") in names}
 
 
-def cost(workload: Callable[[], Any]) -> dict[str, tuple[int, float]]:
-    """Per program that ran during workload() (statistics on): (runs, ns per run)."""
-    before = _programs()
+def cost(workload: Callable[[], Any], names: tuple[str, ...] = PROGRAMS) -> dict[str, tuple[int, float]]:
+    """Per program of those names that ran during workload() (statistics on): (runs, ns per run)."""
+    before = _programs(names)
     workload()
     runs: dict[str, int] = {}
     ns: dict[str, int] = {}
-    for pid, prog in _programs().items():
+    for pid, prog in _programs(names).items():
         name, was = prog["name"], before.get(pid, {})
         runs[name] = runs.get(name, 0) + prog.get("run_cnt", 0) - was.get("run_cnt", 0)
         ns[name] = ns.get(name, 0) + prog.get("run_time_ns", 0) - was.get("run_time_ns", 0)

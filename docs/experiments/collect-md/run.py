@@ -1,7 +1,9 @@
 """Cached outer headers written in place against a collect-metadata VXLAN device, nothing else
-different (issue 34, item 1). A throwaway experiment, not part of the driver:
+different (issue 34, item 1), and the floors under both: the same container packets with no
+encapsulation, and the host network itself. A throwaway experiment, not part of the driver:
 
-    sudo PYTHONPATH=. .venv/bin/python docs/experiments/collect-md/run.py [--rounds 3] [--seconds 3]
+    sudo PYTHONPATH=. .venv/bin/python docs/experiments/collect-md/run.py [--rounds 3] [--seconds 3] \
+        [--variants inplace,md,...]
 
 Two "hosts" (network namespaces joined by a veth underlay that carries nothing else), a
 "container" namespace behind each on a veth, and one tc program on each container veth's host end:
@@ -9,11 +11,21 @@ Two "hosts" (network namespaces joined by a veth underlay that carries nothing e
            written in place from a map), bpf_redirect to the underlay
   md       bpf_skb_set_tunnel_key, bpf_redirect to an `external` vxlan device (Cilium's tunnel
            mode): the kernel's vxlan_xmit, routing, iptunnel_xmit and neighbour layers build them
-Both receive through the same decap program on the underlay's ingress (the driver's
-parse_vxlan_pkt and pop_outer, then bpf_redirect_peer), so only the sending side differs. No
-maps of endpoints or flows: this measures the encapsulation alone. The host namespaces have no
-netfilter rules, which a real host (Docker's iptables) has: the md variant's figures are its best
-case. Rounds interleave the two.
+  redirect the frame as it is, bpf_redirect to the underlay: no outer headers at all (what any
+           eBPF fast path between containers on a veth costs: the floor under the two above)
+  dns      redirect, with the netfilter rules that Docker puts in every container on a user-defined
+           network (its embedded DNS server's NAT rules: they make conntrack see every packet of the
+           container's namespace; any driver's containers have them, the host network has not)
+  inplace-dns  inplace, with those rules in the containers
+  host     no container and no program: the two host namespaces to each other (the host network)
+  host-nat host, with the NAT rules dockerd puts in a host's namespace for its default bridge (so
+           conntrack sees the host network's packets too, as on a Docker host: `make bench`'s host)
+The container variants receive through one program on the underlay's ingress: VXLAN goes
+through the driver's parse_vxlan_pkt and pop_outer, a plain frame for the container as it is, then
+bpf_redirect_peer; so only the sending side differs. No maps of endpoints or flows: this measures
+the carrying alone, without the driver's lookups, Docker's cgroups and seccomp or the host's netfilter
+rules (which the md variant's packets would cross on a real host: its figures are its best case).
+Rounds interleave the variants, in an order that alternates.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import statistics
@@ -30,7 +43,8 @@ import time
 from bcc import BPF
 from pyroute2 import IPRoute
 
-from bench.run import parse_sockperf  # run from the project root (PYTHONPATH=.)
+from bench.ebpf import cost, stats_enabled  # run from the project root (PYTHONPATH=.)
+from bench.run import parse_sockperf
 
 HOSTS = {1: "xmcm-h1", 2: "xmcm-h2"}
 CONTAINERS = {1: "xmcm-c1", 2: "xmcm-c2"}
@@ -66,13 +80,19 @@ int md(struct __sk_buff *skb)
     return bpf_redirect(VXMD, 0);
 }
 
+int redirect(struct __sk_buff *skb)
+{
+    return bpf_redirect(NIC, 0);
+}
+
 int decap(struct __sk_buff *skb)
 {
     void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
     struct vxlan_pkt pkt;
-    if (parse_vxlan_pkt(data, data_end, &pkt) || pop_outer(skb, pkt.inner_eth))
-        return TC_ACT_OK;
-    return bpf_redirect_peer(LXC, 0);
+    if (!parse_vxlan_pkt(data, data_end, &pkt))
+        return pop_outer(skb, pkt.inner_eth) ? TC_ACT_OK : bpf_redirect_peer(LXC, 0);
+    struct iphdr *ip = parse_ipv4(data, data_end); /* the redirect variant's plain frame */
+    return ip && ip->daddr == MINE ? bpf_redirect_peer(LXC, 0) : TC_ACT_OK;
 }
 """
 
@@ -135,6 +155,7 @@ def load(i: int) -> dict[str, object]:
         f"-DVXMD={ifindex(h, 'vxmd')}",
         f"-DLXC={ifindex(h, f'l{i}')}",
         f"-DREMOTE={remote}u",
+        f"-DMINE={int.from_bytes(bytes(int(x) for x in INNER[i].split('.')), 'little')}u",  # as __be32 reads it
         f"-DVNI={VNI}",
         f"-I{BPF_SRC}",
         "-DOUTER_LEN=50",
@@ -159,7 +180,7 @@ def load(i: int) -> dict[str, object]:
     ctypes.memmove(tunnel.hdr, outer, len(outer))
     tunnel.ifindex = ifindex(h, f"u{i}")
     obj["tunnels"][ctypes.c_int(0)] = tunnel
-    return {"obj": obj, **{p: obj.load_func(p, BPF.SCHED_CLS) for p in ("inplace", "md", "decap")}}
+    return {"obj": obj, **{p: obj.load_func(p, BPF.SCHED_CLS) for p in ("inplace", "md", "redirect", "decap")}}
 
 
 def attach(ns: str, dev: str, fn) -> None:
@@ -180,57 +201,146 @@ def attach(ns: str, dev: str, fn) -> None:
         )
 
 
-def measure(seconds: int, pinned: bool) -> dict[str, float]:
+def run(seconds: int, pinned: bool, host: bool, tool: str) -> str:
+    """One client's output against its server: container 1 to container 2, or (host) host 1 to host 2;
+    tool "tcp" (iperf3) or "udp_rr" (sockperf ping-pong)."""
     pin = ["taskset", "-c", "1"] if pinned else []
-    c1, c2 = CONTAINERS[1], CONTAINERS[2]
-    srv = [
-        subprocess.Popen(["ip", "netns", "exec", c2, *pin, "iperf3", "-s", "-1"], stdout=subprocess.DEVNULL),
-        subprocess.Popen(["ip", "netns", "exec", c2, *pin, "sockperf", "server"], stdout=subprocess.DEVNULL),
-    ]
+    (client, server), addr = (HOSTS.values(), UNDERLAY[2]) if host else (CONTAINERS.values(), INNER[2])
+    serve, argv = {
+        "tcp": (["iperf3", "-s", "-1"], ["iperf3", "-J", "-c", addr, "-t", str(seconds)]),
+        "udp_rr": (["sockperf", "server"], ["sockperf", "ping-pong", "-i", addr, "-t", str(seconds)]),
+    }[tool]
+    srv = subprocess.Popen(["ip", "netns", "exec", server, *pin, *serve], stdout=subprocess.DEVNULL)
     time.sleep(0.5)
     try:
-        tcp = json.loads(sh(*pin, "iperf3", "-J", "-c", INNER[2], "-t", str(seconds), ns=c1))
-        pp = sh(*pin, "sockperf", "ping-pong", "-i", INNER[2], "-t", str(seconds), ns=c1)
+        return sh(*pin, *argv, ns=client)
     finally:
-        for p in srv:
-            p.kill()
-            p.wait()
+        srv.kill()
+        srv.wait()
+
+
+def measure(seconds: int, pinned: bool, host: bool) -> dict[str, float]:
+    tcp = json.loads(run(seconds, pinned, host, "tcp"))
     return {
         "tcp_gbps": tcp["end"]["sum_received"]["bits_per_second"] / 1e9,
         "retransmits": tcp["end"]["sum_sent"]["retransmits"],
-        "udp_rr_per_s": parse_sockperf(pp)["rate"],
+        "udp_rr_per_s": parse_sockperf(run(seconds, pinned, host, "udp_rr"))["rate"],
     }
+
+
+def nat(ns: str, rules: str | None) -> None:
+    """Namespace ns with these NAT rules (iptables-restore input), or with no NAT table at all: not
+    an emptied one, whose base chains alone would keep conntrack on."""
+    if rules:
+        subprocess.run(["ip", "netns", "exec", ns, "iptables-restore"], input=rules, text=True, check=True)
+    else:
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "ip", "nat"], capture_output=True)
+
+
+def program_costs(seconds: int, pinned: bool, tool: str) -> dict[str, float]:
+    """ns per run of the programs that ran during one more client run, the kernel's statistics on
+    only for it (they read the clock twice a run; the other figures run without)."""
+    with stats_enabled():
+        took = cost(functools.partial(run, seconds, pinned, False, tool), COSTED)
+    return {p: ns for p, (_, ns) in took.items()}
+
+
+# Each variant: the program on the container veths (None: host to host, nothing of ours on the
+# underlay), and whether the containers and the hosts have Docker's NAT rules.
+VARIANTS = {
+    "inplace": ("inplace", False, False),
+    "md": ("md", False, False),
+    "redirect": ("redirect", False, False),
+    "dns": ("redirect", True, False),
+    "inplace-dns": ("inplace", True, False),
+    "host": (None, False, False),
+    "host-nat": (None, False, True),
+}
+# What Docker's embedded DNS server puts in a container's namespace (libnetwork's resolver; ports
+# of its own choosing), as iptables-restore input.
+DOCKER_DNS = """*nat
+:DOCKER_OUTPUT - [0:0]
+:DOCKER_POSTROUTING - [0:0]
+-A OUTPUT -d 127.0.0.11/32 -j DOCKER_OUTPUT
+-A POSTROUTING -d 127.0.0.11/32 -j DOCKER_POSTROUTING
+-A DOCKER_OUTPUT -d 127.0.0.11/32 -p tcp -m tcp --dport 53 -j DNAT --to-destination 127.0.0.11:37043
+-A DOCKER_OUTPUT -d 127.0.0.11/32 -p udp -m udp --dport 53 -j DNAT --to-destination 127.0.0.11:59511
+-A DOCKER_POSTROUTING -s 127.0.0.11/32 -p tcp -m tcp --sport 37043 -j SNAT --to-source :53
+-A DOCKER_POSTROUTING -s 127.0.0.11/32 -p udp -m udp --sport 59511 -j SNAT --to-source :53
+COMMIT
+"""
+# And what dockerd puts in the host's (its default bridge's, docker0 absent here).
+DOCKER_HOST = """*nat
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+-A DOCKER -i docker0 -j RETURN
+COMMIT
+"""
+COSTED = ("inplace", "redirect", "decap")  # programs whose ns per run the kernel's statistics give
+METRICS = ("tcp_gbps", "retransmits", "udp_rr_per_s")
+
+
+def cell(values: list[float]) -> str:
+    return f"{statistics.median(values):.4g} ({min(values):.4g}-{max(values):.4g})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of: %(default)s")
     args = parser.parse_args()
+    wanted = args.variants.split(",")
+    if unknown := set(wanted) - set(VARIANTS):
+        parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
     results: dict[str, list[dict[str, float]]] = {}
+    costs: dict[str, list[dict[str, float]]] = {}
     try:
         build()
         progs = {i: load(i) for i in (1, 2)}
-        for i in (1, 2):
-            attach(HOSTS[i], f"u{i}", progs[i]["decap"])
         for r in range(args.rounds):
-            for variant in ("inplace", "md") if r % 2 == 0 else ("md", "inplace"):
+            for variant in wanted if r % 2 == 0 else wanted[::-1]:
+                program, container_nat, host_nat = VARIANTS[variant]
                 for i in (1, 2):
-                    attach(HOSTS[i], f"l{i}", progs[i][variant])
+                    if program is None:  # nothing of ours on the underlay either (if it was there)
+                        detach = ["tc", "qdisc", "del", "dev", f"u{i}", "clsact"]
+                        subprocess.run(["ip", "netns", "exec", HOSTS[i], *detach], capture_output=True)
+                    else:
+                        attach(HOSTS[i], f"u{i}", progs[i]["decap"])
+                        attach(HOSTS[i], f"l{i}", progs[i][program])
+                    nat(CONTAINERS[i], DOCKER_DNS if container_nat else None)
+                    nat(HOSTS[i], DOCKER_HOST if host_nat else None)
                 for pinned in (False, True):
                     key = f"{variant} {'pinned' if pinned else 'unpinned'}"
-                    results.setdefault(key, []).append(measure(args.seconds, pinned))
+                    results.setdefault(key, []).append(measure(args.seconds, pinned, program is None))
                     print(key, results[key][-1], flush=True)
+                    if variant in ("inplace", "redirect"):  # what its programs cost under this traffic
+                        for tool in ("tcp", "udp_rr"):
+                            costs.setdefault(f"{key} {tool}", []).append(program_costs(args.seconds, pinned, tool))
     finally:
         for ns in (*HOSTS.values(), *CONTAINERS.values()):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-    print("\n| variant | tcp_gbps | retransmits | udp_rr_per_s |\n|---|---|---|---|")
+    print("\n| variant | " + " | ".join(METRICS) + " |\n|---|---|---|---|")
     for key, rounds in results.items():
-        cells = []
-        for m in ("tcp_gbps", "retransmits", "udp_rr_per_s"):
-            v = [x[m] for x in rounds]
-            cells.append(f"{statistics.median(v):.4g} ({min(v):.4g}-{max(v):.4g})")
-        print(f"| {key} | " + " | ".join(cells) + " |")
+        print(f"| {key} | " + " | ".join(cell([x[m] for x in rounds]) for m in METRICS) + " |")
+    for base in (v for v in wanted if VARIANTS[v][0] is None):
+        print(f"\nPer round, against {base} (same round, same mode):\n")
+        print(f"| variant / {base} | tcp_gbps | udp_rr_per_s |\n|---|---|---|")
+        for key, rounds in results.items():
+            variant, mode = key.split()
+            if VARIANTS[variant][0] is not None:
+                host = results[f"{base} {mode}"]
+                ratios = [
+                    [x[m] / h[m] for x, h in zip(rounds, host, strict=True)] for m in ("tcp_gbps", "udp_rr_per_s")
+                ]
+                print(f"| {key} | " + " | ".join(cell(r) for r in ratios) + " |")
+    print("\nns per run of each program under that variant's traffic (kernel.bpf_stats_enabled, both hosts):\n")
+    print("| variant, workload | " + " | ".join(COSTED) + " |\n|---|---|---|---|")
+    for key, rounds in costs.items():
+        ran = [[x[p] for x in rounds if p in x] for p in COSTED]
+        print(f"| {key} | " + " | ".join(cell(r) if r else "-" for r in ran) + " |")
 
 
 if __name__ == "__main__":
