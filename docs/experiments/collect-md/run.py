@@ -34,9 +34,7 @@ import argparse
 import contextlib
 import ctypes
 import functools
-import json
 import os
-import statistics
 import subprocess
 import time
 
@@ -44,7 +42,8 @@ from bcc import BPF
 from pyroute2 import IPRoute
 
 from bench.ebpf import cost, stats_enabled  # run from the project root (PYTHONPATH=.)
-from bench.run import parse_sockperf
+from bench.report import summary
+from bench.run import parse_iperf, parse_sockperf
 
 HOSTS = {1: "xmcm-h1", 2: "xmcm-h2"}
 CONTAINERS = {1: "xmcm-c1", 2: "xmcm-c2"}
@@ -220,7 +219,7 @@ def run(seconds: int, pinned: bool, host: bool, tool: str) -> str:
 
 
 def measure(seconds: int, pinned: bool, host: bool) -> dict[str, float]:
-    tcp = json.loads(run(seconds, pinned, host, "tcp"))
+    tcp = parse_iperf(run(seconds, pinned, host, "tcp"))
     return {
         "tcp_gbps": tcp["end"]["sum_received"]["bits_per_second"] / 1e9,
         "retransmits": tcp["end"]["sum_sent"]["retransmits"],
@@ -280,10 +279,13 @@ COMMIT
 """
 COSTED = ("inplace", "redirect", "decap")  # programs whose ns per run the kernel's statistics give
 METRICS = ("tcp_gbps", "retransmits", "udp_rr_per_s")
+RATIOS = ("tcp_gbps", "udp_rr_per_s")  # of each container variant against each host variant
 
 
-def cell(values: list[float]) -> str:
-    return f"{statistics.median(values):.4g} ({min(values):.4g}-{max(values):.4g})"
+def cell(rounds: list[dict[str, float]], metric: str) -> str:
+    """Median (min-max) over the rounds."""
+    median, low, high = summary(rounds, metric)
+    return f"{median:.4g} ({low:.4g}-{high:.4g})"
 
 
 def main() -> None:
@@ -324,23 +326,21 @@ def main() -> None:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     print("\n| variant | " + " | ".join(METRICS) + " |\n|---|---|---|---|")
     for key, rounds in results.items():
-        print(f"| {key} | " + " | ".join(cell([x[m] for x in rounds]) for m in METRICS) + " |")
+        print(f"| {key} | " + " | ".join(cell(rounds, m) for m in METRICS) + " |")
     for base in (v for v in wanted if VARIANTS[v][0] is None):
         print(f"\nPer round, against {base} (same round, same mode):\n")
-        print(f"| variant / {base} | tcp_gbps | udp_rr_per_s |\n|---|---|---|")
+        print(f"| variant / {base} | " + " | ".join(RATIOS) + " |\n|---|---|---|")
         for key, rounds in results.items():
             variant, mode = key.split()
             if VARIANTS[variant][0] is not None:
-                host = results[f"{base} {mode}"]
-                ratios = [
-                    [x[m] / h[m] for x, h in zip(rounds, host, strict=True)] for m in ("tcp_gbps", "udp_rr_per_s")
-                ]
-                print(f"| {key} | " + " | ".join(cell(r) for r in ratios) + " |")
+                pairs = zip(rounds, results[f"{base} {mode}"], strict=True)
+                per_round = [{m: x[m] / h[m] for m in RATIOS} for x, h in pairs]  # their median, not the medians'
+                print(f"| {key} | " + " | ".join(cell(per_round, m) for m in RATIOS) + " |")
     print("\nns per run of each program under that variant's traffic (kernel.bpf_stats_enabled, both hosts):\n")
     print("| variant, workload | " + " | ".join(COSTED) + " |\n|---|---|---|---|")
     for key, rounds in costs.items():
-        ran = [[x[p] for x in rounds if p in x] for p in COSTED]
-        print(f"| {key} | " + " | ".join(cell(r) if r else "-" for r in ran) + " |")
+        ran = {p: [x for x in rounds if p in x] for p in COSTED}
+        print(f"| {key} | " + " | ".join(cell(ran[p], p) if ran[p] else "-" for p in COSTED) + " |")
 
 
 if __name__ == "__main__":
