@@ -73,14 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     engine = args.engine or other()
     Engine(engine).ensure()
     if args.smoke:
-        multi, rc_single = files(SMOKE_MULTI), 0
+        multi, single, rc_single = files(SMOKE_MULTI), "in tests.release", 0
     else:
         print(f"engines: {engine}: single-host part ({E2E})", flush=True)
         rc_single = single_host(engine, [E2E], extra)
-        multi = [E2E, *(f"--deselect={f}" for f in files(ALL_MULTI_BUT))]
+        multi, single = [E2E, *(f"--deselect={f}" for f in files(ALL_MULTI_BUT))], f"rc={rc_single}"
     print(f"engines: {engine}: multi-host part ({' '.join(multi)})", flush=True)
     rc_multi = multi_host(engine, multi, extra)
-    print(f"engines: {engine}: single-host rc={rc_single}, multi-host rc={rc_multi}", flush=True)
+    print(f"engines: {engine}: single-host {single}, multi-host rc={rc_multi}", flush=True)
     return rc_single or rc_multi
 
 
